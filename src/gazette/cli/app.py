@@ -1,0 +1,78 @@
+"""The root command group, error handling and the helpers every command shares."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+
+from gazette.config import load_settings
+from gazette.errors import ConfigError, GazetteError
+from gazette.runtime import Runtime, build_runtime, use_runtime
+from gazette.store.db import check_connection
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Print one sentence to stderr and exit: 1 for a failed operation, 2 for bad config."""
+    click.echo(f"gazette: {message}", err=True)
+    sys.exit(code)
+
+
+class GazetteGroup(click.Group):
+    """Turns the errors a user can cause into one sentence and an exit code, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command, mapping ConfigError to exit 2 and GazetteError to exit 1."""
+        try:
+            return super().invoke(ctx)
+        except ConfigError as error:
+            fail(str(error), EXIT_USAGE)
+        except GazetteError as error:
+            fail(str(error), EXIT_FAILED)
+
+
+def runtime(*, check_database: bool = True) -> Runtime:
+    """Build this invocation's runtime from the environment and install it for tasks too.
+
+    The Celery app is pointed at the same settings, so tasks enqueued from the CLI go to
+    the configured broker, or run in-process with none.
+    """
+    settings = load_settings()
+    built = build_runtime(settings)
+    if check_database:
+        check_connection(built.engine)
+    use_runtime(built)
+    from worker.app import configure
+
+    configure(settings)
+    return built
+
+
+def console() -> Console:
+    """Return the console for human output (stdout)."""
+    return Console(highlight=False)
+
+
+def print_json(document: object) -> None:
+    """Print one JSON document on stdout and nothing else, for scripts."""
+    click.echo(json.dumps(document, ensure_ascii=False, indent=2, default=str))
+
+
+@click.group(cls=GazetteGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gazette")
+def main() -> None:
+    """Gazette: a self-hosted newsletter service.
+
+    Settings come from GAZETTE_* environment variables; with none set, everything lives
+    under ./var (a SQLite database and a Maildir outbox) and tasks run in-process.
+
+    \b
+    Example:
+      gazette init && gazette demo
+    """

@@ -1,0 +1,269 @@
+"""Settings: the one place that reads the environment.
+
+Every value comes from a ``GAZETTE_*`` variable, read by a strict helper that fails at
+start with one sentence naming the variable and the value, so a typo never surfaces
+later as a traceback in a worker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from gazette.errors import ConfigError
+
+PREFIX = "GAZETTE_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class MailURL:
+    """Where mail goes: a Maildir folder or an SMTP relay."""
+
+    scheme: str  # "maildir", "smtp" or "smtps"
+    path: Path | None = None
+    host: str = ""
+    port: int = 0
+    username: str = ""
+    password: str = ""
+    starttls: bool = False
+    timeout: float = 30.0
+
+    def redacted(self) -> str:
+        """Return the URL for logs and messages, without the password."""
+        if self.scheme == "maildir":
+            return f"maildir://{self.path}"
+        user = f"{self.username}:***@" if self.username else ""
+        return f"{self.scheme}://{user}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting Gazette has, typed, with the embedded defaults."""
+
+    database_url: str
+    broker_url: str | None
+    smtp: MailURL
+    base_url: str
+    from_address: str
+    secret_keys: tuple[str, ...]
+    template_dir: Path | None
+    var_dir: Path
+    batch_size: int = 500
+    lease_seconds: int = 600
+    smtputf8: bool = False
+
+    @property
+    def eager(self) -> bool:
+        """Tasks run in-process when no broker is configured (the embedded default)."""
+        return self.broker_url is None
+
+    @property
+    def database_url_redacted(self) -> str:
+        """Return the database URL without its password, for messages and logs."""
+        return make_url(self.database_url).render_as_string(hide_password=True)
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(PREFIX + name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a whole number.") from None
+    if value < minimum:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} must be at least {minimum}.")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(PREFIX + name)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{PREFIX}{name}={raw!r} is not a yes/no value (use 1 or 0).")
+
+
+def parse_database_url(raw: str, name: str = "DATABASE_URL") -> str:
+    """Check a database URL and pin the driver Gazette supports for its dialect."""
+    try:
+        url: URL = make_url(raw)
+    except ArgumentError:
+        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a database URL.") from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if url.drivername != "sqlite":
+            raise ConfigError(f"{PREFIX}{name}={raw!r}: use the plain sqlite:/// scheme.")
+        if not url.database or url.database == ":memory:":
+            raise ConfigError(
+                f"{PREFIX}{name}={raw!r} must name a database file (sqlite:///path/to/file.db)."
+            )
+        return url.render_as_string(hide_password=False)
+    if backend == "postgresql":
+        if url.drivername not in ("postgresql", "postgresql+psycopg"):
+            raise ConfigError(
+                f"{PREFIX}{name}={raw!r}: Gazette talks to PostgreSQL through psycopg 3 "
+                "(postgresql+psycopg://)."
+            )
+        if not url.database:
+            raise ConfigError(f"{PREFIX}{name}={raw!r} does not name a database.")
+        return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    raise ConfigError(
+        f"{PREFIX}{name}={raw!r} names an unsupported database; use sqlite:/// or postgresql://."
+    )
+
+
+def parse_mail_url(raw: str, name: str = "SMTP_URL") -> MailURL:
+    """Parse ``maildir:///abs/path``, ``smtp://user:pass@host:587?starttls=1`` or ``smtps://``."""
+    parts = urlsplit(raw)
+    if parts.scheme == "maildir":
+        if parts.netloc or not parts.path.startswith("/"):
+            raise ConfigError(
+                f"{PREFIX}{name}={raw!r}: a Maildir URL needs an absolute path "
+                "(maildir:///var/mail/outbox)."
+            )
+        return MailURL(scheme="maildir", path=Path(unquote(parts.path)))
+    if parts.scheme in ("smtp", "smtps"):
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name}={raw!r} has a port that is not a number.") from None
+        if not parts.hostname:
+            raise ConfigError(f"{PREFIX}{name}={raw!r} does not name a host.")
+        query = parse_qs(parts.query, keep_blank_values=True)
+        unknown = set(query) - {"starttls", "timeout"}
+        if unknown:
+            raise ConfigError(
+                f"{PREFIX}{name}={raw!r} has unknown options: {', '.join(sorted(unknown))}."
+            )
+        starttls_raw = query.get("starttls", ["0"])[-1].lower()
+        if starttls_raw not in _TRUE | _FALSE:
+            raise ConfigError(f"{PREFIX}{name}={raw!r}: starttls must be 1 or 0.")
+        try:
+            timeout = float(query.get("timeout", ["30"])[-1])
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name}={raw!r}: timeout must be seconds.") from None
+        if parts.scheme == "smtps" and starttls_raw in _TRUE:
+            raise ConfigError(f"{PREFIX}{name}={raw!r}: smtps:// is already TLS; drop starttls.")
+        return MailURL(
+            scheme=parts.scheme,
+            host=parts.hostname,
+            port=port or (465 if parts.scheme == "smtps" else 25),
+            username=unquote(parts.username or ""),
+            password=unquote(parts.password or ""),
+            starttls=starttls_raw in _TRUE,
+            timeout=timeout,
+        )
+    raise ConfigError(
+        f"{PREFIX}{name}={raw!r} is not a mail URL; use maildir:///path, smtp://host:port "
+        "or smtps://host:port."
+    )
+
+
+def _base_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{PREFIX}BASE_URL={raw!r} is not an http(s) URL.")
+    return raw.rstrip("/")
+
+
+def _broker_url(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    if urlsplit(raw).scheme not in ("redis", "rediss"):
+        raise ConfigError(f"{PREFIX}BROKER_URL={raw!r} is not a Redis URL (redis://host:6379/0).")
+    return raw
+
+
+def _from_address(raw: str) -> str:
+    # Imported here so importing config stays cheap for tools that only read settings.
+    from gazette.addresses import AddressError, normalise_address
+
+    try:
+        return normalise_address(raw, allow_smtputf8=False)
+    except AddressError as exc:
+        raise ConfigError(f"{PREFIX}FROM_ADDRESS={raw!r} is not usable: {exc}") from None
+
+
+def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    """Read and check every setting; raise ConfigError naming the first bad one.
+
+    The embedded defaults put everything under ``./var``: a SQLite file, and a Maildir
+    outbox as the mail transport; with no broker, tasks run in-process.
+    """
+    env = os.environ if env is None else env
+    base = (cwd or Path.cwd()).resolve()
+    var_dir = Path(_get(env, "VAR_DIR") or base / "var").resolve()
+    default_db = f"sqlite:///{var_dir / 'gazette.db'}"
+    database_url = parse_database_url(_get(env, "DATABASE_URL") or default_db)
+    smtp = parse_mail_url(_get(env, "SMTP_URL") or f"maildir://{var_dir / 'outbox'}")
+    keys_raw = _get(env, "SECRET_KEYS")
+    if keys_raw is None:
+        secret_keys: tuple[str, ...] = (_embedded_secret(var_dir),)
+    else:
+        secret_keys = tuple(k.strip() for k in keys_raw.split(",") if k.strip())
+        short = [k for k in secret_keys if len(k) < 16]
+        if not secret_keys or short:
+            raise ConfigError(
+                f"{PREFIX}SECRET_KEYS must list keys of at least 16 characters, "
+                "newest first, separated by commas."
+            )
+    template_raw = _get(env, "TEMPLATE_DIR")
+    template_dir = Path(template_raw).resolve() if template_raw else None
+    if template_dir is not None and not template_dir.is_dir():
+        raise ConfigError(f"{PREFIX}TEMPLATE_DIR={template_raw!r} is not a folder.")
+    return Settings(
+        database_url=database_url,
+        broker_url=_broker_url(_get(env, "BROKER_URL")),
+        smtp=smtp,
+        base_url=_base_url(_get(env, "BASE_URL") or "http://localhost:8000"),
+        from_address=_from_address(_get(env, "FROM_ADDRESS") or "newsletter@localhost.localdomain"),
+        secret_keys=secret_keys,
+        template_dir=template_dir,
+        var_dir=var_dir,
+        batch_size=_int(env, "BATCH_SIZE", 500),
+        lease_seconds=_int(env, "LEASE_SECONDS", 600, minimum=10),
+        smtputf8=_bool(env, "SMTPUTF8", False),
+    )
+
+
+def _embedded_secret(var_dir: Path) -> str:
+    """Return the secret kept in ``var/secret.key``, creating it on first use.
+
+    The embedded default must sign links that survive a restart without the operator
+    choosing a key; production sets GAZETTE_SECRET_KEYS instead.
+    """
+    import secrets
+
+    path = var_dir / "secret.key"
+    if path.exists():
+        return path.read_text().strip()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    # O_EXCL so two processes starting at once agree on one key.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return key

@@ -1,0 +1,80 @@
+"""The demo publisher: example articles, newsletter and readers in three languages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from gazette.feeds import IngestResult, ingest_document
+from gazette.newsletters import ensure_newsletter
+from gazette.resources import shipped_dir
+from gazette.store.models import Delivery, DeliveryStatus
+from gazette.subscribers import Origin, subscribe
+
+NEWSLETTER = "meridian-weekly"
+NEWSLETTER_NAME = "Meridian Weekly"
+READERS = (
+    ("olivia.bennett@example.org", "Olivia Bennett", "en"),
+    ("reader@example.com", "", "en"),
+    ("oksana.kovalenko@example.org", "Оксана Коваленко", "uk"),
+    ("hanako.sato@example.net", "佐藤 花子", "ja"),
+)
+
+
+@dataclass(frozen=True)
+class DemoSeed:
+    """What seeding did: the newsletter's id, the ingest counts and the readers added."""
+
+    newsletter_id: int
+    ingest: IngestResult
+    readers_added: int
+
+
+def example_feed() -> Path:
+    """Return the path of the example feed shipped with Gazette."""
+    return shipped_dir("examples") / "feed.xml"
+
+
+def seed(session: Session) -> DemoSeed:
+    """Load the example feed, the demo newsletter and its readers; idempotent."""
+    feed = example_feed()
+    ingest = ingest_document(session, feed.read_bytes(), str(feed))
+    newsletter_id = ensure_newsletter(session, NEWSLETTER, NEWSLETTER_NAME)
+    origin = Origin(source="demo")
+    added = 0
+    for email, name, language in READERS:
+        result = subscribe(
+            session, email, NEWSLETTER, origin, name=name, language=language, confirmed=True
+        )
+        added += result.created
+    return DemoSeed(newsletter_id, ingest, added)
+
+
+def sent_count(session: Session, issue_id: int) -> int:
+    """Return how many deliveries of the issue the ledger records as sent."""
+    return (
+        session.scalar(
+            select(func.count()).where(
+                Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.SENT
+            )
+        )
+        or 0
+    )
+
+
+def find_in_maildir(root: Path, message_id: str) -> Path | None:
+    """Return the Maildir file carrying ``message_id``, or None when there is none."""
+    needle = f"Message-ID: <{message_id}>".encode()
+    for sub in ("new", "cur"):
+        folder = root / sub
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir(), reverse=True):
+            with path.open("rb") as handle:
+                head = handle.read(4096)
+            if needle in head:
+                return path
+    return None

@@ -1,0 +1,204 @@
+"""Planning: turn a newsletter's new articles and audience into one frozen issue."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import func, insert, literal, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gazette.newsletters import Schedule
+from gazette.store.models import (
+    Article,
+    Delivery,
+    DeliveryStatus,
+    Issue,
+    IssueArticle,
+    IssueStatus,
+    Newsletter,
+    Subscription,
+    SubscriptionStatus,
+    article_topic,
+    newsletter_topic,
+)
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What planning did: the issue, whether this call created it, and its size."""
+
+    issue_id: int
+    created: bool
+    status: IssueStatus
+    articles: int
+    deliveries: int
+    skip_reason: str | None = None
+
+
+def period_key(newsletter: Newsletter, now: datetime) -> str:
+    """Return the key of the scheduled period ``now`` falls in: its start, in UTC.
+
+    Every scheduler computes the same key for the same tick, which is what makes a
+    schedule that fires twice, or two schedulers, plan one issue.
+    """
+    start = Schedule(newsletter.schedule_cron, newsletter.timezone).last_fire(now)
+    return start.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def _previous_cutoff(session: Session, newsletter_id: int, issue_id: int) -> datetime | None:
+    """Cutoff of the newsletter's last issue that went out; skipped ones carry nothing."""
+    return session.scalar(
+        select(func.max(Issue.cutoff_at)).where(
+            Issue.newsletter_id == newsletter_id,
+            Issue.id != issue_id,
+            Issue.status != IssueStatus.SKIPPED,
+        )
+    )
+
+
+def _freeze_articles(
+    session: Session, newsletter: Newsletter, issue: Issue, since: datetime | None
+) -> int:
+    """Pick the issue's articles, newest first, and record them; return how many."""
+    already_sent = (
+        select(IssueArticle.article_id)
+        .join(Issue, Issue.id == IssueArticle.issue_id)
+        .where(Issue.newsletter_id == newsletter.id, Issue.id != issue.id)
+    )
+    query = select(Article.id).where(
+        Article.published_at <= issue.cutoff_at, Article.id.not_in(already_sent)
+    )
+    if since is not None:
+        query = query.where(Article.published_at > since)
+    topic_ids = select(newsletter_topic.c.topic_id).where(
+        newsletter_topic.c.newsletter_id == newsletter.id
+    )
+    if session.scalar(select(func.count()).select_from(topic_ids.subquery())):
+        query = query.where(
+            Article.id.in_(
+                select(article_topic.c.article_id).where(article_topic.c.topic_id.in_(topic_ids))
+            )
+        )
+    query = query.order_by(Article.published_at.desc(), Article.id.desc()).limit(
+        newsletter.max_articles
+    )
+    article_ids = list(session.scalars(query))
+    session.add_all(
+        IssueArticle(issue_id=issue.id, article_id=article_id, position=position)
+        for position, article_id in enumerate(article_ids)
+    )
+    return len(article_ids)
+
+
+def _freeze_audience(session: Session, issue: Issue) -> int:
+    """Insert one pending delivery per active subscription, in one INSERT ... SELECT."""
+    audience = select(
+        literal(issue.id),
+        Subscription.subscriber_id,
+        literal(DeliveryStatus.PENDING.value),
+        literal(0),
+    ).where(
+        Subscription.newsletter_id == issue.newsletter_id,
+        Subscription.status == SubscriptionStatus.ACTIVE,
+    )
+    result = session.execute(
+        insert(Delivery).from_select(["issue_id", "subscriber_id", "status", "attempts"], audience)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def plan_issue(
+    session: Session, newsletter_id: int, now: datetime, key: str | None = None
+) -> PlanResult:
+    """Plan the issue of ``newsletter_id`` for the period of ``now`` (or an explicit key).
+
+    Idempotent: the (newsletter, period key) pair is unique, so planning again, or from
+    another process at the same time, returns the issue already planned. Runs inside the
+    caller's transaction; the caller commits before enqueueing any sending.
+    """
+    newsletter = session.get_one(Newsletter, newsletter_id)
+    key = key or period_key(newsletter, now)
+    issue = Issue(newsletter_id=newsletter_id, period_key=key, cutoff_at=now)
+    try:
+        with session.begin_nested():
+            session.add(issue)
+    except IntegrityError:
+        existing = session.scalars(
+            select(Issue).where(Issue.newsletter_id == newsletter_id, Issue.period_key == key)
+        ).one()
+        return _describe(session, existing, created=False)
+    since = _previous_cutoff(session, newsletter_id, issue.id)
+    issue.since_at = since
+    articles = _freeze_articles(session, newsletter, issue, since)
+    if articles < newsletter.min_articles:
+        issue.status = IssueStatus.SKIPPED
+        issue.skip_reason = (
+            f"{articles} new article(s), fewer than the minimum of {newsletter.min_articles}"
+        )
+        session.flush()
+        return PlanResult(issue.id, True, issue.status, articles, 0, issue.skip_reason)
+    deliveries = _freeze_audience(session, issue)
+    session.flush()
+    return PlanResult(issue.id, True, issue.status, articles, deliveries)
+
+
+def _describe(session: Session, issue: Issue, *, created: bool) -> PlanResult:
+    articles = session.scalar(
+        select(func.count()).select_from(IssueArticle).where(IssueArticle.issue_id == issue.id)
+    )
+    deliveries = session.scalar(
+        select(func.count()).select_from(Delivery).where(Delivery.issue_id == issue.id)
+    )
+    return PlanResult(
+        issue.id, created, issue.status, articles or 0, deliveries or 0, issue.skip_reason
+    )
+
+
+def pending_batches(session: Session, issue_id: int, batch_size: int) -> list[tuple[int, int]]:
+    """Split the issue's pending deliveries into id ranges of at most ``batch_size`` rows.
+
+    The audience is inserted by one statement, so its ids are (nearly) contiguous and
+    fixed-width ranges are about ``batch_size`` rows each; the ranges are cheap to
+    compute and to hand to tasks as plain numbers.
+    """
+    low, high = session.execute(
+        select(func.min(Delivery.id), func.max(Delivery.id)).where(
+            Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING
+        )
+    ).one()
+    if low is None:
+        return []
+    return [
+        (start, min(start + batch_size - 1, high)) for start in range(low, high + 1, batch_size)
+    ]
+
+
+def due_newsletters(session: Session, now: datetime) -> list[int]:
+    """Return the newsletters whose current scheduled period has no issue yet."""
+    due: list[int] = []
+    for newsletter in session.scalars(select(Newsletter).order_by(Newsletter.id)):
+        key = period_key(newsletter, now)
+        exists = session.scalar(
+            select(Issue.id).where(Issue.newsletter_id == newsletter.id, Issue.period_key == key)
+        )
+        if exists is None:
+            due.append(newsletter.id)
+    return due
+
+
+def resumable_issues(session: Session, now: datetime) -> list[int]:
+    """Return issues with pending rows that are due now: retries, or batches whose task was lost."""
+    return list(
+        session.scalars(
+            select(Delivery.issue_id)
+            .join(Issue, Issue.id == Delivery.issue_id)
+            .where(
+                Issue.status.in_([IssueStatus.PLANNED, IssueStatus.SENDING]),
+                Delivery.status == DeliveryStatus.PENDING,
+                (Delivery.next_attempt_at.is_(None)) | (Delivery.next_attempt_at <= now),
+            )
+            .distinct()
+        )
+    )

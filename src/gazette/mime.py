@@ -1,0 +1,127 @@
+"""Raw MIME messages built as bytes, with every list header added in one place.
+
+Python's EmailMessage with the SMTP policy costs milliseconds per message, RFC 2047-
+encodes a long List-Unsubscribe (which breaks one-click), and can lose a space when it
+folds a non-ASCII Subject. A digest's structure is fixed, so it is written directly:
+headers encoded here, bodies quoted-printable with CRLF line ends.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import format_datetime
+
+from gazette.text import clean_line
+
+CRLF = "\r\n"
+# RFC 2047: an encoded word is at most 75 characters; 45 bytes of UTF-8 encode to 60.
+_CHUNK_BYTES = 45
+_LINE_ENDS = re.compile(r"\r\n|\r|\n")
+_SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+
+
+def _encoded_words(text: str) -> list[str]:
+    """Split ``text`` into B-encoded words without cutting a character in two."""
+    words: list[str] = []
+    chunk = b""
+    for char in text:
+        data = char.encode("utf-8")
+        if len(chunk) + len(data) > _CHUNK_BYTES:
+            words.append(chunk.decode("utf-8"))
+            chunk = b""
+        chunk += data
+    if chunk:
+        words.append(chunk.decode("utf-8"))
+    return [f"=?utf-8?b?{base64.b64encode(w.encode('utf-8')).decode('ascii')}?=" for w in words]
+
+
+def encode_text(value: str) -> str:
+    """Return a header value for free text: ASCII as it is, anything else RFC 2047-encoded.
+
+    Control characters and line breaks are folded away first, so no value can start a
+    header of its own.
+    """
+    value = clean_line(value, 2000)
+    if value.isascii():
+        return value
+    # Encoded words are separated by folding white space, which decoders drop between
+    # adjacent encoded words: splitting never loses or adds a space.
+    return (CRLF + " ").join(_encoded_words(value))
+
+
+def format_address(name: str, address: str) -> str:
+    """Return ``Name <address>`` with the name quoted or encoded as RFC 5322 requires."""
+    name = clean_line(name, 200)
+    address = clean_line(address, 320)
+    if not name:
+        return address
+    if not name.isascii():
+        return f"{encode_text(name)} <{address}>"
+    if _SPECIALS.search(name):
+        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}" <{address}>'
+    return f"{name} <{address}>"
+
+
+def quoted_printable(text: str) -> bytes:
+    """Encode a body as quoted-printable UTF-8 with CRLF lines of at most 76 octets."""
+    normalised = _LINE_ENDS.sub(CRLF, text).encode("utf-8")
+    return binascii.b2a_qp(normalised, quotetabs=False, istext=True, header=False)
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Per-message header values of a digest or a confirmation."""
+
+    from_name: str
+    from_address: str
+    to_name: str
+    to_address: str
+    subject: str
+    message_id: str
+    date: datetime
+    list_id: str | None = None
+    unsubscribe_url: str | None = None
+
+
+def build_message(envelope: Envelope, text: str, html: str, boundary: str) -> bytes:
+    """Return a multipart/alternative message (text, then HTML) as CRLF bytes.
+
+    ``boundary`` must not occur in either body; a digest uses a fixed random string
+    chosen once per issue and language.
+    """
+    headers = [
+        f"From: {format_address(envelope.from_name, envelope.from_address)}",
+        f"To: {format_address(envelope.to_name, envelope.to_address)}",
+        f"Subject: {encode_text(envelope.subject)}",
+        f"Date: {format_datetime(envelope.date)}",
+        f"Message-ID: <{clean_line(envelope.message_id, 250)}>",
+        "MIME-Version: 1.0",
+    ]
+    if envelope.list_id:
+        headers.append(f"List-Id: {encode_text(envelope.list_id)}")
+    if envelope.unsubscribe_url:
+        # One URL in angle brackets, never encoded: RFC 8058 one-click needs it verbatim.
+        headers.append(f"List-Unsubscribe: <{clean_line(envelope.unsubscribe_url, 900)}>")
+        headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
+    head = (CRLF.join(headers) + CRLF + CRLF).encode("utf-8")
+    part_head = (
+        f"--{boundary}{CRLF}Content-Type: text/%s; charset=utf-8{CRLF}"
+        f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
+    )
+    return b"".join(
+        (
+            head,
+            (part_head % "plain").encode("ascii"),
+            quoted_printable(text),
+            CRLF.encode(),
+            (part_head % "html").encode("ascii"),
+            quoted_printable(html),
+            f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
+        )
+    )

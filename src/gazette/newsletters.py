@@ -1,0 +1,103 @@
+"""Newsletters: what a publisher sends, on which schedule, to whom."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from dataclasses import dataclass
+from datetime import datetime
+
+from cronsim import CronSim, CronSimError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from gazette.errors import GazetteError
+from gazette.store.models import Newsletter
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A cron expression read in an IANA time zone."""
+
+    cron: str
+    timezone: str
+
+    def last_fire(self, now: datetime) -> datetime:
+        """Return the most recent scheduled time at or before ``now`` (aware, local zone)."""
+        local = now.astimezone(zoneinfo.ZoneInfo(self.timezone))
+        # CronSim walks from the next minute when reversed; +59 s keeps `now` itself.
+        start = local.replace(second=59, microsecond=0)
+        return next(CronSim(self.cron, start, reverse=True))
+
+
+def check_schedule(cron: str, timezone: str) -> Schedule:
+    """Return the schedule, or raise GazetteError naming the bad expression or zone."""
+    try:
+        zone = zoneinfo.ZoneInfo(timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise GazetteError(f"Time zone {timezone!r} is not an IANA zone name.") from None
+    try:
+        CronSim(cron, datetime.now(zone))
+    except CronSimError:
+        raise GazetteError(f"Schedule {cron!r} is not a five-field cron expression.") from None
+    return Schedule(cron, timezone)
+
+
+def newsletter_by_slug(session: Session, slug: str) -> Newsletter:
+    """Return the newsletter called ``slug``, or raise GazetteError naming it."""
+    newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
+    if newsletter is None:
+        raise GazetteError(f"There is no newsletter {slug!r}.")
+    return newsletter
+
+
+def create_newsletter(
+    session: Session,
+    slug: str,
+    name: str,
+    *,
+    cron: str = "0 8 * * 1",
+    timezone: str = "UTC",
+    min_articles: int = 1,
+    max_articles: int = 20,
+    from_address: str | None = None,
+    list_id: str | None = None,
+) -> int:
+    """Create a newsletter and return its id; the slug must be new."""
+    if not SLUG.match(slug):
+        raise GazetteError(
+            f"Newsletter slug {slug!r} must be lower-case letters, digits and hyphens."
+        )
+    check_schedule(cron, timezone)
+    if not 1 <= min_articles <= max_articles:
+        raise GazetteError(
+            f"Minimum articles ({min_articles}) must be at least 1 and at most "
+            f"the maximum ({max_articles})."
+        )
+    newsletter = Newsletter(
+        slug=slug,
+        name=name.strip() or slug,
+        schedule_cron=cron,
+        timezone=timezone,
+        min_articles=min_articles,
+        max_articles=max_articles,
+        from_address=from_address,
+        list_id=list_id,
+    )
+    try:
+        with session.begin_nested():
+            session.add(newsletter)
+    except IntegrityError:
+        raise GazetteError(f"A newsletter {slug!r} already exists.") from None
+    return newsletter.id
+
+
+def ensure_newsletter(session: Session, slug: str, name: str) -> int:
+    """Return the id of newsletter ``slug``, creating it with default settings when missing."""
+    existing = session.scalar(select(Newsletter.id).where(Newsletter.slug == slug))
+    if existing is not None:
+        return existing
+    return create_newsletter(session, slug, name)

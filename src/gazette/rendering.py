@@ -1,0 +1,157 @@
+"""Rendering: the Jinja environment, translations, and per-subscriber personalisation.
+
+The only module that knows Jinja. The shared body of an issue is rendered once per
+language with markers where per-reader values go; personalising a message is then a
+few string replacements, not a template render.
+"""
+
+from __future__ import annotations
+
+import gettext
+import html
+import io
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+
+from babel.dates import format_date
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import Translations
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
+
+from gazette.resources import shipped_dir
+
+LANGUAGES = ("en", "uk", "ja")
+# Per-reader values are filled in after rendering; the markers survive HTML escaping.
+GREETING = "@@GAZETTE:GREETING@@"
+UNSUBSCRIBE_URL = "@@GAZETTE:UNSUBSCRIBE_URL@@"
+PREFERENCES_URL = "@@GAZETTE:PREFERENCES_URL@@"
+
+
+@dataclass(frozen=True)
+class ArticleView:
+    """An article as templates see it: clean title, link, summary in HTML and text."""
+
+    title: str
+    url: str
+    summary_html: str
+    summary_text: str
+    author: str
+    published_at: datetime
+
+
+@dataclass(frozen=True)
+class IssueView:
+    """What a digest template renders: the newsletter, the issue's date and articles."""
+
+    newsletter_name: str
+    date: datetime
+    articles: tuple[ArticleView, ...]
+    archive_url: str
+
+
+@dataclass(frozen=True)
+class RenderedMessage:
+    """A message's subject, text and HTML with markers for the per-reader values."""
+
+    subject: str
+    text: str
+    html: str
+    boundary: str
+    greeting_named: str
+    greeting_anonymous: str
+
+    def personalise(self, name: str, unsubscribe_url: str, preferences_url: str) -> tuple[str, str]:
+        """Return (text, html) for one reader: greeting and links filled in, HTML escaped."""
+        greeting = self.greeting_named % {"name": name} if name else self.greeting_anonymous
+        text = (
+            self.text.replace(GREETING, greeting)
+            .replace(UNSUBSCRIBE_URL, unsubscribe_url)
+            .replace(PREFERENCES_URL, preferences_url)
+        )
+        body = (
+            self.html.replace(GREETING, html.escape(greeting))
+            .replace(UNSUBSCRIBE_URL, html.escape(unsubscribe_url))
+            .replace(PREFERENCES_URL, html.escape(preferences_url))
+        )
+        return text, body
+
+
+def _autoescape(name: str | None) -> bool:
+    # select_autoescape matches on the last suffix only, so ".html.j2" needs naming.
+    return name is not None and (name.endswith((".html.j2", ".html")))
+
+
+@cache
+def _translations(locale_dir: Path, language: str) -> gettext.NullTranslations:
+    path = locale_dir / language / "LC_MESSAGES" / "messages.po"
+    if not path.exists():
+        return gettext.NullTranslations()
+    with path.open("rb") as handle:
+        catalog = read_po(handle, locale=language)
+    # Compiled in memory: the .po file is the only artefact, so no build step can drift.
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    return Translations(buffer)
+
+
+class Renderer:
+    """Renders the built-in theme, with the operator's template folder taking precedence."""
+
+    def __init__(self, template_dir: Path | None = None) -> None:
+        builtin = shipped_dir("templates")
+        folders = [template_dir, builtin] if template_dir else [builtin]
+        self._loader = ChoiceLoader([FileSystemLoader(str(f)) for f in folders])
+        self._locale_dir = builtin / "locale"
+        self._environments: dict[str, Environment] = {}
+
+    def environment(self, language: str) -> Environment:
+        """Return the Jinja environment for ``language``, with its translations installed."""
+        language = language if language in LANGUAGES else "en"
+        env = self._environments.get(language)
+        if env is None:
+            env = Environment(
+                loader=self._loader,
+                autoescape=_autoescape,  # noqa: S701 - on for every HTML template
+                undefined=StrictUndefined,
+                extensions=["jinja2.ext.i18n"],
+                trim_blocks=True,
+                lstrip_blocks=True,
+                keep_trailing_newline=True,
+            )
+            translations = _translations(self._locale_dir, language)
+            env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
+            env.filters["date"] = lambda value, fmt="long": format_date(
+                value, format=fmt, locale=language
+            )
+            env.globals["language"] = language
+            self._environments[language] = env
+        return env
+
+    def render(self, name: str, language: str, **context: object) -> RenderedMessage:
+        """Render the subject/text/HTML trio ``name`` once for ``language``."""
+        env = self.environment(language)
+        context = {
+            "greeting": GREETING,
+            "unsubscribe_url": UNSUBSCRIBE_URL,
+            "preferences_url": PREFERENCES_URL,
+            **context,
+        }
+        subject = env.get_template(f"email/{name}.subject.j2").render(context).strip()
+        translations = _translations(self._locale_dir, env.globals["language"])
+        return RenderedMessage(
+            subject=" ".join(subject.split()),
+            text=env.get_template(f"email/{name}.txt.j2").render(context),
+            html=env.get_template(f"email/{name}.html.j2").render(context),
+            boundary=f"=_gazette_{secrets.token_hex(12)}",
+            greeting_named=translations.gettext("Hello, %(name)s!"),
+            greeting_anonymous=translations.gettext("Hello!"),
+        )
+
+    def render_issue(self, view: IssueView, language: str) -> RenderedMessage:
+        """Render a digest issue for one language: the shared part of every message."""
+        return self.render("digest", language, issue=view)

@@ -1,0 +1,73 @@
+"""The wiring: one Runtime per process, built from Settings, shared by CLI, worker and web.
+
+Entry points ask for ``current_runtime()``; it is built lazily, so a Celery worker
+creates its database engine in the child process after the fork, never before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from gazette.config import Settings, load_settings
+from gazette.mailer import make_transport
+from gazette.rendering import Renderer
+from gazette.sending import SendContext
+from gazette.store.db import make_engine, make_session_factory
+from gazette.tokens import Tokens
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything built from Settings that the entry points share."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    tokens: Tokens
+    renderer: Renderer
+    send_context: SendContext
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Build the engine, session factory, tokens, renderer and transport for ``settings``."""
+    engine = make_engine(settings.database_url)
+    tokens = Tokens(settings.secret_keys)
+    renderer = Renderer(settings.template_dir)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=make_session_factory(engine),
+        tokens=tokens,
+        renderer=renderer,
+        send_context=SendContext(
+            base_url=settings.base_url,
+            default_from=settings.from_address,
+            tokens=tokens,
+            renderer=renderer,
+            transport=make_transport(settings.smtp),
+            lease=timedelta(seconds=settings.lease_seconds),
+        ),
+    )
+
+
+_current: Runtime | None = None
+
+
+def current_runtime() -> Runtime:
+    """Return this process's runtime, building it from the environment on first use."""
+    global _current
+    if _current is None:
+        _current = build_runtime(load_settings())
+    return _current
+
+
+def use_runtime(runtime: Runtime | None) -> None:
+    """Install ``runtime`` as this process's (None forgets it, disposing its engine)."""
+    global _current
+    if _current is not None and _current is not runtime:
+        _current.engine.dispose()
+    _current = runtime

@@ -1,0 +1,1 @@
+"""The store: models, engines and sessions, migrations. The only package that knows SQL."""

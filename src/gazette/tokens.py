@@ -1,0 +1,82 @@
+"""Signed tokens for the links in every message: confirm, unsubscribe, preferences.
+
+One salt per purpose, so a token minted for one link is worthless for another. Keys are
+a list, newest first: the newest signs, every listed key verifies, so an operator can
+rotate keys without breaking links already in readers' inboxes.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+
+from gazette.errors import GazetteError
+
+
+class Purpose(enum.StrEnum):
+    """What a token is for; each purpose signs with its own salt."""
+
+    CONFIRM = "confirm"
+    UNSUBSCRIBE = "unsubscribe"
+    PREFERENCES = "preferences"
+
+
+# Unsubscribe and preference links must keep working in old emails; confirm links
+# are a time-boxed consent step.
+MAX_AGE: dict[Purpose, timedelta | None] = {
+    Purpose.CONFIRM: timedelta(days=7),
+    Purpose.UNSUBSCRIBE: None,
+    Purpose.PREFERENCES: None,
+}
+
+
+class TokenError(GazetteError):
+    """A token that is tampered with, expired, or minted for another purpose."""
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a token says: an opaque subscriber id and a newsletter slug, never an address."""
+
+    subscriber: str
+    newsletter: str
+
+
+class Tokens:
+    """Mint and check tokens with the configured keys (newest first)."""
+
+    def __init__(self, secret_keys: Sequence[str]) -> None:
+        if not secret_keys:
+            raise ValueError("at least one secret key is needed")
+        # itsdangerous signs with the *last* key of the list and verifies with all.
+        keys = list(reversed(secret_keys))
+        self._serializers = {
+            purpose: URLSafeTimedSerializer(keys, salt=f"gazette.{purpose.value}")
+            for purpose in Purpose
+        }
+
+    def mint(self, purpose: Purpose, subscriber: str, newsletter: str) -> str:
+        """Return a URL-safe token for ``purpose`` naming the subscriber and newsletter."""
+        return str(self._serializers[purpose].dumps([subscriber, newsletter]))
+
+    def read(self, purpose: Purpose, token: str, max_age: timedelta | None = None) -> TokenClaims:
+        """Return the claims of a valid token, or raise TokenError saying why it is not."""
+        age = max_age if max_age is not None else MAX_AGE[purpose]
+        seconds = int(age.total_seconds()) if age is not None else None
+        try:
+            payload = self._serializers[purpose].loads(token, max_age=seconds)
+        except SignatureExpired:
+            raise TokenError("This link has expired.") from None
+        except BadData:
+            raise TokenError("This link is not valid.") from None
+        if (
+            not isinstance(payload, list)
+            or len(payload) != 2
+            or not all(isinstance(part, str) for part in payload)
+        ):
+            raise TokenError("This link is not valid.")
+        return TokenClaims(subscriber=payload[0], newsletter=payload[1])

@@ -1,0 +1,51 @@
+"""The Celery app, configured from Settings: broker, serialisation, acks, beat schedule."""
+
+from __future__ import annotations
+
+import sys
+
+from celery import Celery
+
+from gazette.config import Settings, load_settings
+from gazette.errors import ConfigError
+
+app = Celery("gazette", include=["worker.tasks"])
+
+# Redis redelivers an unacknowledged task after this long; every time limit stays well
+# under it so a slow task is never handed to a second worker while still running.
+VISIBILITY_TIMEOUT = 3600
+TASK_TIME_LIMIT = 900
+
+
+def configure(settings: Settings) -> None:
+    """Point the app at the configured broker, or run tasks in-process when there is none."""
+    app.conf.update(
+        broker_url=settings.broker_url or "memory://",
+        task_always_eager=settings.eager,
+        task_eager_propagates=True,
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_time_limit=TASK_TIME_LIMIT,
+        task_soft_time_limit=TASK_TIME_LIMIT - 60,
+        broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "plan-due-issues": {"task": "gazette.plan_due_issues", "schedule": 60.0},
+            "sweep": {"task": "gazette.sweep", "schedule": 60.0},
+        },
+        timezone="UTC",
+    )
+
+
+try:
+    configure(load_settings())
+except ConfigError as error:
+    # `celery -A worker` imports this module; a bad setting must read as one sentence.
+    print(f"gazette: {error}", file=sys.stderr)
+    raise SystemExit(2) from None

@@ -1,0 +1,77 @@
+"""Celery tasks: thin wrappers that open a session and call one domain function.
+
+Tasks take ids, never objects, and are safe to run twice: planning is idempotent by
+its unique key and sending claims rows from the ledger.
+"""
+
+from __future__ import annotations
+
+from gazette import digests, sending
+from gazette.runtime import current_runtime
+from gazette.store.db import transaction
+from gazette.store.models import utcnow
+from worker.app import app
+
+
+def enqueue_issue(issue_id: int) -> int:
+    """Enqueue one send task per batch of the issue's pending rows; return how many.
+
+    Called only after the planning transaction has committed, so a worker never looks
+    for rows that are not visible yet.
+    """
+    runtime = current_runtime()
+    with runtime.sessions() as session:
+        batches = digests.pending_batches(session, issue_id, runtime.settings.batch_size)
+    for low, high in batches:
+        send_batch.delay(issue_id, low, high)
+    if not batches:
+        finish_issue.delay(issue_id)
+    return len(batches)
+
+
+@app.task(name="gazette.plan_newsletter", ignore_result=True, acks_late=True)
+def plan_newsletter(newsletter_id: int) -> None:
+    """Plan the newsletter's issue for the current period, then enqueue its batches."""
+    with transaction(current_runtime().sessions) as session:
+        result = digests.plan_issue(session, newsletter_id, utcnow())
+    enqueue_issue(result.issue_id)
+
+
+@app.task(name="gazette.plan_due_issues", ignore_result=True, acks_late=True)
+def plan_due_issues() -> None:
+    """Beat, every minute: plan every newsletter whose scheduled period has no issue yet."""
+    with current_runtime().sessions() as session:
+        due = digests.due_newsletters(session, utcnow())
+    for newsletter_id in due:
+        plan_newsletter.delay(newsletter_id)
+
+
+@app.task(name="gazette.send_batch", ignore_result=True, acks_late=True)
+def send_batch(issue_id: int, low: int, high: int) -> None:
+    """Send the pending deliveries of one id range, then finish the issue if it is done."""
+    runtime = current_runtime()
+    sending.send_batch(runtime.sessions, runtime.send_context, issue_id, low, high)
+    with transaction(runtime.sessions) as session:
+        sending.finish_issue(session, issue_id)
+
+
+@app.task(name="gazette.finish_issue", ignore_result=True, acks_late=True)
+def finish_issue(issue_id: int) -> None:
+    """Mark the issue sent with its counts when nothing is left to send."""
+    with transaction(current_runtime().sessions) as session:
+        sending.finish_issue(session, issue_id)
+
+
+@app.task(name="gazette.sweep", ignore_result=True, acks_late=True)
+def sweep() -> None:
+    """Beat, every minute: reclaim expired leases and re-enqueue pending work.
+
+    This is what recovers from a killed worker, a flushed broker, and transient SMTP
+    failures whose backoff has passed.
+    """
+    runtime = current_runtime()
+    with transaction(runtime.sessions) as session:
+        sending.reclaim_expired(session)
+        issues = digests.resumable_issues(session, utcnow())
+    for issue_id in issues:
+        enqueue_issue(issue_id)
