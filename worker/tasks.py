@@ -6,7 +6,7 @@ its unique key and sending claims rows from the ledger.
 
 from __future__ import annotations
 
-from gazette import digests, sending
+from gazette import digests, notices, sending
 from gazette.runtime import current_runtime
 from gazette.store.db import transaction
 from gazette.store.models import utcnow
@@ -75,3 +75,12 @@ def sweep() -> None:
         issues = digests.resumable_issues(session, utcnow())
     for issue_id in issues:
         enqueue_issue(issue_id)
+
+
+@app.task(name="gazette.send_confirmation", ignore_result=True, acks_late=True)
+def send_confirmation(subscriber_id: int, newsletter_id: int) -> None:
+    """Email a new reader the link that confirms their subscription (double opt-in)."""
+    runtime = current_runtime()
+    notices.send_confirmation(
+        runtime.sessions, runtime.send_context, runtime.limiter, subscriber_id, newsletter_id
+    )

@@ -59,6 +59,9 @@ class Settings:
     batch_size: int = 500
     lease_seconds: int = 600
     smtputf8: bool = False
+    proxy_hops: int = 0
+    subscribe_limit_per_ip: int = 20
+    subscribe_limit_per_address: int = 5
 
     @property
     def eager(self) -> bool:
@@ -243,6 +246,9 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         batch_size=_int(env, "BATCH_SIZE", 500),
         lease_seconds=_int(env, "LEASE_SECONDS", 600, minimum=10),
         smtputf8=_bool(env, "SMTPUTF8", False),
+        proxy_hops=_int(env, "PROXY_HOPS", 0, minimum=0),
+        subscribe_limit_per_ip=_int(env, "SUBSCRIBE_LIMIT_PER_IP", 20),
+        subscribe_limit_per_address=_int(env, "SUBSCRIBE_LIMIT_PER_ADDRESS", 5),
     )
 
 

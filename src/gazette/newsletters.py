@@ -101,3 +101,8 @@ def ensure_newsletter(session: Session, slug: str, name: str) -> int:
     if existing is not None:
         return existing
     return create_newsletter(session, slug, name)
+
+
+def list_newsletters(session: Session) -> list[Newsletter]:
+    """Return every newsletter, by slug."""
+    return list(session.scalars(select(Newsletter).order_by(Newsletter.slug)))

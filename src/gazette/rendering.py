@@ -155,3 +155,7 @@ class Renderer:
     def render_issue(self, view: IssueView, language: str) -> RenderedMessage:
         """Render a digest issue for one language: the shared part of every message."""
         return self.render("digest", language, issue=view)
+
+    def render_page(self, template: str, language: str, **context: object) -> str:
+        """Render one web page template (templates/web/) in ``language``."""
+        return self.environment(language).get_template(f"web/{template}.html.j2").render(context)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.config import Settings, load_settings
 from gazette.mailer import make_transport
+from gazette.ratelimit import RateLimiter, make_limiter
 from gazette.rendering import Renderer
 from gazette.sending import SendContext
 from gazette.store.db import make_engine, make_session_factory
@@ -30,6 +31,7 @@ class Runtime:
     tokens: Tokens
     renderer: Renderer
     send_context: SendContext
+    limiter: RateLimiter
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -37,10 +39,12 @@ def build_runtime(settings: Settings) -> Runtime:
     engine = make_engine(settings.database_url)
     tokens = Tokens(settings.secret_keys)
     renderer = Renderer(settings.template_dir)
+    sessions = make_session_factory(engine)
     return Runtime(
         settings=settings,
         engine=engine,
-        sessions=make_session_factory(engine),
+        sessions=sessions,
+        limiter=make_limiter(settings.broker_url, sessions),
         tokens=tokens,
         renderer=renderer,
         send_context=SendContext(

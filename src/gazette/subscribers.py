@@ -1,10 +1,15 @@
-"""Subscribers and their subscriptions: add, confirm, unsubscribe, each change audited."""
+"""Subscribers and their subscriptions: add, confirm, change, unsubscribe, forget.
+
+Every change is recorded as an event (what, when, how, from where). Readers are named
+in links by an opaque public id, never by address or row id.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from gazette.addresses import AddressError, normalise_address
@@ -15,13 +20,18 @@ from gazette.store.models import (
     DeliveryStatus,
     Event,
     Issue,
+    Newsletter,
     Subscriber,
     Subscription,
     SubscriptionStatus,
+    Suppression,
+    Topic,
     utcnow,
 )
+from gazette.text import clean_line
 
 LANGUAGES = ("en", "uk", "ja")
+FREQUENCIES = ("daily", "weekly")
 
 
 @dataclass(frozen=True)
@@ -34,21 +44,41 @@ class Origin:
 
 @dataclass(frozen=True)
 class SubscribeResult:
-    """What subscribing did: the subscriber, and whether a confirmation is still needed."""
+    """What subscribing did: the reader, their subscription, and its status now."""
 
     subscriber_id: int
     subscription_id: int
     status: SubscriptionStatus
     created: bool
+    newsletter_id: int
+
+    @property
+    def needs_confirmation(self) -> bool:
+        """True when the reader still has to confirm by following the emailed link."""
+        return self.status == SubscriptionStatus.PENDING
 
 
-def _check_language(language: str) -> str:
+def email_hash(address: str) -> str:
+    """Hash of a normalised address, what suppression keeps instead of the address."""
+    return hashlib.sha256(address.casefold().encode("utf-8")).hexdigest()
+
+
+def check_language(language: str) -> str:
+    """Return the language code, or raise GazetteError naming it."""
     code = language.strip().lower()
     if code not in LANGUAGES:
         raise GazetteError(
             f"Language {language!r} is not one Gazette has templates for ({', '.join(LANGUAGES)})."
         )
     return code
+
+
+def check_address(email: str, *, allow_smtputf8: bool) -> str:
+    """Return the normalised address, or raise GazetteError with the reason."""
+    try:
+        return normalise_address(email, allow_smtputf8=allow_smtputf8)
+    except AddressError as exc:
+        raise GazetteError(str(exc)[0].upper() + str(exc)[1:]) from None
 
 
 def record_event(
@@ -73,6 +103,47 @@ def record_event(
     )
 
 
+def is_suppressed(session: Session, address: str) -> bool:
+    """True when the address was forgotten or suppressed and must not be re-imported."""
+    digest = email_hash(address)
+    return (
+        session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)) is not None
+    )
+
+
+def subscriber_by_email(session: Session, email: str) -> Subscriber:
+    """Return the reader with this address (normalised first), or raise GazetteError."""
+    try:
+        address = normalise_address(email, allow_smtputf8=True)
+    except AddressError:
+        address = email.strip()
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
+    if subscriber is None:
+        raise GazetteError(f"There is no subscriber {email.strip()!r}.")
+    return subscriber
+
+
+def subscriber_by_public_id(session: Session, public_id: str) -> Subscriber:
+    """Return the reader a link names, or raise GazetteError (the reader may be forgotten)."""
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.public_id == public_id))
+    if subscriber is None:
+        raise GazetteError("This link belongs to a subscription that no longer exists.")
+    return subscriber
+
+
+def subscription_for(session: Session, subscriber_id: int, newsletter_id: int) -> Subscription:
+    """Return the subscription of a reader to a newsletter, or raise GazetteError."""
+    subscription = session.scalar(
+        select(Subscription).where(
+            Subscription.subscriber_id == subscriber_id,
+            Subscription.newsletter_id == newsletter_id,
+        )
+    )
+    if subscription is None:
+        raise GazetteError("This link belongs to a subscription that no longer exists.")
+    return subscription
+
+
 def subscribe(
     session: Session,
     email: str,
@@ -83,24 +154,25 @@ def subscribe(
     language: str = "en",
     confirmed: bool = False,
     allow_smtputf8: bool = False,
+    reader_request: bool = False,
 ) -> SubscribeResult:
-    """Add (or find) the subscriber for ``email`` and subscribe them to a newsletter.
+    """Add (or find) the reader for ``email`` and subscribe them to a newsletter.
 
-    ``confirmed`` is for consent the operator already holds; otherwise the subscription
-    stays pending until the reader confirms. An address that unsubscribed is never
-    resubscribed here without fresh confirmation.
+    ``confirmed`` records consent the operator already holds; otherwise the
+    subscription stays pending until the reader confirms. ``reader_request`` marks a
+    request from the reader themself (the web form): only that may turn an earlier
+    unsubscribe back into a pending subscription. An operator's add or import never
+    undoes an unsubscribe, and never brings back a forgotten address.
     """
-    try:
-        address = normalise_address(email, allow_smtputf8=allow_smtputf8)
-    except AddressError as exc:
-        raise GazetteError(f"Cannot subscribe: {exc}") from None
-    language = _check_language(language)
+    address = check_address(email, allow_smtputf8=allow_smtputf8)
+    language = check_language(language)
     newsletter = newsletter_by_slug(session, newsletter_slug)
-    now = utcnow()
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
     created = subscriber is None
     if subscriber is None:
-        subscriber = Subscriber(email=address, name=name.strip(), language=language)
+        if not reader_request and is_suppressed(session, address):
+            raise GazetteError(f"{address!r} was forgotten or suppressed and cannot be re-added.")
+        subscriber = Subscriber(email=address, name=clean_line(name, 200), language=language)
         session.add(subscriber)
         session.flush()
         record_event(session, "created", origin, subscriber_id=subscriber.id)
@@ -121,21 +193,57 @@ def subscribe(
         record_event(
             session, "subscribed", origin, subscriber_id=subscriber.id, newsletter_id=newsletter.id
         )
-    if confirmed and subscription.status == SubscriptionStatus.PENDING:
-        subscription.status = SubscriptionStatus.ACTIVE
-        subscriber.confirmed_at = subscriber.confirmed_at or now
-        subscriber.consent_source = origin.source
-        subscriber.consent_at = now
-        subscriber.consent_ip = origin.ip
+    elif reader_request and subscription.status == SubscriptionStatus.UNSUBSCRIBED:
+        subscription.status = SubscriptionStatus.PENDING
         record_event(
-            session,
-            "confirmed",
-            origin,
-            subscriber_id=subscriber.id,
+            session, "resubscribed", origin, subscriber_id=subscriber.id,
             newsletter_id=newsletter.id,
-            consent="held by operator",
-        )
-    return SubscribeResult(subscriber.id, subscription.id, subscription.status, created)
+        )  # fmt: skip
+    if confirmed and subscription.status == SubscriptionStatus.PENDING:
+        _activate(session, subscriber, subscription, origin, consent="held by operator")
+    return SubscribeResult(
+        subscriber.id, subscription.id, subscription.status, created, newsletter.id
+    )
+
+
+def _activate(
+    session: Session,
+    subscriber: Subscriber,
+    subscription: Subscription,
+    origin: Origin,
+    consent: str,
+) -> None:
+    now = utcnow()
+    subscription.status = SubscriptionStatus.ACTIVE
+    subscriber.confirmed_at = subscriber.confirmed_at or now
+    subscriber.consent_source = origin.source
+    subscriber.consent_at = now
+    subscriber.consent_ip = origin.ip
+    # Fresh consent from the reader outweighs an earlier request to be forgotten.
+    session.execute(
+        delete(Suppression).where(Suppression.email_hash == email_hash(subscriber.email))
+    )
+    record_event(
+        session, "confirmed", origin, subscriber_id=subscriber.id,
+        newsletter_id=subscription.newsletter_id, consent=consent,
+    )  # fmt: skip
+
+
+def confirm(session: Session, public_id: str, newsletter_slug: str, origin: Origin) -> bool:
+    """Confirm a pending subscription from the reader's link; False if already active.
+
+    Raises GazetteError when the subscription was unsubscribed since: an old confirm
+    link must not undo a later unsubscribe.
+    """
+    subscriber = subscriber_by_public_id(session, public_id)
+    newsletter = newsletter_by_slug(session, newsletter_slug)
+    subscription = subscription_for(session, subscriber.id, newsletter.id)
+    if subscription.status == SubscriptionStatus.ACTIVE:
+        return False
+    if subscription.status != SubscriptionStatus.PENDING:
+        raise GazetteError("This subscription was ended; subscribe again to receive it.")
+    _activate(session, subscriber, subscription, origin, consent="confirmed by link")
+    return True
 
 
 def unsubscribe(session: Session, subscriber_id: int, newsletter_id: int, origin: Origin) -> bool:
@@ -167,3 +275,108 @@ def unsubscribe(session: Session, subscriber_id: int, newsletter_id: int, origin
         session, "unsubscribed", origin, subscriber_id=subscriber_id, newsletter_id=newsletter_id
     )
     return True
+
+
+def unsubscribe_link(
+    session: Session, public_id: str, newsletter_slug: str, origin: Origin
+) -> bool:
+    """Unsubscribe the reader an unsubscribe link names; False when already unsubscribed."""
+    subscriber = subscriber_by_public_id(session, public_id)
+    newsletter = newsletter_by_slug(session, newsletter_slug)
+    return unsubscribe(session, subscriber.id, newsletter.id, origin)
+
+
+def unsubscribe_all(session: Session, subscriber_id: int, origin: Origin) -> int:
+    """Unsubscribe the reader from every newsletter; return how many changed."""
+    newsletter_ids = list(
+        session.scalars(
+            select(Subscription.newsletter_id).where(Subscription.subscriber_id == subscriber_id)
+        )
+    )
+    return sum(unsubscribe(session, subscriber_id, nid, origin) for nid in newsletter_ids)
+
+
+@dataclass(frozen=True)
+class Preferences:
+    """What a reader can change from their preferences link."""
+
+    email: str
+    newsletter_name: str
+    language: str
+    status: SubscriptionStatus
+    topics: tuple[tuple[str, str, bool], ...]  # (slug, name, chosen)
+    frequency: str | None
+    frequency_allowed: bool
+
+
+def preferences(session: Session, public_id: str, newsletter_slug: str) -> Preferences:
+    """Return a reader's preferences for one newsletter, for the preferences page."""
+    subscriber = subscriber_by_public_id(session, public_id)
+    newsletter = newsletter_by_slug(session, newsletter_slug)
+    subscription = subscription_for(session, subscriber.id, newsletter.id)
+    chosen = {t.slug for t in subscription.topics}
+    offered = _offered_topics(session, newsletter)
+    return Preferences(
+        email=subscriber.email,
+        newsletter_name=newsletter.name,
+        language=subscriber.language,
+        status=subscription.status,
+        topics=tuple((t.slug, t.name, t.slug in chosen) for t in offered),
+        frequency=subscription.frequency,
+        frequency_allowed=newsletter.allow_frequency,
+    )
+
+
+def _offered_topics(session: Session, newsletter: Newsletter) -> list[Topic]:
+    if newsletter.topics:
+        return sorted(newsletter.topics, key=lambda t: t.name.casefold())
+    return list(session.scalars(select(Topic).order_by(Topic.name)))
+
+
+def update_preferences(
+    session: Session,
+    public_id: str,
+    newsletter_slug: str,
+    origin: Origin,
+    *,
+    language: str,
+    topics: list[str],
+    frequency: str | None,
+) -> None:
+    """Save a reader's choices: language, topics (none means all), and frequency."""
+    subscriber = subscriber_by_public_id(session, public_id)
+    newsletter = newsletter_by_slug(session, newsletter_slug)
+    subscription = subscription_for(session, subscriber.id, newsletter.id)
+    subscriber.language = check_language(language)
+    offered = {t.slug: t for t in _offered_topics(session, newsletter)}
+    unknown = [slug for slug in topics if slug not in offered]
+    if unknown:
+        raise GazetteError(f"Topic {unknown[0]!r} is not offered by {newsletter.name}.")
+    subscription.topics = [offered[slug] for slug in topics]
+    if frequency is not None:
+        if not newsletter.allow_frequency:
+            raise GazetteError(f"{newsletter.name} does not offer a choice of frequency.")
+        if frequency not in FREQUENCIES:
+            raise GazetteError(f"Frequency {frequency!r} is not one of {', '.join(FREQUENCIES)}.")
+        subscription.frequency = frequency
+    record_event(
+        session, "preferences", origin, subscriber_id=subscriber.id,
+        newsletter_id=newsletter.id, language=subscriber.language,
+        topics=",".join(sorted(topics)), frequency=frequency or "",
+    )  # fmt: skip
+
+
+def forget(session: Session, email: str, origin: Origin) -> None:
+    """Delete a reader's personal data, keeping only a hash that blocks re-import.
+
+    Their ledger rows go with them; audit events stay, detached from the person.
+    """
+    subscriber = subscriber_by_email(session, email)
+    digest = email_hash(subscriber.email)
+    if session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)) is None:
+        session.add(Suppression(email_hash=digest, reason="forgotten"))
+    record_event(session, "forgotten", origin, subscriber_id=None)
+    session.execute(update(Event).where(Event.subscriber_id == subscriber.id).values(ip=None))
+    # The database cascades: subscriptions and ledger rows go, events are detached.
+    session.execute(delete(Subscriber).where(Subscriber.id == subscriber.id))
+    session.expunge(subscriber)

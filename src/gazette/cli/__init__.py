@@ -6,7 +6,14 @@ the workers call.
 
 from __future__ import annotations
 
-from gazette.cli import database, demo, setup  # noqa: F401  (registers commands)
+from gazette.cli import (  # noqa: F401  (importing registers the commands)
+    database,
+    demo,
+    newsletters,
+    serve,
+    setup,
+    subscribers,
+)
 from gazette.cli.app import main
 
 __all__ = ["main"]

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import click
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from gazette.config import load_settings
 from gazette.errors import ConfigError, GazetteError
 from gazette.runtime import Runtime, build_runtime, use_runtime
+from gazette.store import migrate
 from gazette.store.db import check_connection
 
 EXIT_FAILED = 1
@@ -37,16 +48,25 @@ class GazetteGroup(click.Group):
             fail(str(error), EXIT_FAILED)
 
 
-def runtime(*, check_database: bool = True) -> Runtime:
+def runtime(*, require_schema: bool = True) -> Runtime:
     """Build this invocation's runtime from the environment and install it for tasks too.
 
-    The Celery app is pointed at the same settings, so tasks enqueued from the CLI go to
-    the configured broker, or run in-process with none.
+    The database must answer and, unless the command creates it, carry the schema this
+    version expects. The Celery app is pointed at the same settings, so tasks enqueued
+    from the CLI go to the configured broker, or run in-process with none.
     """
     settings = load_settings()
     built = build_runtime(settings)
-    if check_database:
-        check_connection(built.engine)
+    check_connection(built.engine)
+    if require_schema:
+        current, head = migrate.current_revision(built.engine), migrate.head_revision()
+        if current != head:
+            built.engine.dispose()
+            state = "has no schema yet" if current is None else f"is at revision {current}"
+            raise GazetteError(
+                f"The database {settings.database_url_redacted} {state}; "
+                "run `gazette db upgrade` (or `gazette init`) first."
+            )
     use_runtime(built)
     from worker.app import configure
 
@@ -57,6 +77,26 @@ def runtime(*, check_database: bool = True) -> Runtime:
 def console() -> Console:
     """Return the console for human output (stdout)."""
     return Console(highlight=False)
+
+
+@contextmanager
+def progress(total: int | None, description: str) -> Iterator[Callable[[int], None]]:
+    """Yield a callback taking the number of items done; a bar only on a terminal.
+
+    Off a terminal (cron, CI, a pipe) nothing is drawn; the command prints its summary
+    line either way.
+    """
+    out = Console(stderr=True)
+    if not out.is_terminal:
+        yield lambda _done: None
+        return
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TaskProgressColumn(), TimeRemainingColumn(),
+    )  # fmt: skip
+    with Progress(*columns, console=out, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda done: bar.update(task, completed=done)
 
 
 def print_json(document: object) -> None:

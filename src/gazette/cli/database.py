@@ -26,7 +26,7 @@ def upgrade() -> None:
     Example:
       GAZETTE_DATABASE_URL=postgresql://gazette@db/gazette gazette db upgrade
     """
-    rt = runtime()
+    rt = runtime(require_schema=False)
     before = migrate.current_revision(rt.engine)
     migrate.upgrade(rt.engine)
     after = migrate.current_revision(rt.engine)
@@ -46,7 +46,7 @@ def status(as_json: bool) -> None:
     Example:
       gazette db status --json
     """
-    rt = runtime()
+    rt = runtime(require_schema=False)
     current, head = migrate.current_revision(rt.engine), migrate.head_revision()
     document = {
         "database": rt.settings.database_url_redacted,

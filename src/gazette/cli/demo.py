@@ -29,7 +29,7 @@ def demo() -> None:
     """
     from worker.tasks import enqueue_issue
 
-    rt = runtime()
+    rt = runtime(require_schema=False)
     migrate.upgrade(rt.engine)
     with transaction(rt.sessions) as session:
         seeded = demo_data.seed(session)

@@ -16,7 +16,7 @@ def init() -> None:
     Example:
       gazette init
     """
-    rt = runtime()
+    rt = runtime(require_schema=False)
     rt.settings.var_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(rt.engine)
     click.echo(f"Database ready: {rt.settings.database_url_redacted}")

@@ -351,3 +351,28 @@ class Event(Base):
     ip: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Suppression(Base):
+    """An address that must never be imported again: forgotten or hard-bounced readers.
+
+    Only a hash is kept, so a forgotten reader's address is gone from the database yet
+    a later CSV import that still lists it does not resubscribe them.
+    """
+
+    __tablename__ = "suppression"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RateLimit(Base):
+    """A fixed-window counter, for rate limits when no Redis is configured."""
+
+    __tablename__ = "rate_limit"
+
+    key: Mapped[str] = mapped_column(String(400), primary_key=True)
+    window_start: Mapped[datetime]
+    count: Mapped[int] = mapped_column(Integer, default=0)

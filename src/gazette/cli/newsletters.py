@@ -1,0 +1,111 @@
+"""``gazette newsletters``: what the publisher sends, and when."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from gazette.cli.app import console, main, print_json, runtime
+from gazette.newsletters import create_newsletter, list_newsletters, newsletter_by_slug
+from gazette.store.db import transaction
+from gazette.store.models import Newsletter
+
+
+def _describe(newsletter: Newsletter) -> dict[str, Any]:
+    return {
+        "slug": newsletter.slug,
+        "name": newsletter.name,
+        "schedule": newsletter.schedule_cron,
+        "timezone": newsletter.timezone,
+        "min_articles": newsletter.min_articles,
+        "max_articles": newsletter.max_articles,
+        "from_address": newsletter.from_address,
+        "list_id": newsletter.list_id,
+        "topics": sorted(t.slug for t in newsletter.topics),
+    }
+
+
+@main.group()
+def newsletters() -> None:
+    """Create and inspect newsletters.
+
+    \b
+    Example:
+      gazette newsletters add weekly --name "The Weekly" \\
+        --schedule "0 8 * * 1" --timezone Europe/Kyiv
+    """
+
+
+@newsletters.command()
+@click.argument("slug")
+@click.option("--name", required=True, help="The name readers see.")
+@click.option("--schedule", default="0 8 * * 1", show_default=True, help="Cron expression.")
+@click.option(
+    "--timezone", default="UTC", show_default=True, help="IANA zone the schedule is read in."
+)
+@click.option("--min-articles", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--max-articles", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--from-address", help="Sender address (default: GAZETTE_FROM_ADDRESS).")
+@click.option("--list-id", help="List-Id header value.")
+def add(
+    slug: str, name: str, schedule: str, timezone: str, min_articles: int, max_articles: int,
+    from_address: str | None, list_id: str | None,
+) -> None:  # fmt: skip
+    """Add a newsletter.
+
+    \b
+    Example:
+      gazette newsletters add weekly --name "The Weekly" \\
+        --schedule "0 8 * * 1" --timezone Europe/Kyiv
+    """
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        create_newsletter(
+            session, slug, name, cron=schedule, timezone=timezone, min_articles=min_articles,
+            max_articles=max_articles, from_address=from_address, list_id=list_id,
+        )  # fmt: skip
+    click.echo(f"Newsletter {slug} added: {schedule} ({timezone}).")
+
+
+@newsletters.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def list_(as_json: bool) -> None:
+    """List newsletters.
+
+    \b
+    Example:
+      gazette newsletters list --json
+    """
+    with runtime().sessions() as session:
+        rows = [_describe(n) for n in list_newsletters(session)]
+    if as_json:
+        print_json({"newsletters": rows})
+        return
+    table = Table("slug", "name", "schedule", "timezone", "articles")
+    for row in rows:
+        table.add_row(
+            row["slug"], row["name"], row["schedule"], row["timezone"],
+            f"{row['min_articles']}-{row['max_articles']}",
+        )  # fmt: skip
+    console().print(table)
+
+
+@newsletters.command()
+@click.argument("slug")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def show(slug: str, as_json: bool) -> None:
+    """Show one newsletter's settings.
+
+    \b
+    Example:
+      gazette newsletters show weekly
+    """
+    with runtime().sessions() as session:
+        document = _describe(newsletter_by_slug(session, slug))
+    if as_json:
+        print_json(document)
+        return
+    for key, value in document.items():
+        console().print(f"{key}: {value}")

@@ -1,0 +1,366 @@
+"""CSV import and export of subscribers, streamed, in bulk statements per chunk.
+
+An import reads the file twice: first to check that it is readable CSV with an email
+column from start to end (so a bad byte on line 90,000 fails the import before anything
+is written), then to write valid rows in one transaction per chunk. Row-level problems
+(a bad address, an unknown language) reject that row alone, with its line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from gazette.addresses import AddressError, normalise_address
+from gazette.errors import GazetteError
+from gazette.newsletters import newsletter_by_slug
+from gazette.store.models import (
+    Event,
+    Newsletter,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    utcnow,
+)
+from gazette.subscribers import LANGUAGES, Origin, email_hash
+from gazette.text import clean_line
+
+CHUNK = 1000
+MAX_FIELD = 10_000
+# Spreadsheets run a cell that starts with one of these as a formula.
+FORMULA_LEAD = ("=", "+", "-", "@", "\t", "\r")
+EXPORT_COLUMNS = ("email", "name", "language", "newsletter", "status", "created_at", "confirmed_at")
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A row that was not imported: its line in the file and the reason."""
+
+    line: int
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """What an import did, row by row category."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped_unsubscribed: int = 0
+    skipped_suppressed: int = 0
+    rejected: list[RejectedRow] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for the operator and the log."""
+        return (
+            f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
+            f"{self.skipped_unsubscribed} skipped as unsubscribed, "
+            f"{self.skipped_suppressed} skipped as forgotten or suppressed, "
+            f"{len(self.rejected)} rejected"
+        )
+
+
+@dataclass(frozen=True)
+class _Row:
+    line: int
+    email: str
+    name: str
+    language: str
+
+
+def _open_text(path: Path) -> IO[str]:
+    # utf-8-sig drops the byte-order mark Excel writes; newline="" is what csv wants.
+    return open(path, encoding="utf-8-sig", errors="strict", newline="")
+
+
+def _reader(handle: IO[str], source: str) -> tuple[csv.DictReader[str], dict[str, str]]:
+    """Return a reader over the rows and the mapping of our column names to the file's."""
+    reader = csv.DictReader(handle)
+    try:
+        header = reader.fieldnames
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise GazetteError(f"{source} cannot be read as CSV on line 1 ({exc}).") from None
+    if not header:
+        raise GazetteError(f"{source} is empty: expected a header row with an email column.")
+    columns = {name.strip().casefold(): name for name in header if name}
+    if "email" not in columns:
+        shown = ", ".join(repr(n) for n in header[:10])
+        raise GazetteError(f"{source} has no email column (its header row is {shown}).")
+    return reader, columns
+
+
+def check_file(path: Path) -> int:
+    """Read the whole file once; return its row count or raise GazetteError on line N."""
+    source = str(path)
+    if not path.is_file():
+        raise GazetteError(f"{source} is not a file.")
+    with _open_text(path) as handle:
+        reader, _columns = _reader(handle, source)
+        count = 0
+        try:
+            for _row in reader:
+                count += 1
+        except UnicodeDecodeError as exc:
+            raise GazetteError(
+                f"{source} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} "
+                f"near line {reader.line_num + 1}."
+            ) from None
+        except csv.Error as exc:
+            raise GazetteError(
+                f"{source} is not valid CSV on line {reader.line_num} ({exc})."
+            ) from None
+    return count
+
+
+def _rows(
+    path: Path, report: ImportReport, default_language: str, smtputf8: bool
+) -> Iterator[_Row]:
+    with _open_text(path) as handle:
+        reader, columns = _reader(handle, str(path))
+        for record in reader:
+            line = reader.line_num
+            if None in record:
+                report.rejected.append(RejectedRow(line, "more fields than the header row"))
+                continue
+            values = {key: (record.get(original) or "") for key, original in columns.items()}
+            if any(len(v) > MAX_FIELD for v in values.values()):
+                report.rejected.append(RejectedRow(line, f"a field is over {MAX_FIELD} characters"))
+                continue
+            raw_email = values["email"]
+            try:
+                email = normalise_address(raw_email, allow_smtputf8=smtputf8)
+            except AddressError as exc:
+                report.rejected.append(RejectedRow(line, str(exc)))
+                continue
+            language = (values.get("language") or default_language).strip().lower()
+            if language not in LANGUAGES:
+                report.rejected.append(
+                    RejectedRow(
+                        line,
+                        f"language {values.get('language')!r} is not one of {', '.join(LANGUAGES)}",
+                    )
+                )
+                continue
+            yield _Row(line, email, clean_line(values.get("name", ""), 200), language)
+
+
+def _chunks(rows: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
+    chunk: list[_Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def import_csv(
+    sessions: sessionmaker[Session],
+    path: Path,
+    newsletter_slug: str,
+    origin: Origin,
+    *,
+    confirmed: bool = False,
+    allow_smtputf8: bool = False,
+    progress: Callable[[int], None] | None = None,
+    chunk_size: int = CHUNK,
+) -> ImportReport:
+    """Import subscribers from CSV (columns: email, and optionally name and language).
+
+    Re-running the same import changes nothing. An address that unsubscribed, or was
+    forgotten, is skipped, never resubscribed. ``progress`` is called with the number
+    of rows handled after each chunk.
+    """
+    with sessions() as session:
+        newsletter = newsletter_by_slug(session, newsletter_slug)
+        session.expunge(newsletter)
+    check_file(path)
+    report = ImportReport()
+    done = 0
+    rows = _rows(path, report, newsletter.default_language, allow_smtputf8)
+    for chunk in _chunks(rows, chunk_size):
+        with sessions() as session, session.begin():
+            _import_chunk(session, newsletter, chunk, origin, confirmed, report)
+        done += len(chunk)
+        if progress is not None:
+            progress(done + len(report.rejected))
+    return report
+
+
+def _import_chunk(
+    session: Session,
+    newsletter: Newsletter,
+    chunk: list[_Row],
+    origin: Origin,
+    confirmed: bool,
+    report: ImportReport,
+) -> None:
+    """Write one chunk with a handful of bulk statements, whatever its size."""
+    by_email: dict[str, _Row] = {}
+    for row in chunk:
+        if row.email in by_email:
+            report.unchanged += 1  # the same address twice in the file
+            continue
+        by_email[row.email] = row
+    now = utcnow()
+    existing = {
+        s.email: s
+        for s in session.scalars(select(Subscriber).where(Subscriber.email.in_(by_email)))
+    }
+    hashes = {email_hash(e): e for e in by_email if e not in existing}
+    suppressed = {
+        hashes[h]
+        for h in session.scalars(
+            select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))
+        )
+    }
+    new_rows = [r for e, r in by_email.items() if e not in existing and e not in suppressed]
+    report.skipped_suppressed += len(suppressed)
+    events: list[dict[str, object]] = []
+    if new_rows:
+        created = session.execute(
+            insert(Subscriber).returning(Subscriber.id, Subscriber.email),
+            [{"email": r.email, "name": r.name, "language": r.language, "created_at": now,
+              "attributes": {}} for r in new_rows],
+        ).all()  # fmt: skip
+        ids = {email: sid for sid, email in created}
+        events += [_event(ids[r.email], None, "created", origin, now) for r in new_rows]
+    else:
+        ids = {}
+    ids.update({email: s.id for email, s in existing.items()})
+    subscriptions = {
+        sub.subscriber_id: sub
+        for sub in session.scalars(
+            select(Subscription).where(
+                Subscription.newsletter_id == newsletter.id,
+                Subscription.subscriber_id.in_([s.id for s in existing.values()]),
+            )
+        )
+    }
+    status = SubscriptionStatus.ACTIVE if confirmed else SubscriptionStatus.PENDING
+    new_subscriptions: list[dict[str, object]] = []
+    for email, row in by_email.items():
+        if email in suppressed:
+            continue
+        subscriber_id = ids[email]
+        subscriber = existing.get(email)
+        changed = False
+        if subscriber is not None:
+            if row.name and row.name != subscriber.name:
+                subscriber.name, changed = row.name, True
+            if row.language != subscriber.language and row.language:
+                subscriber.language, changed = row.language, True
+        subscription = subscriptions.get(subscriber_id)
+        if subscription is None:
+            new_subscriptions.append(
+                {
+                    "subscriber_id": subscriber_id,
+                    "newsletter_id": newsletter.id,
+                    "status": status,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+            events.append(_event(subscriber_id, newsletter.id, "subscribed", origin, now))
+            if confirmed:
+                events.append(_event(subscriber_id, newsletter.id, "confirmed", origin, now,
+                                     consent="held by operator"))  # fmt: skip
+                if subscriber is not None and subscriber.confirmed_at is None:
+                    subscriber.confirmed_at = now
+            if subscriber is None:
+                report.added += 1
+            else:
+                report.updated += 1
+            continue
+        if subscription.status == SubscriptionStatus.UNSUBSCRIBED:
+            report.skipped_unsubscribed += 1
+            continue
+        if confirmed and subscription.status == SubscriptionStatus.PENDING:
+            subscription.status = SubscriptionStatus.ACTIVE
+            events.append(_event(subscriber_id, newsletter.id, "confirmed", origin, now,
+                                 consent="held by operator"))  # fmt: skip
+            changed = True
+        if changed:
+            report.updated += 1
+        else:
+            report.unchanged += 1
+    if new_subscriptions:
+        session.execute(insert(Subscription), new_subscriptions)
+    if confirmed and new_rows:
+        # New readers imported with consent held: record when and how it was given.
+        session.execute(
+            update(Subscriber)
+            .where(Subscriber.email.in_([r.email for r in new_rows]))
+            .values(confirmed_at=now, consent_at=now, consent_source=origin.source)
+        )
+    if events:
+        session.execute(insert(Event), events)
+
+
+def _event(
+    subscriber_id: int,
+    newsletter_id: int | None,
+    kind: str,
+    origin: Origin,
+    now: object,
+    **detail: str,
+) -> dict[str, object]:
+    return {
+        "subscriber_id": subscriber_id,
+        "newsletter_id": newsletter_id,
+        "kind": kind,
+        "source": origin.source,
+        "ip": origin.ip,
+        "detail": dict(detail),
+        "created_at": now,
+    }
+
+
+def neutralise(value: str) -> str:
+    """Make a cell safe to open in a spreadsheet: a leading formula character is quoted."""
+    return "'" + value if value.startswith(FORMULA_LEAD) else value
+
+
+def export_csv(session: Session, out: IO[str], newsletter_slug: str | None = None) -> int:
+    """Write subscribers as CSV, streamed from the database; return the row count."""
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(EXPORT_COLUMNS)
+    query = (
+        select(Subscriber, Subscription.status, Newsletter.slug)
+        .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+        .join(Newsletter, Newsletter.id == Subscription.newsletter_id)
+        .order_by(Subscriber.id, Newsletter.slug)
+        .execution_options(yield_per=1000)
+    )
+    if newsletter_slug is not None:
+        query = query.where(Newsletter.id == newsletter_by_slug(session, newsletter_slug).id)
+    count = 0
+    for subscriber, status, slug in session.execute(query):
+        writer.writerow(
+            [
+                neutralise(subscriber.email),
+                neutralise(subscriber.name),
+                subscriber.language,
+                slug,
+                status.value,
+                subscriber.created_at.isoformat(),
+                subscriber.confirmed_at.isoformat() if subscriber.confirmed_at else "",
+            ]
+        )
+        count += 1
+    return count
+
+
+def text_stream(binary: IO[bytes]) -> IO[str]:
+    """Wrap a binary stream for export_csv (UTF-8 with a BOM, which Excel needs)."""
+    return io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")

@@ -1,0 +1,75 @@
+"""Fixed-window rate limits: in Redis when a broker is configured, else in the database.
+
+Used by the subscribe endpoint (per client IP, per address) and by confirmation mail
+(at most one per address per hour), so a bot cannot turn Gazette into a mail cannon.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Protocol
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gazette.store.models import RateLimit, utcnow
+
+
+class RateLimiter(Protocol):
+    """Counts hits per key in a window and says whether one more is allowed."""
+
+    def hit(self, key: str, limit: int, window: timedelta) -> bool:
+        """Count one hit on ``key``; True when it is within ``limit`` for the window."""
+
+
+class RedisRateLimiter:
+    """INCR and EXPIRE in one round trip; shared by every web process and worker."""
+
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url)
+
+    def hit(self, key: str, limit: int, window: timedelta) -> bool:
+        """Count one hit on ``key``; True when it is within ``limit`` for the window."""
+        pipe = self._client.pipeline()
+        pipe.incr(f"gazette:rl:{key}")
+        pipe.expire(f"gazette:rl:{key}", int(window.total_seconds()), nx=True)
+        count, _ = pipe.execute()
+        return int(count) <= limit
+
+
+class DatabaseRateLimiter:
+    """The same counters in the rate_limit table, for the embedded default."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def hit(self, key: str, limit: int, window: timedelta) -> bool:
+        """Count one hit on ``key``; True when it is within ``limit`` for the window."""
+        now = utcnow()
+        for _attempt in range(3):
+            try:
+                with self._sessions() as session, session.begin():
+                    row = session.scalar(
+                        select(RateLimit).where(RateLimit.key == key).with_for_update()
+                    )
+                    if row is None:
+                        session.add(RateLimit(key=key, window_start=now, count=1))
+                        return True
+                    if now - row.window_start >= window:
+                        row.window_start, row.count = now, 1
+                        return True
+                    row.count += 1
+                    return row.count <= limit
+            except IntegrityError:
+                # Another process created the counter first; count again on its row.
+                continue
+        return False
+
+
+def make_limiter(broker_url: str | None, sessions: sessionmaker[Session]) -> RateLimiter:
+    """Redis when a broker is configured (it is shared by every process), else the database."""
+    if broker_url:
+        return RedisRateLimiter(broker_url)
+    return DatabaseRateLimiter(sessions)

@@ -1,0 +1,262 @@
+"""The Flask application: thin views over the subscriber functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask, Response, request
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from gazette.errors import GazetteError
+from gazette.newsletters import list_newsletters
+from gazette.rendering import LANGUAGES
+from gazette.runtime import Runtime, current_runtime
+from gazette.subscribers import (
+    FREQUENCIES,
+    Origin,
+    confirm,
+    preferences,
+    subscribe,
+    subscriber_by_public_id,
+    unsubscribe_all,
+    unsubscribe_link,
+    update_preferences,
+)
+from gazette.tokens import Purpose, TokenClaims, TokenError
+from gazette.web.csrf import COOKIE, FIELD, CsrfGuard
+
+HOUR = timedelta(hours=1)
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    # Token URLs must not leak to the sites a reader goes on to visit.
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "Cache-Control": "no-store",
+}
+
+
+class Views:
+    """The endpoint's views; each reads the request, calls one domain function, renders."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
+        self.csrf = CsrfGuard(runtime.settings.secret_keys)
+
+    # -- helpers -------------------------------------------------------------------
+
+    def language(self, preferred: str | None = None) -> str:
+        """The reader's language: theirs when known, else the browser's best match."""
+        if preferred in LANGUAGES:
+            return str(preferred)
+        return request.accept_languages.best_match(LANGUAGES, "en") or "en"
+
+    def page(
+        self, template: str, status: int = 200, language: str | None = None, **context: Any
+    ) -> Response:
+        """Render a page with a CSRF token for its forms and the security headers."""
+        cookie = request.cookies.get(COOKIE) or self.csrf.new_cookie()
+        body = self.rt.renderer.render_page(
+            template, self.language(language), csrf_field=FIELD,
+            csrf_token=self.csrf.token_for(cookie), **context,
+        )  # fmt: skip
+        response = Response(body, status=status, mimetype="text/html")
+        if request.cookies.get(COOKIE) != cookie:
+            response.set_cookie(
+                COOKIE, cookie, httponly=True, samesite="Lax",
+                secure=self.rt.settings.base_url.startswith("https://"),
+            )  # fmt: skip
+        return response
+
+    def message(self, status: int, title: str, text_: str, language: str | None = None) -> Response:
+        """A page that only says something: errors, and what happened."""
+        return self.page("message", status, language, title=title, text=text_)
+
+    def csrf_ok(self) -> bool:
+        """True when the posted form carries the token bound to this visitor's cookie."""
+        return self.csrf.valid(request.cookies.get(COOKIE), request.form.get(FIELD))
+
+    def claims(self, purpose: Purpose, token: str) -> TokenClaims:
+        """Read a link's token; a bad one raises TokenError, shown as a 400 page."""
+        return self.rt.tokens.read(purpose, token)
+
+    def origin(self) -> Origin:
+        """Where this request came from, for the event log."""
+        return Origin("web", request.remote_addr)
+
+    def reader_language(self, claims: TokenClaims) -> str | None:
+        """The language of the reader a link names, when they still exist."""
+        with self.rt.sessions() as session:
+            try:
+                return subscriber_by_public_id(session, claims.subscriber).language
+            except GazetteError:
+                return None
+
+    # -- views ---------------------------------------------------------------------
+
+    def healthz(self) -> Response:
+        """For load balancers: 200 when the database answers, 503 when it does not."""
+        try:
+            with self.rt.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except Exception:  # any failure means "not healthy"
+            return Response('{"status": "unavailable"}', 503, mimetype="application/json")
+        return Response('{"status": "ok"}', 200, mimetype="application/json")
+
+    def subscribe_form(self) -> Response:
+        """GET /subscribe: the form, for the newsletter named in ?newsletter= or all."""
+        return self._form(200)
+
+    def _form(self, status: int, error: str | None = None) -> Response:
+        with self.rt.sessions() as session:
+            newsletters = [(n.slug, n.name) for n in list_newsletters(session)]
+        chosen = request.values.get("newsletter", "")
+        if chosen and chosen not in dict(newsletters):
+            return self.message(404, "Not found", f"There is no newsletter {chosen!r}.")
+        return self.page(
+            "subscribe", status, newsletters=newsletters, chosen=chosen, error=error,
+            email=request.form.get("email", ""), name=request.form.get("name", ""),
+            languages=LANGUAGES, chosen_language=self.language(request.form.get("language")),
+        )  # fmt: skip
+
+    def subscribe(self) -> Response:
+        """POST /subscribe: answer the same whether or not the address was known."""
+        if not self.csrf_ok():
+            return self.message(403, "Form expired", "Please reload the page and try again.")
+        sent_page = self.page("subscribe_sent")
+        if request.form.get("website"):
+            # The honeypot: people never see the field, bots fill it in.
+            return sent_page
+        settings = self.rt.settings
+        if not self.rt.limiter.hit(
+            f"subscribe-ip:{request.remote_addr}", settings.subscribe_limit_per_ip, HOUR
+        ):
+            return self.message(429, "Too many requests", "Please try again in an hour.")
+        slug = request.form.get("newsletter", "")
+        email = request.form.get("email", "")
+        if not self.rt.limiter.hit(
+            f"subscribe-address:{email.strip().casefold()}",
+            settings.subscribe_limit_per_address,
+            HOUR,
+        ):
+            return sent_page
+        try:
+            with self.rt.sessions() as session, session.begin():
+                result = subscribe(
+                    session, email, slug, self.origin(),
+                    name=request.form.get("name", ""),
+                    language=request.form.get("language") or self.language(),
+                    allow_smtputf8=settings.smtputf8, reader_request=True,
+                )  # fmt: skip
+        except GazetteError as error:
+            return self._form(400, error=str(error))
+        if result.needs_confirmation:
+            from worker.tasks import send_confirmation
+
+            # Enqueued after the commit above, so the worker finds the reader.
+            send_confirmation.delay(result.subscriber_id, result.newsletter_id)
+        return sent_page
+
+    def confirm(self, token: str) -> Response:
+        """GET shows one button; POST confirms. Link scanners that only GET change nothing."""
+        claims = self.claims(Purpose.CONFIRM, token)
+        language = self.reader_language(claims)
+        if request.method == "GET":
+            return self.page("confirm", language=language, token=token)
+        if not self.csrf_ok():
+            return self.message(
+                403, "Form expired", "Please reload the page and try again.", language
+            )
+        with self.rt.sessions() as session, session.begin():
+            confirm(session, claims.subscriber, claims.newsletter, self.origin())
+        return self.page("confirmed", language=language)
+
+    def unsubscribe(self, token: str) -> Response:
+        """GET shows one button; POST unsubscribes: also the RFC 8058 one-click target."""
+        claims = self.claims(Purpose.UNSUBSCRIBE, token)
+        language = self.reader_language(claims)
+        if request.method == "GET":
+            return self.page("unsubscribe", language=language, token=token)
+        # No CSRF check: mail providers POST "List-Unsubscribe=One-Click" without
+        # cookies, and the signed token already proves the link came from the reader's mail.
+        with self.rt.sessions() as session, session.begin():
+            unsubscribe_link(session, claims.subscriber, claims.newsletter, self.origin())
+        return self.page("unsubscribed", language=language)
+
+    def preferences(self, token: str) -> Response:
+        """GET shows the reader's choices; POST saves them, or unsubscribes from all."""
+        claims = self.claims(Purpose.PREFERENCES, token)
+        if request.method == "POST":
+            if not self.csrf_ok():
+                return self.message(403, "Form expired", "Please reload the page and try again.")
+            with self.rt.sessions() as session, session.begin():
+                if request.form.get("action") == "unsubscribe-all":
+                    subscriber = subscriber_by_public_id(session, claims.subscriber)
+                    unsubscribe_all(session, subscriber.id, self.origin())
+                    saved = "unsubscribed"
+                else:
+                    update_preferences(
+                        session, claims.subscriber, claims.newsletter, self.origin(),
+                        language=request.form.get("language", "en"),
+                        topics=request.form.getlist("topic"),
+                        frequency=request.form.get("frequency") or None,
+                    )  # fmt: skip
+                    saved = "saved"
+        else:
+            saved = ""
+        with self.rt.sessions() as session:
+            current = preferences(session, claims.subscriber, claims.newsletter)
+        return self.page(
+            "preferences", language=current.language, token=token, prefs=current,
+            saved=saved, languages=LANGUAGES, frequencies=FREQUENCIES,
+        )  # fmt: skip
+
+
+def create_app(runtime: Runtime | None = None) -> Flask:
+    """Build the WSGI app on ``runtime`` (by default, this process's, from the environment)."""
+    rt = runtime or current_runtime()
+    app = Flask("gazette.web")
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    if rt.settings.proxy_hops:
+        hops = rt.settings.proxy_hops
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
+        )
+    views = Views(rt)
+    routes: list[tuple[str, Callable[..., Response], list[str]]] = [
+        ("/healthz", views.healthz, ["GET"]),
+        ("/subscribe", views.subscribe_form, ["GET"]),
+        ("/confirm/<token>", views.confirm, ["GET", "POST"]),
+        ("/unsubscribe/<token>", views.unsubscribe, ["GET", "POST"]),
+        ("/preferences/<token>", views.preferences, ["GET", "POST"]),
+    ]
+    for rule, view, methods in routes:
+        app.add_url_rule(rule, view.__name__, view, methods=methods)
+    app.add_url_rule("/subscribe", "subscribe_post", views.subscribe, methods=["POST"])
+
+    @app.errorhandler(TokenError)
+    def bad_token(error: TokenError) -> Response:
+        return views.message(400, "This link does not work", str(error))
+
+    @app.errorhandler(GazetteError)
+    def failed(error: GazetteError) -> Response:
+        return views.message(404, "Not found", str(error))
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        return views.message(error.code or 500, error.name, error.description or "")
+
+    @app.after_request
+    def secure(response: Response) -> Response:
+        for header, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(header, value)
+        return response
+
+    return app
