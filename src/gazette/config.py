@@ -7,11 +7,13 @@ later as a traceback in a worker.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -74,6 +76,21 @@ class Settings:
         return make_url(self.database_url).render_as_string(hide_password=True)
 
 
+_USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)[^@/]*@")
+
+
+def _shown(raw: str) -> str:
+    """The value as error messages show it: a password in a URL is masked."""
+    return _USERINFO_PASSWORD.sub(r"\1***@", raw)
+
+
+def _split(raw: str, name: str) -> SplitResult:
+    try:
+        return urlsplit(raw)
+    except ValueError:
+        raise ConfigError(f"{PREFIX}{name}={_shown(raw)!r} is not a valid URL.") from None
+
+
 def _get(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(PREFIX + name)
     if value is None or value.strip() == "":
@@ -110,38 +127,38 @@ def parse_database_url(raw: str, name: str = "DATABASE_URL") -> str:
     """Check a database URL and pin the driver Gazette supports for its dialect."""
     try:
         url: URL = make_url(raw)
-    except ArgumentError:
-        raise ConfigError(f"{PREFIX}{name}={raw!r} is not a database URL.") from None
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"{PREFIX}{name}={_shown(raw)!r} is not a database URL.") from None
     backend = url.get_backend_name()
     if backend == "sqlite":
         if url.drivername != "sqlite":
-            raise ConfigError(f"{PREFIX}{name}={raw!r}: use the plain sqlite:/// scheme.")
+            raise ConfigError(f"{PREFIX}{name}={_shown(raw)!r}: use the plain sqlite:/// scheme.")
         if not url.database or url.database == ":memory:":
             raise ConfigError(
-                f"{PREFIX}{name}={raw!r} must name a database file (sqlite:///path/to/file.db)."
+                f"{PREFIX}{name}={_shown(raw)!r} must name a database file (sqlite:///path/to/file.db)."
             )
         return url.render_as_string(hide_password=False)
     if backend == "postgresql":
         if url.drivername not in ("postgresql", "postgresql+psycopg"):
             raise ConfigError(
-                f"{PREFIX}{name}={raw!r}: Gazette talks to PostgreSQL through psycopg 3 "
+                f"{PREFIX}{name}={_shown(raw)!r}: Gazette talks to PostgreSQL through psycopg 3 "
                 "(postgresql+psycopg://)."
             )
         if not url.database:
-            raise ConfigError(f"{PREFIX}{name}={raw!r} does not name a database.")
+            raise ConfigError(f"{PREFIX}{name}={_shown(raw)!r} does not name a database.")
         return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     raise ConfigError(
-        f"{PREFIX}{name}={raw!r} names an unsupported database; use sqlite:/// or postgresql://."
+        f"{PREFIX}{name}={_shown(raw)!r} names an unsupported database; use sqlite:/// or postgresql://."
     )
 
 
 def parse_mail_url(raw: str, name: str = "SMTP_URL") -> MailURL:
     """Parse ``maildir:///abs/path``, ``smtp://user:pass@host:587?starttls=1`` or ``smtps://``."""
-    parts = urlsplit(raw)
+    parts = _split(raw, name)
     if parts.scheme == "maildir":
         if parts.netloc or not parts.path.startswith("/"):
             raise ConfigError(
-                f"{PREFIX}{name}={raw!r}: a Maildir URL needs an absolute path "
+                f"{PREFIX}{name}={_shown(raw)!r}: a Maildir URL needs an absolute path "
                 "(maildir:///var/mail/outbox)."
             )
         return MailURL(scheme="maildir", path=Path(unquote(parts.path)))
@@ -149,24 +166,32 @@ def parse_mail_url(raw: str, name: str = "SMTP_URL") -> MailURL:
         try:
             port = parts.port
         except ValueError:
-            raise ConfigError(f"{PREFIX}{name}={raw!r} has a port that is not a number.") from None
+            raise ConfigError(
+                f"{PREFIX}{name}={_shown(raw)!r} has a port that is not a number."
+            ) from None
         if not parts.hostname:
-            raise ConfigError(f"{PREFIX}{name}={raw!r} does not name a host.")
+            raise ConfigError(f"{PREFIX}{name}={_shown(raw)!r} does not name a host.")
         query = parse_qs(parts.query, keep_blank_values=True)
         unknown = set(query) - {"starttls", "timeout"}
         if unknown:
             raise ConfigError(
-                f"{PREFIX}{name}={raw!r} has unknown options: {', '.join(sorted(unknown))}."
+                f"{PREFIX}{name}={_shown(raw)!r} has unknown options: {', '.join(sorted(unknown))}."
             )
         starttls_raw = query.get("starttls", ["0"])[-1].lower()
         if starttls_raw not in _TRUE | _FALSE:
-            raise ConfigError(f"{PREFIX}{name}={raw!r}: starttls must be 1 or 0.")
+            raise ConfigError(f"{PREFIX}{name}={_shown(raw)!r}: starttls must be 1 or 0.")
         try:
             timeout = float(query.get("timeout", ["30"])[-1])
         except ValueError:
-            raise ConfigError(f"{PREFIX}{name}={raw!r}: timeout must be seconds.") from None
+            timeout = math.nan
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(
+                f"{PREFIX}{name}={_shown(raw)!r}: timeout must be a positive number of seconds."
+            )
         if parts.scheme == "smtps" and starttls_raw in _TRUE:
-            raise ConfigError(f"{PREFIX}{name}={raw!r}: smtps:// is already TLS; drop starttls.")
+            raise ConfigError(
+                f"{PREFIX}{name}={_shown(raw)!r}: smtps:// is already TLS; drop starttls."
+            )
         return MailURL(
             scheme=parts.scheme,
             host=parts.hostname,
@@ -177,13 +202,13 @@ def parse_mail_url(raw: str, name: str = "SMTP_URL") -> MailURL:
             timeout=timeout,
         )
     raise ConfigError(
-        f"{PREFIX}{name}={raw!r} is not a mail URL; use maildir:///path, smtp://host:port "
+        f"{PREFIX}{name}={_shown(raw)!r} is not a mail URL; use maildir:///path, smtp://host:port "
         "or smtps://host:port."
     )
 
 
 def _base_url(raw: str) -> str:
-    parts = urlsplit(raw)
+    parts = _split(raw, "BASE_URL")
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"{PREFIX}BASE_URL={raw!r} is not an http(s) URL.")
     return raw.rstrip("/")
@@ -192,8 +217,10 @@ def _base_url(raw: str) -> str:
 def _broker_url(raw: str | None) -> str | None:
     if raw is None:
         return None
-    if urlsplit(raw).scheme not in ("redis", "rediss"):
-        raise ConfigError(f"{PREFIX}BROKER_URL={raw!r} is not a Redis URL (redis://host:6379/0).")
+    if _split(raw, "BROKER_URL").scheme not in ("redis", "rediss"):
+        raise ConfigError(
+            f"{PREFIX}BROKER_URL={_shown(raw)!r} is not a Redis URL (redis://host:6379/0)."
+        )
     return raw
 
 
@@ -256,20 +283,29 @@ def _embedded_secret(var_dir: Path) -> str:
     """Return the secret kept in ``var/secret.key``, creating it on first use.
 
     The embedded default must sign links that survive a restart without the operator
-    choosing a key; production sets GAZETTE_SECRET_KEYS instead.
+    choosing a key; production sets GAZETTE_SECRET_KEYS instead. The file appears
+    complete or not at all (written aside, then hard-linked into place), so a second
+    process starting at the same moment never reads it half-written.
     """
     import secrets
 
     path = var_dir / "secret.key"
-    if path.exists():
-        return path.read_text().strip()
-    var_dir.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    # O_EXCL so two processes starting at once agree on one key.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
+    if not path.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        aside = var_dir / f".secret.key.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(aside, path)  # fails if another process linked its key first
+        except FileExistsError:
+            pass
+        finally:
+            aside.unlink()
+    key = path.read_text().strip()
+    if len(key) < 16:
+        raise ConfigError(
+            f"{path} holds no usable key; delete it to have a new one made, "
+            f"or set {PREFIX}SECRET_KEYS."
+        )
     return key

@@ -21,6 +21,10 @@ CRLF = "\r\n"
 # RFC 2047: an encoded word is at most 75 characters; 45 bytes of UTF-8 encode to 60.
 _CHUNK_BYTES = 45
 _LINE_ENDS = re.compile(r"\r\n|\r|\n")
+_QP_LINE = 76
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+# Header lines are folded at spaces to stay near 78 characters (RFC 5322 2.1.1).
+_FOLD_AT = 76
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
 
 
@@ -39,15 +43,44 @@ def _encoded_words(text: str) -> list[str]:
     return [f"=?utf-8?b?{base64.b64encode(w.encode('utf-8')).decode('ascii')}?=" for w in words]
 
 
+def _fold(value: str) -> str:
+    """Fold plain ASCII text at spaces; unfolding (removing each CRLF) restores it.
+
+    ``value`` comes from clean_line, so it has no runs of spaces that folding could lose.
+    """
+    lines: list[str] = []
+    current = ""
+    for word in value.split(" "):
+        candidate = f"{current} {word}" if current else word
+        if current and len(candidate) > _FOLD_AT:
+            lines.append(current)
+            current = word
+        else:
+            current = candidate
+    lines.append(current)
+    return (CRLF + " ").join(lines)
+
+
+def _needs_encoding(value: str) -> bool:
+    # Literal "=?" in ASCII would be decoded by readers as an encoded word, letting a
+    # title or name display text other than its own; a word too long to fold would
+    # break the 998-octet line limit.
+    return (
+        not value.isascii()
+        or "=?" in value
+        or any(len(word) > _FOLD_AT for word in value.split(" "))
+    )
+
+
 def encode_text(value: str) -> str:
-    """Return a header value for free text: ASCII as it is, anything else RFC 2047-encoded.
+    """Return a header value for free text: ASCII folded, anything else RFC 2047-encoded.
 
     Control characters and line breaks are folded away first, so no value can start a
     header of its own.
     """
     value = clean_line(value, 2000)
-    if value.isascii():
-        return value
+    if not _needs_encoding(value):
+        return _fold(value)
     # Encoded words are separated by folding white space, which decoders drop between
     # adjacent encoded words: splitting never loses or adds a space.
     return (CRLF + " ").join(_encoded_words(value))
@@ -59,7 +92,7 @@ def format_address(name: str, address: str) -> str:
     address = clean_line(address, 320)
     if not name:
         return address
-    if not name.isascii():
+    if _needs_encoding(name):
         return f"{encode_text(name)} <{address}>"
     if _SPECIALS.search(name):
         escaped = name.replace("\\", "\\\\").replace('"', '\\"')
@@ -68,9 +101,28 @@ def format_address(name: str, address: str) -> str:
 
 
 def quoted_printable(text: str) -> bytes:
-    """Encode a body as quoted-printable UTF-8 with CRLF lines of at most 76 octets."""
+    """Encode a body as quoted-printable UTF-8 with CRLF lines of at most 76 octets.
+
+    CPython's encoder has two flaws fixed here: its soft line breaks are bare LF when
+    the input has no CRLF, and a blank it must escape at the wrap column makes a
+    77-octet line.
+    """
     normalised = _LINE_ENDS.sub(CRLF, text).encode("utf-8")
-    return binascii.b2a_qp(normalised, quotetabs=False, istext=True, header=False)
+    encoded = _BARE_LF.sub(b"\r\n", binascii.b2a_qp(normalised, quotetabs=False, istext=True))
+    lines = encoded.split(b"\r\n")
+    if all(len(line) <= _QP_LINE for line in lines):
+        return encoded
+    return b"\r\n".join(_rewrap(line) for line in lines)
+
+
+def _rewrap(line: bytes) -> bytes:
+    """Split an over-long encoded line with a soft break that does not cut an escape."""
+    if len(line) <= _QP_LINE:
+        return line
+    cut = _QP_LINE - 1  # room for the "=" of the soft break
+    while b"=" in line[cut - 2 : cut]:
+        cut -= 1
+    return line[:cut] + b"=\r\n" + _rewrap(line[cut:])
 
 
 @dataclass(frozen=True)
