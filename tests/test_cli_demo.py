@@ -17,9 +17,7 @@ from gazette.demo import READERS
 GAZETTE = [sys.executable, "-m", "gazette"]
 
 
-def run(
-    args: list[str], cwd: Path, **env: str
-) -> subprocess.CompletedProcess[str]:
+def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GAZETTE_")}
     clean.update(env)
     return subprocess.run(

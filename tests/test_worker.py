@@ -80,11 +80,14 @@ def seed(runtime: Runtime, readers: int) -> int:
 
 def sent(runtime: Runtime, issue_id: int) -> int:
     with runtime.sessions() as session:
-        return session.scalar(
-            select(func.count()).where(
-                Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.SENT
+        return (
+            session.scalar(
+                select(func.count()).where(
+                    Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.SENT
+                )
             )
-        ) or 0
+            or 0
+        )
 
 
 def test_real_worker_sends_every_message_once(
@@ -101,8 +104,10 @@ def test_real_worker_sends_every_message_once(
         wait_for(lambda: len(smtp.messages) == readers, 30, "1,000 messages at the SMTP server")
         with broker_runtime.sessions() as session:
             wait_for(
-                lambda: session.get_one(Issue, issue_id, populate_existing=True).status
-                == IssueStatus.SENT,
+                lambda: (
+                    session.get_one(Issue, issue_id, populate_existing=True).status
+                    == IssueStatus.SENT
+                ),
                 30,
                 "the issue to be marked sent",
             )

@@ -18,7 +18,13 @@ TASK_TIME_LIMIT = 900
 
 
 def configure(settings: Settings) -> None:
-    """Point the app at the configured broker, or run tasks in-process when there is none."""
+    """Point the app at the configured broker, or run tasks in-process when there is none.
+
+    Safe to call again with other settings (the CLI and tests do): connections opened
+    for the previous broker are dropped, or tasks would still be published there.
+    """
+    if app.conf.broker_url != (settings.broker_url or "memory://"):
+        _drop_broker_connections()
     app.conf.update(
         broker_url=settings.broker_url or "memory://",
         task_always_eager=settings.eager,
@@ -41,6 +47,16 @@ def configure(settings: Settings) -> None:
         },
         timezone="UTC",
     )
+
+
+def _drop_broker_connections() -> None:
+    # Celery caches its connection pool and producer pool on first use and has no
+    # public call to reset them short of deregistering the app.
+    pool = getattr(app, "_pool", None)
+    if pool is not None:
+        pool.force_close_all()
+    app._pool = None  # type: ignore[attr-defined]
+    app.amqp._producer_pool = None  # type: ignore[attr-defined]
 
 
 try:

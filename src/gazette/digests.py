@@ -65,7 +65,12 @@ def _freeze_articles(
     already_sent = (
         select(IssueArticle.article_id)
         .join(Issue, Issue.id == IssueArticle.issue_id)
-        .where(Issue.newsletter_id == newsletter.id, Issue.id != issue.id)
+        .where(
+            Issue.newsletter_id == newsletter.id,
+            Issue.id != issue.id,
+            # A skipped issue sent nothing: its articles roll over to the next one.
+            Issue.status != IssueStatus.SKIPPED,
+        )
     )
     query = select(Article.id).where(
         Article.published_at <= issue.cutoff_at, Article.id.not_in(already_sent)
@@ -104,7 +109,9 @@ def _freeze_audience(session: Session, issue: Issue) -> int:
         Subscription.status == SubscriptionStatus.ACTIVE,
     )
     result = session.execute(
-        insert(Delivery).from_select(["issue_id", "subscriber_id", "status", "attempts"], audience)
+        insert(Delivery).from_select(["issue_id", "subscriber_id", "status", "attempts"], audience),
+        # psycopg reports -1 for INSERT ... SELECT unless SQLAlchemy is told to keep it.
+        execution_options={"preserve_rowcount": True},
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
 

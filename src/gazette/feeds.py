@@ -38,8 +38,10 @@ def parse_feed(document: bytes, source: str) -> list[ArticleInput]:
     a document that is not a feed at all raises GazetteError.
     """
     parsed = feedparser.parse(document)
-    if parsed.get("bozo") and not parsed.entries:
-        reason = parsed.get("bozo_exception")
+    # feedparser flags only malformed XML; a well-formed page that is not a feed (an
+    # HTML page where the feed used to be) comes back with no version and no entries.
+    if not parsed.get("version") or (parsed.get("bozo") and not parsed.entries):
+        reason = parsed.get("bozo_exception") or "no RSS or Atom root element"
         raise GazetteError(f"{source} is not a readable RSS or Atom feed ({reason}).")
     feed_language = parsed.feed.get("language")
     items: list[ArticleInput] = []

@@ -1,0 +1,369 @@
+"""The store: migrations match the models, SQLite is configured for several writers,
+unique keys hold, and timestamps are always aware UTC."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gazette.store import migrate
+from gazette.store.db import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    make_engine,
+    make_session_factory,
+    transaction,
+)
+from gazette.store.models import (
+    Base,
+    Delivery,
+    Issue,
+    Newsletter,
+    Subscriber,
+    Subscription,
+)
+
+KYIV = ZoneInfo("Europe/Kyiv")
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on the fresh, empty test database, disposed after the test."""
+    built = make_engine(database_url)
+    try:
+        yield built
+    finally:
+        built.dispose()
+
+
+@pytest.fixture
+def migrated(engine: Engine) -> Engine:
+    """The same engine after the migrations ran."""
+    migrate.upgrade(engine)
+    return engine
+
+
+def schema_snapshot(engine: Engine) -> dict[str, Any]:
+    """Tables with their columns, indexes, unique constraints and foreign keys, comparable."""
+    inspector = inspect(engine)
+    snapshot: dict[str, Any] = {}
+    for table in sorted(inspector.get_table_names()):
+        snapshot[table] = {
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)
+            ],
+            "indexes": sorted(
+                (i["name"] or "", tuple(str(c) for c in i["column_names"]))
+                for i in inspector.get_indexes(table)
+            ),
+            "unique": sorted(
+                (u["name"] or "", tuple(u["column_names"]))
+                for u in inspector.get_unique_constraints(table)
+            ),
+            "foreign_keys": sorted(
+                (f["name"] or "", tuple(f["constrained_columns"]), f["referred_table"])
+                for f in inspector.get_foreign_keys(table)
+            ),
+        }
+    return snapshot
+
+
+# --- migrations ---------------------------------------------------------------------------
+
+
+def test_migrations_produce_exactly_the_models_schema(engine: Engine) -> None:
+    assert migrate.current_revision(engine) is None
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        diff = compare_metadata(context, Base.metadata)
+    assert diff == []
+    tables = set(inspect(engine).get_table_names()) - {"alembic_version"}
+    assert tables == set(Base.metadata.tables)
+
+
+def test_upgrade_twice_is_a_no_op(engine: Engine) -> None:
+    migrate.upgrade(engine)
+    before = schema_snapshot(engine)
+    with transaction(make_session_factory(engine)) as session:
+        session.add(Subscriber(email="kept@example.org"))
+    migrate.upgrade(engine)
+    assert schema_snapshot(engine) == before
+    with engine.connect() as connection:
+        versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+        emails = connection.execute(select(Subscriber.email)).scalars().all()
+    assert [row[0] for row in versions] == [migrate.head_revision()]
+    assert emails == ["kept@example.org"]
+
+
+def test_current_revision_is_head_after_upgrade(engine: Engine) -> None:
+    head = migrate.head_revision()
+    assert head is not None
+    assert migrate.current_revision(engine) is None
+    migrate.upgrade(engine)
+    assert migrate.current_revision(engine) == head
+
+
+# --- SQLite connection settings -----------------------------------------------------------
+
+
+def test_sqlite_connections_use_wal_foreign_keys_and_a_long_busy_timeout(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'pragmas.db'}")
+    try:
+        # Two connections held at once (raw, so neither starts a write transaction):
+        # every pooled connection is configured, not just the first.
+        first, second = engine.raw_connection(), engine.raw_connection()
+        try:
+            for connection in (first, second):
+                cursor = connection.cursor()
+                journal = cursor.execute("PRAGMA journal_mode").fetchone()[0]
+                foreign_keys = cursor.execute("PRAGMA foreign_keys").fetchone()[0]
+                busy = cursor.execute("PRAGMA busy_timeout").fetchone()[0]
+                cursor.close()
+                assert str(journal).lower() == "wal"
+                assert foreign_keys == 1
+                assert isinstance(busy, int)
+                assert busy >= 30_000
+        finally:
+            first.close()
+            second.close()
+        assert SQLITE_BUSY_TIMEOUT_MS >= 30_000
+    finally:
+        engine.dispose()
+
+
+def refuse(factory: sessionmaker[Session], row: object, match: str | None = None) -> None:
+    """Adding ``row`` in a transaction of its own must raise IntegrityError (rolled back)."""
+    with factory() as session:
+        session.add(row)
+        with pytest.raises(IntegrityError, match=match):
+            session.flush()
+
+
+def test_foreign_keys_are_enforced(migrated: Engine) -> None:
+    factory = make_session_factory(migrated)
+    refuse(factory, Subscription(subscriber_id=424242, newsletter_id=434343))
+    with factory() as session:
+        assert session.scalar(select(func.count()).select_from(Subscription)) == 0
+
+
+# --- unique keys --------------------------------------------------------------------------
+
+
+def _newsletter(session: Session, slug: str = "weekly") -> Newsletter:
+    newsletter = Newsletter(slug=slug, name=slug.title())
+    session.add(newsletter)
+    session.flush()
+    return newsletter
+
+
+def test_duplicate_subscriber_email_is_refused(migrated: Engine) -> None:
+    factory = make_session_factory(migrated)
+    with transaction(factory) as session:
+        session.add(Subscriber(email="same@example.org"))
+    refuse(factory, Subscriber(email="same@example.org"), r"uq_subscriber_email|subscriber\.email")
+    with transaction(factory) as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 1
+
+
+def test_duplicate_issue_for_one_period_is_refused(migrated: Engine) -> None:
+    factory = make_session_factory(migrated)
+    cutoff = datetime(2025, 6, 2, 8, tzinfo=UTC)
+    with transaction(factory) as session:
+        weekly = _newsletter(session, "weekly").id
+        other = _newsletter(session, "other").id
+        session.add(Issue(newsletter_id=weekly, period_key="2025-06-02T08:00Z", cutoff_at=cutoff))
+        # The same key for another newsletter, or another key for this one, is fine.
+        session.add(Issue(newsletter_id=other, period_key="2025-06-02T08:00Z", cutoff_at=cutoff))
+        session.add(Issue(newsletter_id=weekly, period_key="2025-06-09T08:00Z", cutoff_at=cutoff))
+    refuse(
+        factory,
+        Issue(newsletter_id=weekly, period_key="2025-06-02T08:00Z", cutoff_at=cutoff),
+        r"uq_issue_newsletter_id|issue\.newsletter_id",
+    )
+    with transaction(factory) as session:
+        assert session.scalar(select(func.count()).select_from(Issue)) == 3
+
+
+def test_duplicate_delivery_for_one_subscriber_is_refused(migrated: Engine) -> None:
+    factory = make_session_factory(migrated)
+    cutoff = datetime(2025, 6, 2, 8, tzinfo=UTC)
+    with transaction(factory) as session:
+        newsletter = _newsletter(session)
+        reader = Subscriber(email="reader@example.org")
+        first = Issue(newsletter_id=newsletter.id, period_key="a", cutoff_at=cutoff)
+        second = Issue(newsletter_id=newsletter.id, period_key="b", cutoff_at=cutoff)
+        session.add_all([reader, first, second])
+        session.flush()
+        session.add(Delivery(issue_id=first.id, subscriber_id=reader.id))
+        # The same reader in another issue is fine.
+        session.add(Delivery(issue_id=second.id, subscriber_id=reader.id))
+        issue_id, reader_id = first.id, reader.id
+    refuse(
+        factory,
+        Delivery(issue_id=issue_id, subscriber_id=reader_id),
+        r"uq_delivery_issue_id|delivery\.issue_id",
+    )
+    with transaction(factory) as session:
+        assert session.scalar(select(func.count()).select_from(Delivery)) == 2
+
+
+# --- timestamps ---------------------------------------------------------------------------
+
+
+def test_naive_datetime_is_refused(migrated: Engine) -> None:
+    factory = make_session_factory(migrated)
+    with factory() as session:
+        session.add(Subscriber(email="naive@example.org", created_at=datetime(2025, 1, 1, 12)))
+        with pytest.raises(StatementError, match="naive datetime") as caught:
+            session.flush()
+    assert isinstance(caught.value.orig, ValueError)
+    with pytest.raises(StatementError, match="naive datetime"), migrated.connect() as connection:
+        connection.execute(
+            select(Subscriber.id).where(Subscriber.created_at < datetime(2025, 1, 1))
+        )
+    with transaction(factory) as session:
+        assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
+
+
+def test_timestamps_come_back_aware_utc(migrated: Engine) -> None:
+    factory = make_session_factory(migrated)
+    # 09:30:15 in Kyiv, the day clocks went forward (now UTC+3), is 06:30:15 UTC.
+    local = datetime(2025, 3, 30, 9, 30, 15, 123456, tzinfo=KYIV)
+    expected = datetime(2025, 3, 30, 6, 30, 15, 123456, tzinfo=UTC)
+    with transaction(factory) as session:
+        session.add(Subscriber(email="aware@example.org", created_at=local, confirmed_at=None))
+    with factory() as session:
+        created, confirmed = session.execute(
+            select(Subscriber.created_at, Subscriber.confirmed_at)
+        ).one()
+        loaded = session.scalars(select(Subscriber)).one()
+        # Comparisons with aware values work in SQL on both backends.
+        later = session.scalar(
+            select(func.count())
+            .select_from(Subscriber)
+            .where(Subscriber.created_at > datetime(2025, 3, 30, 6, 30, tzinfo=UTC))
+        )
+        earlier = session.scalar(
+            select(func.count())
+            .select_from(Subscriber)
+            .where(Subscriber.created_at > datetime(2025, 3, 30, 6, 31, tzinfo=UTC))
+        )
+    assert confirmed is None
+    for value in (created, loaded.created_at):
+        assert value.tzinfo is not None
+        offset = value.utcoffset()
+        assert offset is not None
+        assert offset.total_seconds() == 0
+        assert value == expected
+        assert (value.hour, value.minute, value.second, value.microsecond) == (6, 30, 15, 123456)
+    assert (later, earlier) == (1, 0)
+    # What is on disk is the UTC instant, not the local wall time with its zone dropped.
+    with migrated.connect() as connection:
+        if migrated.dialect.name == "sqlite":
+            raw = connection.exec_driver_sql("SELECT created_at FROM subscriber").scalar()
+        else:
+            raw = connection.exec_driver_sql(
+                "SELECT to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS') "
+                "FROM subscriber"
+            ).scalar()
+    assert str(raw).startswith("2025-03-30 06:30:15")
+
+
+# --- several processes writing one SQLite file ---------------------------------------------
+
+WRITER = """
+import sys, time
+from pathlib import Path
+from sqlalchemy import func, select
+from gazette.store.db import make_engine, make_session_factory, transaction
+from gazette.store.models import Subscriber
+
+url, worker, folder = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+engine = make_engine(url)
+factory = make_session_factory(engine)
+with engine.connect():
+    pass
+(folder / f"ready-{worker}").touch()
+while not (folder / "go").exists():
+    time.sleep(0.002)
+started = time.time()
+for n in range(200):
+    email = f"writer{worker}-{n}@example.org"
+    # Read, then write, in one short transaction: the pattern that fails at once with
+    # "database is locked" when a deferred transaction meets another process's write.
+    with transaction(factory) as session:
+        session.scalar(select(func.count()).select_from(Subscriber))
+        if session.scalar(select(Subscriber.id).where(Subscriber.email == email)) is None:
+            session.add(Subscriber(email=email))
+finished = time.time()
+engine.dispose()
+print(started, finished)
+"""
+
+
+def test_eight_processes_write_one_sqlite_file_at_once(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    setup = make_engine(url)
+    try:
+        migrate.upgrade(setup)
+    finally:
+        setup.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAZETTE_")}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-W", "error", "-c", WRITER, url, str(worker), str(tmp_path)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for worker in range(8)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while not all((tmp_path / f"ready-{n}").exists() for n in range(8)):
+            assert all(p.poll() is None for p in processes), "a writer died before starting"
+            assert time.monotonic() < deadline, "writers did not start"
+            time.sleep(0.01)
+        (tmp_path / "go").touch()
+        outputs = [p.communicate(timeout=180) for p in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    windows = []
+    for process, (stdout, stderr) in zip(processes, outputs, strict=True):
+        assert "database is locked" not in stderr
+        assert process.returncode == 0, stderr
+        started, finished = (float(part) for part in stdout.split())
+        windows.append((started, finished))
+    # The writers really ran at the same time: every one started before any finished.
+    assert max(start for start, _ in windows) < min(end for _, end in windows)
+
+    check = make_engine(url)
+    try:
+        with check.connect() as connection:
+            total = connection.execute(select(func.count()).select_from(Subscriber)).scalar()
+            distinct = connection.execute(
+                select(func.count(func.distinct(Subscriber.email)))
+            ).scalar()
+    finally:
+        check.dispose()
+    assert total == 1600
+    assert distinct == 1600
