@@ -234,7 +234,6 @@ def _import_chunk(
               "attributes": {}} for r in new_rows],
         ).all()  # fmt: skip
         ids = {email: sid for sid, email in created}
-        events += [_event(ids[r.email], None, "created", origin, now) for r in new_rows]
     else:
         ids = {}
     ids.update({email: s.id for email, s in existing.items()})
@@ -271,12 +270,14 @@ def _import_chunk(
                     "updated_at": now,
                 }
             )
-            events.append(_event(subscriber_id, newsletter.id, "subscribed", origin, now))
-            if confirmed:
-                events.append(_event(subscriber_id, newsletter.id, "confirmed", origin, now,
-                                     consent="held by operator"))  # fmt: skip
-                if subscriber is not None and subscriber.confirmed_at is None:
-                    subscriber.confirmed_at = now
+            # One event per imported reader: a bulk import of 100,000 rows must not
+            # write three audit rows each. It says whether consent was held.
+            consent = {"consent": "held by operator"} if confirmed else {}
+            events.append(
+                _event(subscriber_id, newsletter.id, "subscribed", origin, now, **consent)
+            )
+            if confirmed and subscriber is not None and subscriber.confirmed_at is None:
+                subscriber.confirmed_at = now
             if subscriber is None:
                 report.added += 1
             else:
