@@ -64,6 +64,8 @@ class Settings:
     proxy_hops: int = 0
     subscribe_limit_per_ip: int = 20
     subscribe_limit_per_address: int = 5
+    send_rate: int = 0
+    messages_per_connection: int = 1000
 
     @property
     def eager(self) -> bool:
@@ -276,6 +278,8 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         proxy_hops=_int(env, "PROXY_HOPS", 0, minimum=0),
         subscribe_limit_per_ip=_int(env, "SUBSCRIBE_LIMIT_PER_IP", 20),
         subscribe_limit_per_address=_int(env, "SUBSCRIBE_LIMIT_PER_ADDRESS", 5),
+        send_rate=_int(env, "SEND_RATE", 0, minimum=0),
+        messages_per_connection=_int(env, "MESSAGES_PER_CONNECTION", 1000),
     )
 
 

@@ -182,9 +182,9 @@ class SMTPTransport:
             connection.close()
 
 
-def make_transport(url: MailURL) -> MaildirTransport | SMTPTransport:
+def make_transport(url: MailURL, max_per_connection: int = 1000) -> Transport:
     """Return the transport GAZETTE_SMTP_URL selects."""
     if url.scheme == "maildir":
         assert url.path is not None
         return MaildirTransport(url.path)
-    return SMTPTransport(url)
+    return SMTPTransport(url, max_per_connection)

@@ -6,6 +6,8 @@ Used by the subscribe endpoint (per client IP, per address) and by confirmation 
 
 from __future__ import annotations
 
+import math
+import time
 from datetime import timedelta
 from typing import Protocol
 
@@ -73,3 +75,62 @@ def make_limiter(broker_url: str | None, sessions: sessionmaker[Session]) -> Rat
     if broker_url:
         return RedisRateLimiter(broker_url)
     return DatabaseRateLimiter(sessions)
+
+
+class Throttle(Protocol):
+    """Keeps the sending rate under the relay's limit, across every worker."""
+
+    def wait(self) -> None:
+        """Return when one more message may be sent."""
+
+
+class NoThrottle:
+    """No limit configured: send as fast as the relay takes it."""
+
+    def wait(self) -> None:
+        """Return at once."""
+
+
+class RedisThrottle:
+    """At most ``rate`` messages per wall-clock second over all workers sharing Redis."""
+
+    def __init__(self, url: str, rate: int) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._rate = rate
+
+    def wait(self) -> None:
+        """Take a slot in the current second, or sleep into the next one and try again."""
+        while True:
+            now = time.time()
+            key = f"gazette:send-rate:{int(now)}"
+            pipe = self._client.pipeline()
+            pipe.incr(key)
+            pipe.expire(key, 2)
+            count, _ = pipe.execute()
+            if int(count) <= self._rate:
+                return
+            time.sleep(max(0.0, math.ceil(now) - now) + 0.001)
+
+
+class LocalThrottle:
+    """The same limit within one process, for the embedded default (no Redis)."""
+
+    def __init__(self, rate: int) -> None:
+        self._interval = 1.0 / rate
+        self._next = time.monotonic()
+
+    def wait(self) -> None:
+        """Sleep until this process's next slot."""
+        now = time.monotonic()
+        if self._next > now:
+            time.sleep(self._next - now)
+        self._next = max(self._next, now) + self._interval
+
+
+def make_throttle(broker_url: str | None, rate: int) -> Throttle:
+    """A shared throttle through Redis, a local one without a broker, none when rate is 0."""
+    if rate <= 0:
+        return NoThrottle()
+    if broker_url:
+        return RedisThrottle(broker_url, rate)
+    return LocalThrottle(rate)

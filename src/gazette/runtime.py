@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.config import Settings, load_settings
 from gazette.mailer import make_transport
-from gazette.ratelimit import RateLimiter, make_limiter
+from gazette.ratelimit import RateLimiter, make_limiter, make_throttle
 from gazette.rendering import Renderer
 from gazette.sending import SendContext
 from gazette.store.db import make_engine, make_session_factory
@@ -52,7 +52,8 @@ def build_runtime(settings: Settings) -> Runtime:
             default_from=settings.from_address,
             tokens=tokens,
             renderer=renderer,
-            transport=make_transport(settings.smtp),
+            transport=make_transport(settings.smtp, settings.messages_per_connection),
+            throttle=make_throttle(settings.broker_url, settings.send_rate),
             lease=timedelta(seconds=settings.lease_seconds),
         ),
     )

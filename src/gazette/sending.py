@@ -16,8 +16,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gazette.mailer import DeliveryError, Transport
+from gazette.bounces import record_bounce
+from gazette.mailer import Connection, DeliveryError, Transport
 from gazette.mime import Envelope, build_message
+from gazette.ratelimit import Throttle
 from gazette.rendering import ArticleView, IssueView, RenderedMessage, Renderer
 from gazette.store.models import (
     Article,
@@ -52,6 +54,7 @@ class SendContext:
     renderer: Renderer
     transport: Transport
     lease: timedelta
+    throttle: Throttle
     # Issues already loaded and rendered in this process: every batch of an issue
     # shares them, so the body is rendered once per issue and language, not per batch.
     cache: dict[int, _Composer] = field(default_factory=dict, compare=False, repr=False)
@@ -71,6 +74,7 @@ class BatchResult:
 @dataclass(frozen=True)
 class _Recipient:
     delivery_id: int
+    subscriber_id: int
     subscriber_public_id: str
     email: str
     name: str
@@ -164,6 +168,7 @@ def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipien
     rows = session.execute(
         select(
             Delivery.id,
+            Delivery.subscriber_id,
             Subscriber.public_id,
             Subscriber.email,
             Subscriber.name,
@@ -266,7 +271,6 @@ def send_batch(
             .values(status=IssueStatus.SENDING, started_at=utcnow())
         )
     composer = _composer(factory, ctx, issue_id)
-    prepared = composer.prepared
     counts: Counter[str] = Counter()
     with ctx.transport.connect() as connection:
         for start in range(0, len(claimed), RECORD_CHUNK):
@@ -274,36 +278,64 @@ def send_batch(
             # Re-read per chunk so an unsubscribe that lands mid-send is honoured.
             with factory() as session:
                 recipients = _recipients(session, chunk)
-            updates: list[dict[str, object]] = []
-            still_active = {r.delivery_id for r in recipients}
-            now = utcnow()
-            for delivery_id in chunk:
-                if delivery_id not in still_active:
-                    updates.append(
-                        {"id": delivery_id, "status": DeliveryStatus.SKIPPED,
-                         "last_error": "no longer subscribed", "lease_until": None}
-                    )  # fmt: skip
-                    counts["skipped"] += 1
-            for recipient in recipients:
-                mid, message = composer.compose(recipient, now)
-                try:
-                    connection.send(prepared.from_address, recipient.email, message)
-                except DeliveryError as failure:
-                    row = _failure_update(recipient, failure, now, prepared.planned_at)
-                    updates.append(row)
-                    counts["failed" if row["status"] == DeliveryStatus.FAILED else "retry"] += 1
-                    continue
-                updates.append(
-                    {"id": recipient.delivery_id, "status": DeliveryStatus.SENT,
-                     "message_id": mid, "sent_at": utcnow(), "lease_until": None,
-                     "last_error": None}
-                )  # fmt: skip
-                counts["sent"] += 1
+            outcome = _send_chunk(connection, composer, ctx, chunk, recipients)
             with factory() as session, session.begin():
-                session.execute(update(Delivery), updates)
+                session.execute(update(Delivery), outcome.updates)
+                for subscriber_id, hard, detail in outcome.bounces:
+                    record_bounce(session, subscriber_id, hard=hard, detail=detail)
+            counts.update(outcome.counts)
     return BatchResult(
         len(claimed), counts["sent"], counts["retry"], counts["failed"], counts["skipped"]
     )
+
+
+@dataclass
+class _ChunkOutcome:
+    updates: list[dict[str, object]] = field(default_factory=list)
+    bounces: list[tuple[int, bool, str]] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+
+def _send_chunk(
+    connection: Connection,
+    composer: _Composer,
+    ctx: SendContext,
+    chunk: list[int],
+    recipients: list[_Recipient],
+) -> _ChunkOutcome:
+    """Send one chunk over the open connection; return the ledger updates it implies."""
+    outcome = _ChunkOutcome()
+    now = utcnow()
+    active = {r.delivery_id for r in recipients}
+    for delivery_id in chunk:
+        if delivery_id not in active:
+            outcome.updates.append(
+                {"id": delivery_id, "status": DeliveryStatus.SKIPPED,
+                 "last_error": "no longer subscribed", "lease_until": None}
+            )  # fmt: skip
+            outcome.counts["skipped"] += 1
+    sender = composer.prepared.from_address
+    for recipient in recipients:
+        mid, message = composer.compose(recipient, now)
+        ctx.throttle.wait()
+        try:
+            connection.send(sender, recipient.email, message)
+        except DeliveryError as failure:
+            row = _failure_update(recipient, failure, now, composer.prepared.planned_at)
+            outcome.updates.append(row)
+            if row["status"] == DeliveryStatus.FAILED:
+                outcome.counts["failed"] += 1
+                # 5xx (but 552) is a hard bounce; a retry period run out is a soft one.
+                outcome.bounces.append((recipient.subscriber_id, failure.permanent, failure.detail))
+            else:
+                outcome.counts["retry"] += 1
+            continue
+        outcome.updates.append(
+            {"id": recipient.delivery_id, "status": DeliveryStatus.SENT, "message_id": mid,
+             "sent_at": utcnow(), "lease_until": None, "last_error": None}
+        )  # fmt: skip
+        outcome.counts["sent"] += 1
+    return outcome
 
 
 def _failure_update(
