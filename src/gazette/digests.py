@@ -209,3 +209,82 @@ def resumable_issues(session: Session, now: datetime) -> list[int]:
             .distinct()
         )
     )
+
+
+@dataclass(frozen=True)
+class IssueStats:
+    """An issue's progress from the ledger, for `gazette digest status` and --wait."""
+
+    issue_id: int
+    newsletter: str
+    period_key: str
+    status: IssueStatus
+    planned: int
+    sent: int
+    failed: int
+    skipped: int
+    pending: int
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @property
+    def done(self) -> bool:
+        """True when nothing is left to send."""
+        return self.pending == 0 and self.status in (IssueStatus.SENT, IssueStatus.SKIPPED)
+
+    def rate(self, now: datetime) -> float | None:
+        """Messages per second since the first batch started, or None before it did."""
+        if self.started_at is None:
+            return None
+        elapsed = ((self.finished_at or now) - self.started_at).total_seconds()
+        return self.sent / elapsed if elapsed > 0 else None
+
+
+def issue_stats(
+    session: Session, issue_ids: list[int] | None = None, limit: int = 20
+) -> list[IssueStats]:
+    """Return the ledger counts of the given issues, or of the newest ``limit`` issues."""
+    query = select(Issue, Newsletter.slug).join(Newsletter, Newsletter.id == Issue.newsletter_id)
+    if issue_ids is not None:
+        query = query.where(Issue.id.in_(issue_ids))
+    rows = session.execute(query.order_by(Issue.id.desc()).limit(limit)).all()
+    ids = [issue.id for issue, _slug in rows]
+    counts: dict[tuple[int, DeliveryStatus], int] = {
+        (issue_id, status): count
+        for issue_id, status, count in session.execute(
+            select(Delivery.issue_id, Delivery.status, func.count())
+            .where(Delivery.issue_id.in_(ids))
+            .group_by(Delivery.issue_id, Delivery.status)
+        )
+    }
+    stats = []
+    for issue, slug in rows:
+        by = {status: counts.get((issue.id, status), 0) for status in DeliveryStatus}
+        stats.append(
+            IssueStats(
+                issue_id=issue.id,
+                newsletter=slug,
+                period_key=issue.period_key,
+                status=issue.status,
+                planned=sum(by.values()),
+                sent=by[DeliveryStatus.SENT],
+                failed=by[DeliveryStatus.FAILED],
+                skipped=by[DeliveryStatus.SKIPPED],
+                pending=by[DeliveryStatus.PENDING] + by[DeliveryStatus.SENDING],
+                started_at=issue.started_at,
+                finished_at=issue.finished_at,
+            )
+        )
+    return stats
+
+
+def in_flight(session: Session, issue_id: int, now: datetime) -> bool:
+    """True while rows are being sent or are due now; rows waiting on a backoff are not."""
+    due = (Delivery.status == DeliveryStatus.SENDING) | (
+        (Delivery.status == DeliveryStatus.PENDING)
+        & (Delivery.next_attempt_at.is_(None) | (Delivery.next_attempt_at <= now))
+    )
+    return (
+        session.scalar(select(Delivery.id).where(Delivery.issue_id == issue_id, due).limit(1))
+        is not None
+    )

@@ -9,7 +9,9 @@ from __future__ import annotations
 from gazette.cli import (  # noqa: F401  (importing registers the commands)
     database,
     demo,
+    digest,
     newsletters,
+    processes,
     serve,
     setup,
     subscribers,

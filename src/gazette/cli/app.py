@@ -75,8 +75,11 @@ def runtime(*, require_schema: bool = True) -> Runtime:
 
 
 def console() -> Console:
-    """Return the console for human output (stdout)."""
-    return Console(highlight=False)
+    """Return the console for human output (stdout).
+
+    Off a terminal rich would wrap tables at 80 columns; a pipe or a log gets full rows.
+    """
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
 
 @contextmanager

@@ -1,0 +1,139 @@
+"""``gazette digest``: plan and send an issue, and watch it go out."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+from rich.table import Table
+from sqlalchemy.orm import Session, sessionmaker
+
+from gazette.cli.app import console, main, print_json, progress, runtime
+from gazette.digests import IssueStats, in_flight, issue_stats, plan_issue
+from gazette.newsletters import newsletter_by_slug
+from gazette.store.db import transaction
+from gazette.store.models import utcnow
+
+POLL_SECONDS = 0.5
+
+
+@main.group()
+def digest() -> None:
+    """Plan, send and follow digest issues.
+
+    \b
+    Example:
+      gazette digest send weekly --wait
+    """
+
+
+def _describe(stats: IssueStats) -> dict[str, Any]:
+    rate = stats.rate(utcnow())
+    return {
+        "issue": stats.issue_id,
+        "newsletter": stats.newsletter,
+        "period": stats.period_key,
+        "status": stats.status.value,
+        "planned": stats.planned,
+        "sent": stats.sent,
+        "failed": stats.failed,
+        "skipped": stats.skipped,
+        "pending": stats.pending,
+        "started_at": stats.started_at.isoformat() if stats.started_at else None,
+        "finished_at": stats.finished_at.isoformat() if stats.finished_at else None,
+        "messages_per_second": round(rate, 1) if rate is not None else None,
+    }
+
+
+@digest.command()
+@click.argument("newsletter")
+@click.option("--now", "extra", is_flag=True, help="Plan an extra issue now, outside the schedule.")
+@click.option("--wait", is_flag=True, help="Follow the send until every message is settled.")
+def send(newsletter: str, extra: bool, wait: bool) -> None:
+    """Plan the issue of the current scheduled period and enqueue its batches.
+
+    Planning is idempotent: the period's issue is planned once however often this
+    runs. --now plans an extra issue with the articles published since the previous
+    one. With no broker configured the send runs in-process and returns when done.
+
+    \b
+    Example:
+      gazette digest send weekly --now --wait
+    """
+    from worker.tasks import enqueue_issue
+
+    rt = runtime()
+    now = utcnow()
+    with transaction(rt.sessions) as session:
+        newsletter_id = newsletter_by_slug(session, newsletter).id
+        key = f"extra-{now:%Y-%m-%dT%H:%M:%S}Z" if extra else None
+        plan = plan_issue(session, newsletter_id, now, key)
+    if plan.skip_reason:
+        click.echo(
+            f"Issue {plan.issue_id} of {newsletter} skipped, nothing sent: {plan.skip_reason}."
+        )
+        return
+    batches = enqueue_issue(plan.issue_id)
+    state = "planned" if plan.created else "already planned"
+    click.echo(
+        f"Issue {plan.issue_id} of {newsletter} {state}: {plan.articles} article(s), "
+        f"{plan.deliveries} reader(s); {batches} batch(es) enqueued."
+    )
+    if wait or rt.settings.eager:
+        stats = _follow(rt.sessions, plan.issue_id)
+        click.echo(
+            f"Issue {stats.issue_id}: {stats.sent} sent, {stats.failed} failed, "
+            f"{stats.skipped} skipped, {stats.pending} pending."
+        )
+
+
+def in_flight_now(sessions: sessionmaker[Session], issue_id: int) -> bool:
+    """True while some of the issue's rows are being sent or are due."""
+    with sessions() as session:
+        return in_flight(session, issue_id, utcnow())
+
+
+def _follow(sessions: sessionmaker[Session], issue_id: int) -> IssueStats:
+    """Poll the ledger with a progress bar until the issue is settled."""
+    with sessions() as session:
+        stats = issue_stats(session, [issue_id])[0]
+    with progress(stats.planned, f"Issue {issue_id}") as advance:
+        while True:
+            advance(stats.sent + stats.failed + stats.skipped)
+            # Rows waiting on a retry backoff are pending but not in flight: stop there.
+            if stats.done or not in_flight_now(sessions, issue_id):
+                return stats
+            time.sleep(POLL_SECONDS)
+            with sessions() as session:
+                stats = issue_stats(session, [issue_id])[0]
+
+
+@digest.command()
+@click.argument("issues", nargs=-1, type=int)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def status(issues: tuple[int, ...], limit: int, as_json: bool) -> None:
+    """Show issues with their ledger counts (the newest first).
+
+    \b
+    Example:
+      gazette digest status --json
+    """
+    with runtime().sessions() as session:
+        rows = [_describe(s) for s in issue_stats(session, list(issues) or None, limit)]
+    if as_json:
+        print_json({"issues": rows})
+        return
+    table = Table(
+        "issue", "newsletter", "period", "status", "planned", "sent", "failed", "skipped",
+        "pending", "started", "finished", "msg/s",
+    )  # fmt: skip
+    for row in rows:
+        table.add_row(
+            *(str(row[k]) for k in ("issue", "newsletter", "period", "status", "planned",
+                                    "sent", "failed", "skipped", "pending")),
+            (row["started_at"] or "")[:19], (row["finished_at"] or "")[:19],
+            str(row["messages_per_second"] or ""),
+        )  # fmt: skip
+    console().print(table)
