@@ -44,6 +44,8 @@ def configure(settings: Settings) -> None:
         beat_schedule={
             "plan-due-issues": {"task": "gazette.plan_due_issues", "schedule": 60.0},
             "sweep": {"task": "gazette.sweep", "schedule": 60.0},
+            # Each feed has its own interval; this only finds the ones that are due.
+            "poll-due-feeds": {"task": "gazette.poll_due_feeds", "schedule": 60.0},
         },
         timezone="UTC",
     )

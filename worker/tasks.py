@@ -6,7 +6,7 @@ its unique key and sending claims rows from the ledger.
 
 from __future__ import annotations
 
-from gazette import digests, notices, sending
+from gazette import digests, feeds, notices, sending
 from gazette.runtime import current_runtime
 from gazette.store.db import transaction
 from gazette.store.models import utcnow
@@ -84,3 +84,18 @@ def send_confirmation(subscriber_id: int, newsletter_id: int) -> None:
     notices.send_confirmation(
         runtime.sessions, runtime.send_context, runtime.limiter, subscriber_id, newsletter_id
     )
+
+
+@app.task(name="gazette.poll_feed", ignore_result=True, acks_late=True)
+def poll_feed(feed_id: int) -> None:
+    """Fetch one feed and store what is new; a failure is recorded on the feed."""
+    feeds.poll_feed(current_runtime().sessions, feed_id)
+
+
+@app.task(name="gazette.poll_due_feeds", ignore_result=True, acks_late=True)
+def poll_due_feeds() -> None:
+    """Beat, every minute: poll each feed whose own interval has passed."""
+    with current_runtime().sessions() as session:
+        due = feeds.due_feeds(session, utcnow())
+    for feed_id in due:
+        poll_feed.delay(feed_id)

@@ -42,10 +42,11 @@ class ArticleInput:
 
 @dataclass(frozen=True)
 class UpsertResult:
-    """The stored article's id and whether this call added it (False: seen before)."""
+    """The stored article's id, whether this call added it, and whether anything changed."""
 
     article_id: int
     created: bool
+    changed: bool
 
 
 def clean_html(html: str) -> str:
@@ -80,18 +81,26 @@ def fingerprint(title: str, published_at: datetime) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def topic_for(session: Session, name: str) -> Topic:
+    """Return the topic called ``name`` (matched by slug), created on first sight."""
+    label = clean_line(name, 200)
+    slug = slugify(label)
+    if not slug:
+        raise GazetteError(f"Topic {name!r} has no letters or digits to name it by.")
+    topic = session.scalar(select(Topic).where(Topic.slug == slug))
+    if topic is None:
+        topic = Topic(slug=slug, name=label)
+        session.add(topic)
+        session.flush()
+    return topic
+
+
 def _topics(session: Session, names: list[str]) -> list[Topic]:
     found: dict[str, Topic] = {}
     for name in names:
-        label = clean_line(name, 200)
-        slug = slugify(label)
-        if not slug or slug in found:
-            continue
-        topic = session.scalar(select(Topic).where(Topic.slug == slug))
-        if topic is None:
-            topic = Topic(slug=slug, name=label)
-            session.add(topic)
-        found[slug] = topic
+        if slugify(clean_line(name, 200)):  # a category of punctuation alone is dropped
+            topic = topic_for(session, name)
+            found.setdefault(topic.slug, topic)
     return list(found.values())
 
 
@@ -117,17 +126,83 @@ def upsert_article(
         or session.scalar(select(Article).where(Article.url == url).limit(1))
         or session.scalar(select(Article).where(Article.fingerprint == digest).limit(1))
     )
+    # Topics first: looking them up flushes, and a new article must not be flushed
+    # before its fields are set.
+    topics = _topics(session, item.topics)
     created = article is None
     if article is None:
         article = Article(guid=guid, feed_id=feed_id)
         session.add(article)
-    article.url = url
-    article.title = title
-    article.summary = clean_html(item.summary)
-    article.author = clean_line(item.author, 300)
-    article.language = (item.language or "").split("-")[0].lower() or None
-    article.fingerprint = digest
-    article.published_at = published
-    article.topics = _topics(session, item.topics)
-    session.flush()
-    return UpsertResult(article.id, created)
+    values = {
+        "url": url,
+        "title": title,
+        "summary": clean_html(item.summary),
+        "author": clean_line(item.author, 300),
+        "language": (item.language or "").split("-")[0].lower() or None,
+        "fingerprint": digest,
+        "published_at": published,
+    }
+    changed = created or any(getattr(article, k) != v for k, v in values.items())
+    changed = changed or {t.slug for t in article.topics} != {t.slug for t in topics}
+    if changed:
+        for key, value in values.items():
+            setattr(article, key, value)
+        article.topics = topics
+        session.flush()
+    return UpsertResult(article.id, created, changed)
+
+
+def parse_date(value: str, field_name: str = "published") -> datetime:
+    """Read an ISO 8601 date or time; one without a zone is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise GazetteError(
+            f"The article's {field_name} {value!r} is not an ISO 8601 date (2026-11-28T09:00:00Z)."
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def article_from_record(record: object, where: str) -> ArticleInput:
+    """Check one JSON record (title, url, and optional summary, published, topics, guid...).
+
+    ``where`` names its place in the file for the error sentence ("item 3", "line 7").
+    """
+    if not isinstance(record, dict):
+        raise GazetteError(f"{where}: an article must be a JSON object, not {record!r:.60}.")
+    for name in ("title", "url"):
+        value = record.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise GazetteError(f"{where}: the article has no {name} (got {value!r:.60}).")
+    published_raw = record.get("published")
+    if published_raw is None:
+        published = datetime.now(UTC)
+    elif isinstance(published_raw, str):
+        try:
+            published = parse_date(published_raw)
+        except GazetteError as exc:
+            raise GazetteError(f"{where}: {exc}") from None
+    else:
+        raise GazetteError(f"{where}: published {published_raw!r:.60} is not a date string.")
+    topics = record.get("topics", [])
+    if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+        raise GazetteError(f"{where}: topics must be a list of names, not {topics!r:.60}.")
+    item = ArticleInput(
+        title=record["title"],
+        url=record["url"],
+        published_at=published,
+        summary=str(record.get("summary") or ""),
+        guid=str(record.get("guid") or ""),
+        author=str(record.get("author") or ""),
+        language=str(record["language"]) if record.get("language") else None,
+        topics=topics,
+    )
+    try:
+        check_url(item.url)
+    except GazetteError as exc:
+        raise GazetteError(f"{where}: {exc}") from None
+    if not clean_line(item.title):
+        raise GazetteError(
+            f"{where}: the article's title {item.title!r:.60} is empty once cleaned."
+        )
+    return item

@@ -3,23 +3,29 @@
 from __future__ import annotations
 
 import calendar
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import feedparser
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
-from gazette.articles import ArticleInput, upsert_article
+from gazette.articles import ArticleInput, check_url, topic_for, upsert_article
 from gazette.errors import GazetteError
+from gazette.fetch import Fetched, FetchError, fetch
+from gazette.newsletters import newsletter_by_slug
+from gazette.store.models import Feed, Topic, utcnow
 
 
 @dataclass(frozen=True)
 class IngestResult:
-    """Counts of one ingest: articles added, articles updated, items rejected."""
+    """Counts of one ingest: articles added, updated, seen unchanged, and items rejected."""
 
     added: int
     updated: int
+    unchanged: int
     rejected: int
 
 
@@ -71,8 +77,15 @@ def ingest_document(
     session: Session, document: bytes, source: str, feed_id: int | None = None
 ) -> IngestResult:
     """Parse a feed document and store its articles once each; return what changed."""
-    added = updated = rejected = 0
-    for item in parse_feed(document, source):
+    return store_items(session, parse_feed(document, source), feed_id)
+
+
+def store_items(
+    session: Session, items: list[ArticleInput], feed_id: int | None = None
+) -> IngestResult:
+    """Store parsed items once each (an item that cannot be stored is counted, not raised)."""
+    added = updated = unchanged = rejected = 0
+    for item in items:
         try:
             with session.begin_nested():
                 result = upsert_article(session, item, feed_id=feed_id)
@@ -81,6 +94,109 @@ def ingest_document(
             continue
         if result.created:
             added += 1
-        else:
+        elif result.changed:
             updated += 1
-    return IngestResult(added, updated, rejected)
+        else:
+            unchanged += 1
+    return IngestResult(added, updated, unchanged, rejected)
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What polling one feed did: its counts, or the reason it failed."""
+
+    feed_id: int
+    url: str
+    not_modified: bool = False
+    ingest: IngestResult | None = None
+    error: str | None = None
+
+    def summary(self) -> str:
+        """One line for the operator: what changed, or why nothing could."""
+        if self.error:
+            return f"{self.url}: failed: {self.error}"
+        if self.not_modified or self.ingest is None:
+            return f"{self.url}: not modified"
+        i = self.ingest
+        return (
+            f"{self.url}: {i.added} added, {i.updated} updated, {i.unchanged} unchanged, "
+            f"{i.rejected} rejected"
+        )
+
+
+def add_feed(
+    session: Session,
+    url: str,
+    *,
+    topic: str | None = None,
+    newsletter_slug: str | None = None,
+    interval_minutes: int = 15,
+) -> int:
+    """Register a feed to poll; its items get ``topic`` as well as their own categories."""
+    url = check_url(url, "feed URL")
+    if session.scalar(select(Feed.id).where(Feed.url == url)) is not None:
+        raise GazetteError(f"The feed {url!r} is already registered.")
+    if interval_minutes < 1:
+        raise GazetteError(
+            f"The poll interval must be at least one minute, not {interval_minutes}."
+        )
+    feed = Feed(url=url, poll_interval_seconds=interval_minutes * 60)
+    if topic:
+        feed.topic_id = topic_for(session, topic).id
+    if newsletter_slug:
+        feed.newsletter_id = newsletter_by_slug(session, newsletter_slug).id
+    session.add(feed)
+    session.flush()
+    return feed.id
+
+
+def list_feeds(session: Session) -> list[Feed]:
+    """Return every registered feed, oldest first."""
+    return list(session.scalars(select(Feed).order_by(Feed.id)))
+
+
+def due_feeds(session: Session, now: datetime) -> list[int]:
+    """Return the feeds whose poll interval has passed since they were last polled."""
+    due = []
+    for feed in list_feeds(session):
+        last = feed.last_polled_at
+        if last is None or (now - last).total_seconds() >= feed.poll_interval_seconds:
+            due.append(feed.id)
+    return due
+
+
+def poll_feed(
+    sessions: sessionmaker[Session],
+    feed_id: int,
+    fetcher: Callable[[str, str | None, str | None], Fetched] = fetch,
+) -> PollResult:
+    """Fetch one feed and store its new and changed articles, recording any failure.
+
+    The fetch happens outside any transaction; a failure (network, HTTP, not a feed) is
+    written on the feed for `feeds list` and never raised, so one bad feed cannot stop
+    the others.
+    """
+    with sessions() as session:
+        feed = session.get_one(Feed, feed_id)
+        url, etag, modified, topic_id = feed.url, feed.etag, feed.last_modified, feed.topic_id
+    now = utcnow()
+    try:
+        fetched = fetcher(url, etag, modified)
+        items = None if fetched.content is None else parse_feed(fetched.content, url)
+    except (FetchError, GazetteError) as exc:
+        with sessions() as session, session.begin():
+            feed = session.get_one(Feed, feed_id)
+            feed.last_polled_at, feed.last_error = now, str(exc)
+        return PollResult(feed_id, url, error=str(exc))
+    with sessions() as session, session.begin():
+        feed = session.get_one(Feed, feed_id)
+        feed.last_polled_at, feed.last_error = now, None
+        feed.etag, feed.last_modified = fetched.etag, fetched.last_modified
+        if items is None:
+            return PollResult(feed_id, url, not_modified=True)
+        topic = session.get(Topic, topic_id) if topic_id else None
+        if topic is not None:
+            for item in items:
+                item.topics.append(topic.name)
+        result = store_items(session, items, feed_id)
+    return PollResult(feed_id, url, ingest=result)

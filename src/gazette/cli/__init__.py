@@ -7,9 +7,11 @@ the workers call.
 from __future__ import annotations
 
 from gazette.cli import (  # noqa: F401  (importing registers the commands)
+    articles,
     database,
     demo,
     digest,
+    feeds,
     newsletters,
     processes,
     serve,

@@ -49,7 +49,8 @@ def demo() -> None:
 
     ingest = seeded.ingest
     click.echo(
-        f"Articles: {ingest.added} added, {ingest.updated} already known, "
+        f"Articles: {ingest.added} added, {ingest.updated} updated, "
+        f"{ingest.unchanged} already known, "
         f"{ingest.rejected} rejected from {demo_data.example_feed().name}."
     )
     click.echo(f"Readers: {seeded.readers_added} added ({len(demo_data.READERS)} in the demo).")
