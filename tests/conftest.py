@@ -66,6 +66,9 @@ def make_env(tmp_path: Path, database_url: str, **extra: str) -> dict[str, str]:
         "GAZETTE_SECRET_KEYS": TEST_KEY,
         "GAZETTE_BASE_URL": "https://news.example.org",
         "GAZETTE_FROM_ADDRESS": "digest@news.example.org",
+        # A queue of its own, so workers of tests running at the same time on the same
+        # Redis never take each other's tasks.
+        "GAZETTE_QUEUE": f"test-{secrets.token_hex(6)}",
     }
     env.update({f"GAZETTE_{k.upper()}": v for k, v in extra.items()})
     return env

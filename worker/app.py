@@ -28,6 +28,9 @@ def configure(settings: Settings) -> None:
     app.conf.update(
         broker_url=settings.broker_url or "memory://",
         task_always_eager=settings.eager,
+        # Several installations (or test runs) can share one Redis without taking
+        # each other's tasks.
+        task_default_queue=settings.queue,
         task_eager_propagates=True,
         task_serializer="json",
         accept_content=["json"],

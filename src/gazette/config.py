@@ -66,6 +66,10 @@ class Settings:
     subscribe_limit_per_address: int = 5
     send_rate: int = 0
     messages_per_connection: int = 1000
+    queue: str = "gazette"
+    dkim_key: bytes | None = None
+    dkim_selector: str | None = None
+    dkim_domain: str | None = None
 
     @property
     def eager(self) -> bool:
@@ -236,6 +240,38 @@ def _from_address(raw: str) -> str:
         raise ConfigError(f"{PREFIX}FROM_ADDRESS={raw!r} is not usable: {exc}") from None
 
 
+def _queue(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", raw):
+        raise ConfigError(f"{PREFIX}QUEUE={raw!r} must be letters, digits, dots, dashes.")
+    return raw
+
+
+_SELECTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _dkim(env: Mapping[str, str], from_address: str) -> tuple[bytes | None, str | None, str | None]:
+    """DKIM key, selector and domain: all set together, or none (no signing)."""
+    key_file, selector = _get(env, "DKIM_KEY_FILE"), _get(env, "DKIM_SELECTOR")
+    if key_file is None and selector is None:
+        return None, None, None
+    if key_file is None or selector is None:
+        raise ConfigError(
+            f"{PREFIX}DKIM_KEY_FILE and {PREFIX}DKIM_SELECTOR go together; set both or neither."
+        )
+    if not _SELECTOR.match(selector):
+        raise ConfigError(f"{PREFIX}DKIM_SELECTOR={selector!r} is not a DNS label.")
+    try:
+        key = Path(key_file).read_bytes()
+    except OSError as exc:
+        raise ConfigError(
+            f"{PREFIX}DKIM_KEY_FILE={key_file!r} cannot be read ({exc.strerror})."
+        ) from None
+    if b"PRIVATE KEY-----" not in key:
+        raise ConfigError(f"{PREFIX}DKIM_KEY_FILE={key_file!r} is not a PEM private key.")
+    domain = _get(env, "DKIM_DOMAIN") or from_address.rpartition("@")[2]
+    return key, selector, domain
+
+
 def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
     """Read and check every setting; raise ConfigError naming the first bad one.
 
@@ -259,6 +295,8 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
                 f"{PREFIX}SECRET_KEYS must list keys of at least 16 characters, "
                 "newest first, separated by commas."
             )
+    from_address = _from_address(_get(env, "FROM_ADDRESS") or "newsletter@localhost.localdomain")
+    dkim_key, dkim_selector, dkim_domain = _dkim(env, from_address)
     template_raw = _get(env, "TEMPLATE_DIR")
     template_dir = Path(template_raw).resolve() if template_raw else None
     if template_dir is not None and not template_dir.is_dir():
@@ -268,7 +306,10 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         broker_url=_broker_url(_get(env, "BROKER_URL")),
         smtp=smtp,
         base_url=_base_url(_get(env, "BASE_URL") or "http://localhost:8000"),
-        from_address=_from_address(_get(env, "FROM_ADDRESS") or "newsletter@localhost.localdomain"),
+        from_address=from_address,
+        dkim_key=dkim_key,
+        dkim_selector=dkim_selector,
+        dkim_domain=dkim_domain,
         secret_keys=secret_keys,
         template_dir=template_dir,
         var_dir=var_dir,
@@ -279,6 +320,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         subscribe_limit_per_ip=_int(env, "SUBSCRIBE_LIMIT_PER_IP", 20),
         subscribe_limit_per_address=_int(env, "SUBSCRIBE_LIMIT_PER_ADDRESS", 5),
         send_rate=_int(env, "SEND_RATE", 0, minimum=0),
+        queue=_queue(_get(env, "QUEUE") or "gazette"),
         messages_per_connection=_int(env, "MESSAGES_PER_CONNECTION", 1000),
     )
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from gazette.composer import SendContext
 from gazette.mime import Envelope, build_message
 from gazette.ratelimit import RateLimiter
-from gazette.sending import SendContext
 from gazette.store.models import Newsletter, Subscriber, utcnow
 from gazette.subscribers import Origin, record_event
 from gazette.tokens import Purpose
@@ -56,10 +56,11 @@ def send_confirmation(
         message_id=f"confirm.{secrets.token_hex(12)}@{domain}",
         date=utcnow(),
     )
+    message = build_message(envelope, text, html, rendered.boundary)
+    if ctx.signer is not None:
+        message = ctx.signer.sign(message)
     with ctx.transport.connect() as connection:
-        connection.send(
-            from_address, subscriber.email, build_message(envelope, text, html, rendered.boundary)
-        )
+        connection.send(from_address, subscriber.email, message)
     with sessions() as session, session.begin():
         record_event(
             session, "confirmation_sent", Origin("system"), subscriber_id=subscriber.id,

@@ -29,14 +29,15 @@ class RateLimiter(Protocol):
 class RedisRateLimiter:
     """INCR and EXPIRE in one round trip; shared by every web process and worker."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, namespace: str) -> None:
         self._client = redis.Redis.from_url(url)
+        self._prefix = f"{namespace}:rl:"
 
     def hit(self, key: str, limit: int, window: timedelta) -> bool:
         """Count one hit on ``key``; True when it is within ``limit`` for the window."""
         pipe = self._client.pipeline()
-        pipe.incr(f"gazette:rl:{key}")
-        pipe.expire(f"gazette:rl:{key}", int(window.total_seconds()), nx=True)
+        pipe.incr(self._prefix + key)
+        pipe.expire(self._prefix + key, int(window.total_seconds()), nx=True)
         count, _ = pipe.execute()
         return int(count) <= limit
 
@@ -70,10 +71,16 @@ class DatabaseRateLimiter:
         return False
 
 
-def make_limiter(broker_url: str | None, sessions: sessionmaker[Session]) -> RateLimiter:
-    """Redis when a broker is configured (it is shared by every process), else the database."""
+def make_limiter(
+    broker_url: str | None, sessions: sessionmaker[Session], namespace: str
+) -> RateLimiter:
+    """Redis when a broker is configured (it is shared by every process), else the database.
+
+    ``namespace`` (the installation's queue name) keeps installations sharing one Redis
+    from counting each other's hits.
+    """
     if broker_url:
-        return RedisRateLimiter(broker_url)
+        return RedisRateLimiter(broker_url, namespace)
     return DatabaseRateLimiter(sessions)
 
 
@@ -94,15 +101,16 @@ class NoThrottle:
 class RedisThrottle:
     """At most ``rate`` messages per wall-clock second over all workers sharing Redis."""
 
-    def __init__(self, url: str, rate: int) -> None:
+    def __init__(self, url: str, rate: int, namespace: str) -> None:
         self._client = redis.Redis.from_url(url)
         self._rate = rate
+        self._prefix = f"{namespace}:send-rate:"
 
     def wait(self) -> None:
         """Take a slot in the current second, or sleep into the next one and try again."""
         while True:
             now = time.time()
-            key = f"gazette:send-rate:{int(now)}"
+            key = f"{self._prefix}{int(now)}"
             pipe = self._client.pipeline()
             pipe.incr(key)
             pipe.expire(key, 2)
@@ -127,10 +135,10 @@ class LocalThrottle:
         self._next = max(self._next, now) + self._interval
 
 
-def make_throttle(broker_url: str | None, rate: int) -> Throttle:
+def make_throttle(broker_url: str | None, rate: int, namespace: str) -> Throttle:
     """A shared throttle through Redis, a local one without a broker, none when rate is 0."""
     if rate <= 0:
         return NoThrottle()
     if broker_url:
-        return RedisThrottle(broker_url, rate)
+        return RedisThrottle(broker_url, rate, namespace)
     return LocalThrottle(rate)

@@ -41,6 +41,7 @@ class ArticleView:
     summary_text: str
     author: str
     published_at: datetime
+    topics: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

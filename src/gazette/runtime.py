@@ -12,11 +12,12 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from gazette.composer import SendContext
 from gazette.config import Settings, load_settings
+from gazette.dkim_signing import DkimSigner
 from gazette.mailer import make_transport
 from gazette.ratelimit import RateLimiter, make_limiter, make_throttle
 from gazette.rendering import Renderer
-from gazette.sending import SendContext
 from gazette.store.db import make_engine, make_session_factory
 from gazette.tokens import Tokens
 
@@ -44,7 +45,7 @@ def build_runtime(settings: Settings) -> Runtime:
         settings=settings,
         engine=engine,
         sessions=sessions,
-        limiter=make_limiter(settings.broker_url, sessions),
+        limiter=make_limiter(settings.broker_url, sessions, settings.queue),
         tokens=tokens,
         renderer=renderer,
         send_context=SendContext(
@@ -53,10 +54,17 @@ def build_runtime(settings: Settings) -> Runtime:
             tokens=tokens,
             renderer=renderer,
             transport=make_transport(settings.smtp, settings.messages_per_connection),
-            throttle=make_throttle(settings.broker_url, settings.send_rate),
+            throttle=make_throttle(settings.broker_url, settings.send_rate, settings.queue),
+            signer=_signer(settings),
             lease=timedelta(seconds=settings.lease_seconds),
         ),
     )
+
+
+def _signer(settings: Settings) -> DkimSigner | None:
+    if settings.dkim_key is None or settings.dkim_selector is None or not settings.dkim_domain:
+        return None
+    return DkimSigner(settings.dkim_selector, settings.dkim_domain, settings.dkim_key)
 
 
 _current: Runtime | None = None

@@ -17,47 +17,28 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.bounces import record_bounce
-from gazette.mailer import Connection, DeliveryError, Transport
-from gazette.mime import Envelope, build_message
-from gazette.ratelimit import Throttle
-from gazette.rendering import ArticleView, IssueView, RenderedMessage, Renderer
+from gazette.composer import Composer, Reader, SendContext, composer_for, message_id
+from gazette.mailer import Connection, DeliveryError
 from gazette.store.models import (
-    Article,
     Delivery,
     DeliveryStatus,
     Issue,
-    IssueArticle,
     IssueStatus,
-    Newsletter,
     Subscriber,
     Subscription,
     SubscriptionStatus,
+    Topic,
+    subscription_topic,
     utcnow,
 )
-from gazette.text import html_to_text
-from gazette.tokens import Purpose, Tokens
+
+__all__ = ["BatchResult", "SendContext", "message_id", "send_batch"]
 
 # Results are written back this many messages at a time: one short transaction per
 # chunk instead of one per message, and at most this many rows to re-send after a crash.
 RECORD_CHUNK = 50
 RETRY_BASE = timedelta(minutes=5)
 RETRY_PERIOD = timedelta(days=3)
-
-
-@dataclass(frozen=True)
-class SendContext:
-    """What sending needs besides the database: links, keys, templates, transport."""
-
-    base_url: str
-    default_from: str
-    tokens: Tokens
-    renderer: Renderer
-    transport: Transport
-    lease: timedelta
-    throttle: Throttle
-    # Issues already loaded and rendered in this process: every batch of an issue
-    # shares them, so the body is rendered once per issue and language, not per batch.
-    cache: dict[int, _Composer] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -69,73 +50,6 @@ class BatchResult:
     retry: int
     failed: int
     skipped: int
-
-
-@dataclass(frozen=True)
-class _Recipient:
-    delivery_id: int
-    subscriber_id: int
-    subscriber_public_id: str
-    email: str
-    name: str
-    language: str
-    attempts: int
-
-
-@dataclass(frozen=True)
-class PreparedIssue:
-    """The per-issue part of every message, loaded and rendered once per language."""
-
-    issue_public_id: str
-    newsletter_slug: str
-    list_id: str
-    from_name: str
-    from_address: str
-    planned_at: datetime
-    view: IssueView
-
-
-def _domain(address: str) -> str:
-    return address.rpartition("@")[2]
-
-
-def prepare_issue(session: Session, issue_id: int, ctx: SendContext) -> PreparedIssue:
-    """Load an issue's newsletter and frozen articles into a template-ready view."""
-    issue = session.get_one(Issue, issue_id)
-    newsletter = session.get_one(Newsletter, issue.newsletter_id)
-    rows = session.scalars(
-        select(Article)
-        .join(IssueArticle, IssueArticle.article_id == Article.id)
-        .where(IssueArticle.issue_id == issue_id)
-        .order_by(IssueArticle.position)
-    )
-    articles = tuple(
-        ArticleView(
-            title=a.title,
-            url=a.url,
-            summary_html=a.summary,
-            summary_text=html_to_text(a.summary),
-            author=a.author,
-            published_at=a.published_at,
-        )
-        for a in rows
-    )
-    from_address = newsletter.from_address or ctx.default_from
-    list_id = newsletter.list_id or f"{newsletter.name} <{newsletter.slug}.{_domain(from_address)}>"
-    return PreparedIssue(
-        issue_public_id=issue.public_id,
-        newsletter_slug=newsletter.slug,
-        list_id=list_id,
-        from_name=newsletter.name,
-        from_address=from_address,
-        planned_at=issue.planned_at,
-        view=IssueView(
-            newsletter_name=newsletter.name,
-            date=issue.cutoff_at,
-            articles=articles,
-            archive_url=f"{ctx.base_url}/archive/{issue.public_id}",
-        ),
-    )
 
 
 def claim(session: Session, issue_id: int, low: int, high: int, lease: timedelta) -> list[int]:
@@ -163,17 +77,30 @@ def claim(session: Session, issue_id: int, low: int, high: int, lease: timedelta
     return sorted(result.scalars())
 
 
+@dataclass(frozen=True)
+class _Recipient:
+    delivery_id: int
+    subscriber_id: int
+    attempts: int
+    reader: Reader
+
+
 def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipient]:
-    """Load the claimed rows whose subscription is still active, in id order."""
+    """Load the claimed rows whose subscription is still active, in id order.
+
+    Two queries per chunk whatever its size: the rows, then the topics their readers
+    chose.
+    """
     rows = session.execute(
         select(
             Delivery.id,
             Delivery.subscriber_id,
+            Delivery.attempts,
+            Subscription.id,
             Subscriber.public_id,
             Subscriber.email,
             Subscriber.name,
             Subscriber.language,
-            Delivery.attempts,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .join(Issue, Issue.id == Delivery.issue_id)
@@ -190,61 +117,20 @@ def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipien
             Subscription.status == SubscriptionStatus.ACTIVE,
         )
         .order_by(Delivery.id)
-    )
-    return [_Recipient(*row) for row in rows]
-
-
-def message_id(issue_public_id: str, subscriber_public_id: str, domain: str) -> str:
-    """Deterministic per (issue, subscriber), so a resend is recognisably the same message."""
-    return f"{issue_public_id}.{subscriber_public_id}@{domain}"
-
-
-class _Composer:
-    """Builds one reader's message from the issue's pre-rendered parts."""
-
-    def __init__(self, prepared: PreparedIssue, ctx: SendContext) -> None:
-        self.prepared = prepared
-        self._ctx = ctx
-        self._rendered: dict[str, RenderedMessage] = {}
-
-    def _parts(self, language: str) -> RenderedMessage:
-        rendered = self._rendered.get(language)
-        if rendered is None:
-            rendered = self._ctx.renderer.render_issue(self.prepared.view, language)
-            self._rendered[language] = rendered
-        return rendered
-
-    def compose(self, recipient: _Recipient, date: datetime) -> tuple[str, bytes]:
-        """Return (Message-ID, message bytes) for one reader."""
-        prepared, ctx = self.prepared, self._ctx
-        unsubscribe = ctx.tokens.mint(
-            Purpose.UNSUBSCRIBE, recipient.subscriber_public_id, prepared.newsletter_slug
-        )
-        preferences = ctx.tokens.mint(
-            Purpose.PREFERENCES, recipient.subscriber_public_id, prepared.newsletter_slug
-        )
-        unsubscribe_url = f"{ctx.base_url}/unsubscribe/{unsubscribe}"
-        parts = self._parts(recipient.language)
-        text, html = parts.personalise(
-            recipient.name, unsubscribe_url, f"{ctx.base_url}/preferences/{preferences}"
-        )
-        mid = message_id(
-            prepared.issue_public_id,
-            recipient.subscriber_public_id,
-            _domain(prepared.from_address),
-        )
-        envelope = Envelope(
-            from_name=prepared.from_name,
-            from_address=prepared.from_address,
-            to_name=recipient.name,
-            to_address=recipient.email,
-            subject=parts.subject,
-            message_id=mid,
-            date=date,
-            list_id=prepared.list_id,
-            unsubscribe_url=unsubscribe_url,
-        )
-        return mid, build_message(envelope, text, html, parts.boundary)
+    ).all()
+    chosen: dict[int, set[str]] = {}
+    for subscription_id, slug in session.execute(
+        select(subscription_topic.c.subscription_id, Topic.slug)
+        .join(Topic, Topic.id == subscription_topic.c.topic_id)
+        .where(subscription_topic.c.subscription_id.in_([row[3] for row in rows]))
+    ):
+        chosen.setdefault(subscription_id, set()).add(slug)
+    recipients = []
+    for delivery_id, subscriber_id, attempts, subscription_id, public_id, email, name, lang in rows:
+        topics = frozenset(chosen.get(subscription_id, ()))
+        reader = Reader(public_id, email, name, lang, topics)
+        recipients.append(_Recipient(delivery_id, subscriber_id, attempts, reader))
+    return recipients
 
 
 def _retry_at(attempts: int, now: datetime) -> datetime:
@@ -270,7 +156,8 @@ def send_batch(
             .where(Issue.id == issue_id, Issue.status == IssueStatus.PLANNED)
             .values(status=IssueStatus.SENDING, started_at=utcnow())
         )
-    composer = _composer(factory, ctx, issue_id)
+    with factory() as session:
+        composer = composer_for(session, ctx, issue_id)
     counts: Counter[str] = Counter()
     with ctx.transport.connect() as connection:
         for start in range(0, len(claimed), RECORD_CHUNK):
@@ -298,7 +185,7 @@ class _ChunkOutcome:
 
 def _send_chunk(
     connection: Connection,
-    composer: _Composer,
+    composer: Composer,
     ctx: SendContext,
     chunk: list[int],
     recipients: list[_Recipient],
@@ -316,10 +203,18 @@ def _send_chunk(
             outcome.counts["skipped"] += 1
     sender = composer.prepared.from_address
     for recipient in recipients:
-        mid, message = composer.compose(recipient, now)
+        composed = composer.compose(recipient.reader, now)
+        if composed is None:
+            outcome.updates.append(
+                {"id": recipient.delivery_id, "status": DeliveryStatus.SKIPPED,
+                 "last_error": "no article matches the reader's topics", "lease_until": None}
+            )  # fmt: skip
+            outcome.counts["skipped"] += 1
+            continue
+        mid, message = composed
         ctx.throttle.wait()
         try:
-            connection.send(sender, recipient.email, message)
+            connection.send(sender, recipient.reader.email, message)
         except DeliveryError as failure:
             row = _failure_update(recipient, failure, now, composer.prepared.planned_at)
             outcome.updates.append(row)
@@ -358,18 +253,6 @@ def _failure_update(
         "lease_until": None,
         "next_attempt_at": _retry_at(recipient.attempts, now),
     }
-
-
-def _composer(factory: sessionmaker[Session], ctx: SendContext, issue_id: int) -> _Composer:
-    """Return the issue's composer, loading the issue once per process and context."""
-    composer = ctx.cache.get(issue_id)
-    if composer is None:
-        with factory() as session:
-            composer = _Composer(prepare_issue(session, issue_id, ctx), ctx)
-        if len(ctx.cache) >= 16:
-            ctx.cache.clear()
-        ctx.cache[issue_id] = composer
-    return composer
 
 
 def reclaim_expired(session: Session, now: datetime | None = None) -> int:
