@@ -51,6 +51,17 @@ class Reader:
 
 
 @dataclass(frozen=True)
+class Personalised:
+    """One reader's rendered message before it becomes MIME."""
+
+    subject: str
+    text: str
+    html: str
+    unsubscribe_url: str
+    boundary: str
+
+
+@dataclass(frozen=True)
 class PreparedIssue:
     """The per-issue part of every message: sender, list, and the article views."""
 
@@ -172,18 +183,26 @@ class Composer:
             self._rendered[key] = rendered
         return rendered
 
-    def compose(self, reader: Reader, date: datetime) -> tuple[str, bytes] | None:
-        """Return (Message-ID, message bytes), or None when no article matches their topics."""
+    def personalise(self, reader: Reader) -> Personalised | None:
+        """The reader's subject, text and HTML, or None when no article matches their topics."""
         parts = self._parts(reader.language, reader.topics)
         if parts is None:
             return None
-        prepared, ctx = self.prepared, self._ctx
-        slug, mint = prepared.newsletter_slug, ctx.tokens.mint
-        unsubscribe = mint(Purpose.UNSUBSCRIBE, reader.public_id, slug)
-        preferences = mint(Purpose.PREFERENCES, reader.public_id, slug)
+        ctx, slug = self._ctx, self.prepared.newsletter_slug
+        unsubscribe = ctx.tokens.mint(Purpose.UNSUBSCRIBE, reader.public_id, slug)
+        preferences = ctx.tokens.mint(Purpose.PREFERENCES, reader.public_id, slug)
         unsubscribe_url = f"{ctx.base_url}/unsubscribe/{unsubscribe}"
-        preferences_url = f"{ctx.base_url}/preferences/{preferences}"
-        text, html = parts.personalise(reader.name, unsubscribe_url, preferences_url)
+        text, html = parts.personalise(
+            reader.name, unsubscribe_url, f"{ctx.base_url}/preferences/{preferences}"
+        )
+        return Personalised(parts.subject, text, html, unsubscribe_url, parts.boundary)
+
+    def compose(self, reader: Reader, date: datetime) -> tuple[str, bytes] | None:
+        """Return (Message-ID, message bytes), or None when no article matches their topics."""
+        personal = self.personalise(reader)
+        if personal is None:
+            return None
+        prepared = self.prepared
         mid = message_id(
             prepared.issue_public_id, reader.public_id, domain_of(prepared.from_address)
         )
@@ -192,15 +211,15 @@ class Composer:
             from_address=prepared.from_address,
             to_name=reader.name,
             to_address=reader.email,
-            subject=parts.subject,
+            subject=personal.subject,
             message_id=mid,
             date=date,
             list_id=prepared.list_id,
-            unsubscribe_url=unsubscribe_url,
+            unsubscribe_url=personal.unsubscribe_url,
         )
-        message = build_message(envelope, text, html, parts.boundary)
-        if ctx.signer is not None:
-            message = ctx.signer.sign(message)
+        message = build_message(envelope, personal.text, personal.html, personal.boundary)
+        if self._ctx.signer is not None:
+            message = self._ctx.signer.sign(message)
         return mid, message
 
 

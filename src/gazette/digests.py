@@ -47,33 +47,42 @@ def period_key(newsletter: Newsletter, now: datetime) -> str:
     return start.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
-def _previous_cutoff(session: Session, newsletter_id: int, issue_id: int) -> datetime | None:
+def previous_cutoff(
+    session: Session, newsletter_id: int, issue_id: int | None = None
+) -> datetime | None:
     """Cutoff of the newsletter's last issue that went out; skipped ones carry nothing."""
-    return session.scalar(
-        select(func.max(Issue.cutoff_at)).where(
-            Issue.newsletter_id == newsletter_id,
-            Issue.id != issue_id,
-            Issue.status != IssueStatus.SKIPPED,
-        )
+    query = select(func.max(Issue.cutoff_at)).where(
+        Issue.newsletter_id == newsletter_id, Issue.status != IssueStatus.SKIPPED
     )
+    if issue_id is not None:
+        query = query.where(Issue.id != issue_id)
+    return session.scalar(query)
 
 
-def _freeze_articles(
-    session: Session, newsletter: Newsletter, issue: Issue, since: datetime | None
-) -> int:
-    """Pick the issue's articles, newest first, and record them; return how many."""
+def select_articles(
+    session: Session,
+    newsletter: Newsletter,
+    cutoff: datetime,
+    since: datetime | None,
+    exclude_issue_id: int | None = None,
+) -> list[int]:
+    """The articles an issue cut at ``cutoff`` carries: newest first, capped, not sent before.
+
+    Read-only, so a preview shows exactly what planning would freeze.
+    """
     already_sent = (
         select(IssueArticle.article_id)
         .join(Issue, Issue.id == IssueArticle.issue_id)
         .where(
             Issue.newsletter_id == newsletter.id,
-            Issue.id != issue.id,
             # A skipped issue sent nothing: its articles roll over to the next one.
             Issue.status != IssueStatus.SKIPPED,
         )
     )
+    if exclude_issue_id is not None:
+        already_sent = already_sent.where(Issue.id != exclude_issue_id)
     query = select(Article.id).where(
-        Article.published_at <= issue.cutoff_at, Article.id.not_in(already_sent)
+        Article.published_at <= cutoff, Article.id.not_in(already_sent)
     )
     if since is not None:
         query = query.where(Article.published_at > since)
@@ -89,7 +98,14 @@ def _freeze_articles(
     query = query.order_by(Article.published_at.desc(), Article.id.desc()).limit(
         newsletter.max_articles
     )
-    article_ids = list(session.scalars(query))
+    return list(session.scalars(query))
+
+
+def _freeze_articles(
+    session: Session, newsletter: Newsletter, issue: Issue, since: datetime | None
+) -> int:
+    """Pick the issue's articles and record them in order; return how many."""
+    article_ids = select_articles(session, newsletter, issue.cutoff_at, since, issue.id)
     session.add_all(
         IssueArticle(issue_id=issue.id, article_id=article_id, position=position)
         for position, article_id in enumerate(article_ids)
@@ -136,7 +152,7 @@ def plan_issue(
             select(Issue).where(Issue.newsletter_id == newsletter_id, Issue.period_key == key)
         ).one()
         return _describe(session, existing, created=False)
-    since = _previous_cutoff(session, newsletter_id, issue.id)
+    since = previous_cutoff(session, newsletter_id, issue.id)
     issue.since_at = since
     articles = _freeze_articles(session, newsletter, issue, since)
     if articles < newsletter.min_articles:

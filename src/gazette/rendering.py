@@ -16,6 +16,7 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 
+import css_inline
 from babel.dates import format_date
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -25,6 +26,8 @@ from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
 from gazette.resources import shipped_dir
 
 LANGUAGES = ("en", "uk", "ja")
+# Keep <style>: media queries cannot be inlined and clients that honour them need them.
+_INLINER = css_inline.CSSInliner(keep_style_tags=True)
 # Per-reader values are filled in after rendering; the markers survive HTML escaping.
 GREETING = "@@GAZETTE:GREETING@@"
 UNSUBSCRIBE_URL = "@@GAZETTE:UNSUBSCRIBE_URL@@"
@@ -83,7 +86,7 @@ class RenderedMessage:
 
 def _autoescape(name: str | None) -> bool:
     # select_autoescape matches on the last suffix only, so ".html.j2" needs naming.
-    return name is not None and (name.endswith((".html.j2", ".html")))
+    return name is not None and name.endswith((".html.j2", ".html", ".xml.j2"))
 
 
 @cache
@@ -144,10 +147,13 @@ class Renderer:
         }
         subject = env.get_template(f"email/{name}.subject.j2").render(context).strip()
         translations = _translations(self._locale_dir, env.globals["language"])
+        html = env.get_template(f"email/{name}.html.j2").render(context)
         return RenderedMessage(
             subject=" ".join(subject.split()),
             text=env.get_template(f"email/{name}.txt.j2").render(context),
-            html=env.get_template(f"email/{name}.html.j2").render(context),
+            # Gmail and Outlook drop or ignore <style>; inlining happens here, once per
+            # issue, language and article set, never per reader.
+            html=_INLINER.inline(html),
             boundary=f"=_gazette_{secrets.token_hex(12)}",
             greeting_named=translations.gettext("Hello, %(name)s!"),
             greeting_anonymous=translations.gettext("Hello!"),
@@ -157,6 +163,9 @@ class Renderer:
         """Render a digest issue for one language: the shared part of every message."""
         return self.render("digest", language, issue=view)
 
-    def render_page(self, template: str, language: str, **context: object) -> str:
-        """Render one web page template (templates/web/) in ``language``."""
-        return self.environment(language).get_template(f"web/{template}.html.j2").render(context)
+    def render_page(
+        self, template: str, language: str, suffix: str = "html", **context: object
+    ) -> str:
+        """Render one web template (templates/web/<template>.<suffix>.j2) in ``language``."""
+        name = f"web/{template}.{suffix}.j2"
+        return self.environment(language).get_template(name).render(context)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
+from gazette import previews
 from gazette.cli.app import console, main, print_json, progress, runtime
 from gazette.digests import IssueStats, in_flight, issue_stats, plan_issue
+from gazette.errors import GazetteError
+from gazette.mailer import DeliveryError
 from gazette.newsletters import newsletter_by_slug
 from gazette.store.db import transaction
 from gazette.store.models import utcnow
+from gazette.subscribers import check_address
 
 POLL_SECONDS = 0.5
 
@@ -137,3 +142,69 @@ def status(issues: tuple[int, ...], limit: int, as_json: bool) -> None:
             str(row["messages_per_second"] or ""),
         )  # fmt: skip
     console().print(table)
+
+
+@digest.command()
+@click.argument("newsletter")
+@click.option("--as", "as_email", help="Render for this subscriber (language, topics, name).")
+@click.option(
+    "--html",
+    "html_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the HTML part here.",
+)
+@click.option(
+    "--eml",
+    "eml_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write the whole message here.",
+)
+def preview(
+    newsletter: str, as_email: str | None, html_file: Path | None, eml_file: Path | None
+) -> None:
+    """Show the issue the newsletter would send if planned now; changes nothing.
+
+    \b
+    Example:
+      gazette digest preview weekly --as ada@example.org --html preview.html
+    """
+    rt = runtime()
+    with rt.sessions() as session:
+        result = previews.preview(session, rt.send_context, newsletter, utcnow(), as_email=as_email)
+    if html_file is not None:
+        html_file.write_text(result.personal.html, encoding="utf-8")
+    if eml_file is not None:
+        eml_file.write_bytes(result.message)
+    click.echo(f"Subject: {result.personal.subject}")
+    click.echo(
+        f"For: {result.reader.email} ({result.reader.language}), {result.articles} article(s)"
+    )
+    click.echo("")
+    click.echo(result.personal.text)
+
+
+@digest.command(name="test")
+@click.argument("newsletter")
+@click.option("--to", "to", required=True, help="Address that receives the test message.")
+@click.option("--as", "as_email", help="Render for this subscriber (language, topics, name).")
+def test_send(newsletter: str, to: str, as_email: str | None) -> None:
+    """Send the preview to one address, through the configured transport.
+
+    \b
+    Example:
+      gazette digest test weekly --to editor@example.org
+    """
+    rt = runtime()
+    address = check_address(to, allow_smtputf8=rt.settings.smtputf8)
+    with rt.sessions() as session:
+        result = previews.preview(
+            session, rt.send_context, newsletter, utcnow(), as_email=as_email, to=address
+        )
+    with rt.send_context.transport.connect() as connection:
+        try:
+            connection.send(rt.send_context.default_from, address, result.message)
+        except DeliveryError as error:
+            raise GazetteError(
+                f"The relay refused the test message to {address}: {error.detail}"
+            ) from None
+    click.echo(f"Test of {newsletter} sent to {address} via {rt.settings.smtp.redacted()}.")

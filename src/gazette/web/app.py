@@ -11,10 +11,12 @@ from sqlalchemy import text
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from gazette.archive import archived_issue, list_archive
 from gazette.errors import GazetteError
 from gazette.newsletters import list_newsletters
 from gazette.rendering import LANGUAGES
 from gazette.runtime import Runtime, current_runtime
+from gazette.store.models import utcnow
 from gazette.subscribers import (
     FREQUENCIES,
     Origin,
@@ -109,6 +111,31 @@ class Views:
         except Exception:  # any failure means "not healthy"
             return Response('{"status": "unavailable"}', 503, mimetype="application/json")
         return Response('{"status": "ok"}', 200, mimetype="application/json")
+
+    def archive(self) -> Response:
+        """GET /archive: the issues that went out, newest first."""
+        with self.rt.sessions() as session:
+            issues = list_archive(
+                session, self.rt.send_context, request.args.get("newsletter") or None
+            )
+        return self.page("archive", issues=issues)
+
+    def archive_issue(self, public_id: str) -> Response:
+        """GET /archive/<id>: one issue as a web page (the "view in browser" link)."""
+        with self.rt.sessions() as session:
+            item = archived_issue(session, self.rt.send_context, public_id)
+        return self.page("archive_issue", item=item)
+
+    def archive_feed(self) -> Response:
+        """GET /archive.xml: an Atom feed of the issues."""
+        with self.rt.sessions() as session:
+            issues = list_archive(session, self.rt.send_context)
+        updated = (issues[0].date if issues else utcnow()).isoformat()
+        body = self.rt.renderer.render_page(
+            "archive", self.language(), suffix="xml", issues=issues,
+            base_url=self.rt.settings.base_url, updated=updated,
+        )  # fmt: skip
+        return Response(body, mimetype="application/atom+xml")
 
     def subscribe_form(self) -> Response:
         """GET /subscribe: the form, for the newsletter named in ?newsletter= or all."""
@@ -232,6 +259,9 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     views = Views(rt)
     routes: list[tuple[str, Callable[..., Response], list[str]]] = [
         ("/healthz", views.healthz, ["GET"]),
+        ("/archive", views.archive, ["GET"]),
+        ("/archive.xml", views.archive_feed, ["GET"]),
+        ("/archive/<public_id>", views.archive_issue, ["GET"]),
         ("/subscribe", views.subscribe_form, ["GET"]),
         ("/confirm/<token>", views.confirm, ["GET", "POST"]),
         ("/unsubscribe/<token>", views.unsubscribe, ["GET", "POST"]),

@@ -1,0 +1,65 @@
+"""The public archive: issues that went out, newest first, as pages and an Atom feed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gazette.composer import SendContext, prepare_issue
+from gazette.errors import GazetteError
+from gazette.newsletters import newsletter_by_slug
+from gazette.rendering import IssueView
+from gazette.store.models import Issue, IssueStatus, Newsletter
+
+PUBLISHED = (IssueStatus.SENDING, IssueStatus.SENT)
+
+
+@dataclass(frozen=True)
+class ArchivedIssue:
+    """One entry of the archive: where it lives, when, and what it carried."""
+
+    public_id: str
+    newsletter_slug: str
+    newsletter_name: str
+    date: datetime
+    view: IssueView
+
+
+def list_archive(
+    session: Session, ctx: SendContext, newsletter_slug: str | None = None, limit: int = 50
+) -> list[ArchivedIssue]:
+    """Issues that were sent (or are going out), newest first."""
+    query = (
+        select(Issue, Newsletter)
+        .join(Newsletter, Newsletter.id == Issue.newsletter_id)
+        .where(Issue.status.in_(PUBLISHED))
+        .order_by(Issue.cutoff_at.desc(), Issue.id.desc())
+        .limit(limit)
+    )
+    if newsletter_slug:
+        query = query.where(Issue.newsletter_id == newsletter_by_slug(session, newsletter_slug).id)
+    rows = session.execute(query).all()
+    return [_archived(session, ctx, issue, newsletter) for issue, newsletter in rows]
+
+
+def archived_issue(session: Session, ctx: SendContext, public_id: str) -> ArchivedIssue:
+    """One issue of the archive, or GazetteError when there is no such published issue."""
+    row = session.execute(
+        select(Issue, Newsletter)
+        .join(Newsletter, Newsletter.id == Issue.newsletter_id)
+        .where(Issue.public_id == public_id, Issue.status.in_(PUBLISHED))
+    ).first()
+    if row is None:
+        raise GazetteError("There is no such issue in the archive.")
+    issue, newsletter = row
+    return _archived(session, ctx, issue, newsletter)
+
+
+def _archived(
+    session: Session, ctx: SendContext, issue: Issue, newsletter: Newsletter
+) -> ArchivedIssue:
+    view = prepare_issue(session, issue.id, ctx).view
+    return ArchivedIssue(issue.public_id, newsletter.slug, newsletter.name, issue.cutoff_at, view)

@@ -1,0 +1,81 @@
+"""Previews: the issue a newsletter would send if planned now, changing nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gazette.composer import Composer, Personalised, Reader, SendContext, article_views, prepare
+from gazette.digests import previous_cutoff, select_articles
+from gazette.errors import GazetteError
+from gazette.newsletters import newsletter_by_slug
+from gazette.store.models import Subscription, Topic, subscription_topic
+from gazette.subscribers import subscriber_by_email
+
+SAMPLE_READER = Reader(public_id="preview", email="reader@example.org", name="", language="en")
+
+
+@dataclass(frozen=True)
+class Preview:
+    """A previewed message: the reader it was made for, its parts and its raw bytes."""
+
+    reader: Reader
+    articles: int
+    personal: Personalised
+    message: bytes
+
+
+def _reader_for(session: Session, email: str, newsletter_id: int) -> Reader:
+    subscriber = subscriber_by_email(session, email)
+    topics = session.scalars(
+        select(Topic.slug)
+        .join(subscription_topic, subscription_topic.c.topic_id == Topic.id)
+        .join(Subscription, Subscription.id == subscription_topic.c.subscription_id)
+        .where(
+            Subscription.subscriber_id == subscriber.id, Subscription.newsletter_id == newsletter_id
+        )
+    )
+    return Reader(
+        subscriber.public_id,
+        subscriber.email,
+        subscriber.name,
+        subscriber.language,
+        frozenset(topics),
+    )
+
+
+def preview(
+    session: Session,
+    ctx: SendContext,
+    newsletter_slug: str,
+    now: datetime,
+    *,
+    as_email: str | None = None,
+    to: str | None = None,
+) -> Preview:
+    """Compose the message the newsletter's next issue would bring, for a reader or a sample.
+
+    Nothing is written: no issue, no ledger rows. ``to`` addresses the message to
+    someone else (a test send) while keeping the chosen reader's language and topics.
+    """
+    newsletter = newsletter_by_slug(session, newsletter_slug)
+    since = previous_cutoff(session, newsletter.id)
+    article_ids = select_articles(session, newsletter, now, since)
+    if not article_ids:
+        raise GazetteError(f"{newsletter_slug} has no new articles since its last issue.")
+    prepared = prepare(
+        newsletter, ctx, issue_public_id="preview", date=now, planned_at=now,
+        articles=article_views(session, article_ids),
+    )  # fmt: skip
+    reader = _reader_for(session, as_email, newsletter.id) if as_email else SAMPLE_READER
+    if to is not None:
+        reader = Reader(reader.public_id, to, reader.name, reader.language, reader.topics)
+    composer = Composer(prepared, ctx)
+    personal = composer.personalise(reader)
+    composed = composer.compose(reader, now)
+    if personal is None or composed is None:
+        raise GazetteError(f"No new article matches the topics {reader.email} chose.")
+    return Preview(reader, len(article_ids), personal, composed[1])
