@@ -106,3 +106,46 @@ def ensure_newsletter(session: Session, slug: str, name: str) -> int:
 def list_newsletters(session: Session) -> list[Newsletter]:
     """Return every newsletter, by slug."""
     return list(session.scalars(select(Newsletter).order_by(Newsletter.slug)))
+
+
+@dataclass(frozen=True)
+class NewsletterChanges:
+    """Fields an operator may change; None leaves a field as it is."""
+
+    name: str | None = None
+    cron: str | None = None
+    timezone: str | None = None
+    min_articles: int | None = None
+    max_articles: int | None = None
+    from_address: str | None = None
+    list_id: str | None = None
+    allow_frequency: bool | None = None
+    topics: list[str] | None = None  # topic names; an empty list removes the filter
+
+
+def update_newsletter(session: Session, slug: str, changes: NewsletterChanges) -> None:
+    """Apply ``changes`` to the newsletter, checking the result as creation does."""
+    from gazette.articles import topic_for
+
+    newsletter = newsletter_by_slug(session, slug)
+    cron = changes.cron or newsletter.schedule_cron
+    timezone = changes.timezone or newsletter.timezone
+    check_schedule(cron, timezone)
+    low = changes.min_articles if changes.min_articles is not None else newsletter.min_articles
+    high = changes.max_articles if changes.max_articles is not None else newsletter.max_articles
+    if not 1 <= low <= high:
+        raise GazetteError(
+            f"Minimum articles ({low}) must be at least 1 and at most the maximum ({high})."
+        )
+    newsletter.schedule_cron, newsletter.timezone = cron, timezone
+    newsletter.min_articles, newsletter.max_articles = low, high
+    if changes.name is not None:
+        newsletter.name = changes.name.strip() or newsletter.name
+    if changes.from_address is not None:
+        newsletter.from_address = changes.from_address or None
+    if changes.list_id is not None:
+        newsletter.list_id = changes.list_id or None
+    if changes.allow_frequency is not None:
+        newsletter.allow_frequency = changes.allow_frequency
+    if changes.topics is not None:
+        newsletter.topics = [topic_for(session, name) for name in changes.topics]

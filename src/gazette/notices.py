@@ -8,6 +8,7 @@ from datetime import timedelta
 from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.composer import SendContext
+from gazette.mailer import DeliveryError
 from gazette.mime import Envelope, build_message
 from gazette.ratelimit import RateLimiter
 from gazette.store.models import Newsletter, Subscriber, utcnow
@@ -34,7 +35,8 @@ def send_confirmation(
     with sessions() as session:
         subscriber = session.get_one(Subscriber, subscriber_id)
         newsletter = session.get_one(Newsletter, newsletter_id)
-    if not limiter.hit(f"confirm-mail:{subscriber.email}", 1, CONFIRMATION_INTERVAL):
+    limit_key = f"confirm-mail:{subscriber.email}"
+    if not limiter.hit(limit_key, 1, CONFIRMATION_INTERVAL):
         return False
     token = ctx.tokens.mint(Purpose.CONFIRM, subscriber.public_id, newsletter.slug)
     confirm_url = f"{ctx.base_url}/confirm/{token}"
@@ -59,8 +61,13 @@ def send_confirmation(
     message = build_message(envelope, text, html, rendered.boundary)
     if ctx.signer is not None:
         message = ctx.signer.sign(message)
-    with ctx.transport.connect() as connection:
-        connection.send(from_address, subscriber.email, message)
+    try:
+        with ctx.transport.connect() as connection:
+            connection.send(from_address, subscriber.email, message)
+    except DeliveryError:
+        # Not sent, so it must not count against the reader's one-an-hour allowance.
+        limiter.release(limit_key)
+        raise
     with sessions() as session, session.begin():
         record_event(
             session, "confirmation_sent", Origin("system"), subscriber_id=subscriber.id,

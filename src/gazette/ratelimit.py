@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Protocol
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +24,9 @@ class RateLimiter(Protocol):
 
     def hit(self, key: str, limit: int, window: timedelta) -> bool:
         """Count one hit on ``key``; True when it is within ``limit`` for the window."""
+
+    def release(self, key: str) -> None:
+        """Give back one hit, for an action that was counted but did not happen."""
 
 
 class RedisRateLimiter:
@@ -40,6 +43,10 @@ class RedisRateLimiter:
         pipe.expire(self._prefix + key, int(window.total_seconds()), nx=True)
         count, _ = pipe.execute()
         return int(count) <= limit
+
+    def release(self, key: str) -> None:
+        """Give back one hit, for an action that was counted but did not happen."""
+        self._client.decr(self._prefix + key)
 
 
 class DatabaseRateLimiter:
@@ -69,6 +76,15 @@ class DatabaseRateLimiter:
                 # Another process created the counter first; count again on its row.
                 continue
         return False
+
+    def release(self, key: str) -> None:
+        """Give back one hit, for an action that was counted but did not happen."""
+        with self._sessions() as session, session.begin():
+            session.execute(
+                update(RateLimit)
+                .where(RateLimit.key == key, RateLimit.count > 0)
+                .values(count=RateLimit.count - 1)
+            )
 
 
 def make_limiter(

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import TypeVar
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gazette.addresses import AddressError, normalise_address
@@ -31,6 +33,7 @@ from gazette.store.models import (
 from gazette.text import clean_line
 
 LANGUAGES = ("en", "uk", "ja")
+T = TypeVar("T")
 FREQUENCIES = ("daily", "weekly")
 
 
@@ -167,33 +170,48 @@ def subscribe(
     address = check_address(email, allow_smtputf8=allow_smtputf8)
     language = check_language(language)
     newsletter = newsletter_by_slug(session, newsletter_slug)
-    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
-    created = subscriber is None
-    if subscriber is None:
+    found = session.scalar(select(Subscriber).where(Subscriber.email == address))
+    subscriber: Subscriber
+    if found is not None:
+        subscriber, created = found, False
+    else:
         if not reader_request and is_suppressed(session, address):
             raise GazetteError(f"{address!r} was forgotten or suppressed and cannot be re-added.")
-        subscriber = Subscriber(email=address, name=clean_line(name, 200), language=language)
-        session.add(subscriber)
-        session.flush()
-        record_event(session, "created", origin, subscriber_id=subscriber.id)
-    subscription = session.scalar(
+        subscriber, created = _insert_once(
+            session,
+            Subscriber(email=address, name=clean_line(name, 200), language=language),
+            select(Subscriber).where(Subscriber.email == address),
+        )
+        if created:
+            record_event(session, "created", origin, subscriber_id=subscriber.id)
+    existing = session.scalar(
         select(Subscription).where(
             Subscription.subscriber_id == subscriber.id,
             Subscription.newsletter_id == newsletter.id,
         )
     )
-    if subscription is None:
-        subscription = Subscription(
-            subscriber_id=subscriber.id,
-            newsletter_id=newsletter.id,
-            status=SubscriptionStatus.PENDING,
+    subscription: Subscription
+    if existing is None:
+        subscription, added = _insert_once(
+            session,
+            Subscription(
+                subscriber_id=subscriber.id,
+                newsletter_id=newsletter.id,
+                status=SubscriptionStatus.PENDING,
+            ),
+            select(Subscription).where(
+                Subscription.subscriber_id == subscriber.id,
+                Subscription.newsletter_id == newsletter.id,
+            ),
         )
-        session.add(subscription)
-        session.flush()
-        record_event(
-            session, "subscribed", origin, subscriber_id=subscriber.id, newsletter_id=newsletter.id
-        )
-    elif reader_request and subscription.status == SubscriptionStatus.UNSUBSCRIBED:
+        if added:
+            record_event(
+                session, "subscribed", origin, subscriber_id=subscriber.id,
+                newsletter_id=newsletter.id,
+            )  # fmt: skip
+    else:
+        subscription = existing
+    if reader_request and subscription.status == SubscriptionStatus.UNSUBSCRIBED:
         subscription.status = SubscriptionStatus.PENDING
         record_event(
             session, "resubscribed", origin, subscriber_id=subscriber.id,
@@ -204,6 +222,20 @@ def subscribe(
     return SubscribeResult(
         subscriber.id, subscription.id, subscription.status, created, newsletter.id
     )
+
+
+def _insert_once(session: Session, row: T, existing: Select[T]) -> tuple[T, bool]:
+    """Insert ``row``, or return the one a concurrent request inserted first.
+
+    Two readers submitting the same address at the same moment both find nothing and
+    both insert; the unique key lets one win, and the other takes the winner's row.
+    """
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        return session.scalars(existing).one(), False
+    return row, True
 
 
 def _activate(

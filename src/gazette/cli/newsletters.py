@@ -8,7 +8,13 @@ import click
 from rich.table import Table
 
 from gazette.cli.app import console, main, print_json, runtime
-from gazette.newsletters import create_newsletter, list_newsletters, newsletter_by_slug
+from gazette.newsletters import (
+    NewsletterChanges,
+    create_newsletter,
+    list_newsletters,
+    newsletter_by_slug,
+    update_newsletter,
+)
 from gazette.store.db import transaction
 from gazette.store.models import Newsletter
 
@@ -24,6 +30,7 @@ def _describe(newsletter: Newsletter) -> dict[str, Any]:
         "from_address": newsletter.from_address,
         "list_id": newsletter.list_id,
         "topics": sorted(t.slug for t in newsletter.topics),
+        "allow_frequency": newsletter.allow_frequency,
     }
 
 
@@ -109,3 +116,43 @@ def show(slug: str, as_json: bool) -> None:
         return
     for key, value in document.items():
         console().print(f"{key}: {value}")
+
+
+@newsletters.command()
+@click.argument("slug")
+@click.option("--name")
+@click.option("--schedule", help="Cron expression.")
+@click.option("--timezone", help="IANA zone the schedule is read in.")
+@click.option("--min-articles", type=click.IntRange(1))
+@click.option("--max-articles", type=click.IntRange(1))
+@click.option("--from-address")
+@click.option("--list-id")
+@click.option(
+    "--topic", "topics", multiple=True, help="Only articles with this topic (repeatable)."
+)
+@click.option("--all-topics", is_flag=True, help="Remove the topic filter.")
+@click.option(
+    "--allow-frequency/--no-allow-frequency", default=None, help="Readers may pick daily or weekly."
+)
+def edit(
+    slug: str, name: str | None, schedule: str | None, timezone: str | None,
+    min_articles: int | None, max_articles: int | None, from_address: str | None,
+    list_id: str | None, topics: tuple[str, ...], all_topics: bool, allow_frequency: bool | None,
+) -> None:  # fmt: skip
+    """Change a newsletter's settings; options not given stay as they are.
+
+    \b
+    Example:
+      gazette newsletters edit weekly --schedule "0 7 * * 1" --topic Energy --topic Cities
+    """
+    if topics and all_topics:
+        raise click.UsageError("--topic and --all-topics contradict each other.")
+    changes = NewsletterChanges(
+        name=name, cron=schedule, timezone=timezone, min_articles=min_articles,
+        max_articles=max_articles, from_address=from_address, list_id=list_id,
+        allow_frequency=allow_frequency,
+        topics=[] if all_topics else (list(topics) if topics else None),
+    )  # fmt: skip
+    with transaction(runtime().sessions) as session:
+        update_newsletter(session, slug, changes)
+    click.echo(f"Newsletter {slug} updated.")

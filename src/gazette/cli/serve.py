@@ -23,8 +23,10 @@ def serve(host: str, port: int, threads: int) -> None:
     """
     import waitress
 
-    from gazette.web import create_app
+    from gazette.web import create_app, server_options
 
     rt = runtime()
     click.echo(f"Serving {rt.settings.base_url} on http://{host}:{port}/ with {threads} threads.")
-    waitress.serve(create_app(rt), host=host, port=port, threads=threads, ident="gazette")
+    waitress.serve(
+        create_app(rt), host=host, port=port, threads=threads, **server_options(rt.settings)
+    )

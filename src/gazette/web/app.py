@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -13,6 +14,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gazette.archive import archived_issue, list_archive
 from gazette.errors import GazetteError
+from gazette.mailer import DeliveryError
 from gazette.newsletters import list_newsletters
 from gazette.rendering import LANGUAGES
 from gazette.runtime import Runtime, current_runtime
@@ -31,6 +33,7 @@ from gazette.subscribers import (
 from gazette.tokens import Purpose, TokenClaims, TokenError
 from gazette.web.csrf import COOKIE, FIELD, CsrfGuard
 
+log = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -187,8 +190,15 @@ class Views:
         if result.needs_confirmation:
             from worker.tasks import send_confirmation
 
-            # Enqueued after the commit above, so the worker finds the reader.
-            send_confirmation.delay(result.subscriber_id, result.newsletter_id)
+            # Enqueued after the commit above, so the worker finds the reader. Without a
+            # broker it runs here: a relay failure is logged, and the reader, whose
+            # subscription is saved, can ask again.
+            try:
+                send_confirmation.delay(result.subscriber_id, result.newsletter_id)
+            except DeliveryError as error:
+                log.warning(
+                    "confirmation to subscriber %s not sent: %s", result.subscriber_id, error.detail
+                )
         return sent_page
 
     def confirm(self, token: str) -> Response:
