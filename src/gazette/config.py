@@ -67,6 +67,7 @@ class Settings:
     send_rate: int = 0
     messages_per_connection: int = 1000
     queue: str = "gazette"
+    beat_interval: int = 60
     dkim_key: bytes | None = None
     dkim_selector: str | None = None
     dkim_domain: str | None = None
@@ -321,6 +322,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         subscribe_limit_per_address=_int(env, "SUBSCRIBE_LIMIT_PER_ADDRESS", 5),
         send_rate=_int(env, "SEND_RATE", 0, minimum=0),
         queue=_queue(_get(env, "QUEUE") or "gazette"),
+        beat_interval=_int(env, "BEAT_INTERVAL", 60),
         messages_per_connection=_int(env, "MESSAGES_PER_CONNECTION", 1000),
     )
 

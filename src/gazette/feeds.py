@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import calendar
+import html
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from xml.sax import SAXParseException
 
 import feedparser
+import nh3
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,6 +40,20 @@ def _when(entry: Any) -> datetime | None:
     return datetime.fromtimestamp(calendar.timegm(parsed), UTC)
 
 
+def _cut_short(problem: SAXParseException) -> bool:
+    message = problem.getMessage()
+    return any(sign in message for sign in ("no element found", "unclosed", "unexpected end"))
+
+
+def _plain_title(entry: Any) -> str:
+    """The entry's title as text: Atom allows HTML titles, which must not stay markup."""
+    title = str(entry.get("title", ""))
+    kind = (entry.get("title_detail") or {}).get("type", "text/plain")
+    if kind in ("text/html", "application/xhtml+xml"):
+        title = html.unescape(nh3.clean(title, tags=set()))
+    return title
+
+
 def parse_feed(document: bytes, source: str) -> list[ArticleInput]:
     """Parse RSS 0.9x/1.0/2.0 or Atom bytes, in any declared encoding, into article inputs.
 
@@ -46,9 +63,14 @@ def parse_feed(document: bytes, source: str) -> list[ArticleInput]:
     parsed = feedparser.parse(document)
     # feedparser flags only malformed XML; a well-formed page that is not a feed (an
     # HTML page where the feed used to be) comes back with no version and no entries.
+    problem = parsed.get("bozo_exception")
     if not parsed.get("version") or (parsed.get("bozo") and not parsed.entries):
-        reason = parsed.get("bozo_exception") or "no RSS or Atom root element"
+        reason = problem or "no RSS or Atom root element"
         raise GazetteError(f"{source} is not a readable RSS or Atom feed ({reason}).")
+    # Feeds in the wild often have a stray "&" that the lenient parser repairs; a
+    # document that stops early is different: what it lacks cannot be repaired.
+    if isinstance(problem, SAXParseException) and _cut_short(problem):
+        raise GazetteError(f"{source} ends before the feed does ({problem.getMessage()}).")
     feed_language = parsed.feed.get("language")
     items: list[ArticleInput] = []
     for entry in parsed.entries:
@@ -60,12 +82,13 @@ def parse_feed(document: bytes, source: str) -> list[ArticleInput]:
         summary = content[0].get("value", "") if content else entry.get("summary", "")
         items.append(
             ArticleInput(
-                title=entry.get("title", ""),
+                title=_plain_title(entry),
                 url=link,
                 published_at=published,
                 summary=summary,
                 guid=entry.get("id", ""),
-                author=entry.get("author", ""),
+                # feedparser's "author" is "Name (email)" for Atom; readers get the name.
+                author=(entry.get("author_detail") or {}).get("name") or entry.get("author", ""),
                 language=entry.get("language") or feed_language,
                 topics=[tag.get("term", "") for tag in entry.get("tags", [])],
             )
