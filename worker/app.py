@@ -25,6 +25,7 @@ def configure(settings: Settings) -> None:
     """
     if app.conf.broker_url != (settings.broker_url or "memory://"):
         _drop_broker_connections()
+    tick = float(settings.beat_interval)
     app.conf.update(
         broker_url=settings.broker_url or "memory://",
         task_always_eager=settings.eager,
@@ -45,10 +46,10 @@ def configure(settings: Settings) -> None:
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         beat_schedule={
-            "plan-due-issues": {"task": "gazette.plan_due_issues", "schedule": 60.0},
-            "sweep": {"task": "gazette.sweep", "schedule": 60.0},
+            "plan-due-issues": {"task": "gazette.plan_due_issues", "schedule": tick},
+            "sweep": {"task": "gazette.sweep", "schedule": tick},
             # Each feed has its own interval; this only finds the ones that are due.
-            "poll-due-feeds": {"task": "gazette.poll_due_feeds", "schedule": 60.0},
+            "poll-due-feeds": {"task": "gazette.poll_due_feeds", "schedule": tick},
         },
         timezone="UTC",
     )
