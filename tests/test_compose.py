@@ -115,15 +115,11 @@ class Stack:
     def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
         log = (self.log_dir / f"{name}.log").open("wb")
         self.logs.append(log)
-        self.processes.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "gazette", *command[1:]],
-                env=self._env(env),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gazette", *command[1:]],
+            env=self._env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        self.processes.append(process)
 
     def stop(self) -> None:
         for process in self.processes:
