@@ -8,6 +8,7 @@ is written), then to write valid rows in one transaction per chunk. Row-level pr
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 from collections.abc import Callable, Iterator
@@ -84,7 +85,8 @@ def _open_text(path: Path) -> IO[str]:
 
 def _reader(handle: IO[str], source: str) -> tuple[csv.DictReader[str], dict[str, str]]:
     """Return a reader over the rows and the mapping of our column names to the file's."""
-    reader = csv.DictReader(handle)
+    # strict: an unclosed quote is an error, not a field that swallows the next lines.
+    reader = csv.DictReader(handle, strict=True)
     try:
         header = reader.fieldnames
     except (csv.Error, UnicodeDecodeError) as exc:
@@ -98,32 +100,42 @@ def _reader(handle: IO[str], source: str) -> tuple[csv.DictReader[str], dict[str
     return reader, columns
 
 
+def _check_encoding(path: Path) -> None:
+    """Decode the file line by line, so a bad byte is reported on its own line."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if number == 1 and line.startswith(codecs.BOM_UTF8):
+                line = line[len(codecs.BOM_UTF8) :]
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise GazetteError(
+                    f"{path} is not UTF-8 text: byte 0x{line[exc.start]:02x} on line {number}."
+                ) from None
+
+
 def check_file(path: Path) -> int:
     """Read the whole file once; return its row count or raise GazetteError on line N."""
     source = str(path)
     if not path.is_file():
         raise GazetteError(f"{source} is not a file.")
+    _check_encoding(path)
     with _open_text(path) as handle:
         reader, _columns = _reader(handle, source)
         count = 0
+        start = reader.line_num + 1
         try:
             for _row in reader:
                 count += 1
-        except UnicodeDecodeError as exc:
-            raise GazetteError(
-                f"{source} is not UTF-8 text: byte 0x{exc.object[exc.start]:02x} "
-                f"near line {reader.line_num + 1}."
-            ) from None
+                start = reader.line_num + 1
         except csv.Error as exc:
             raise GazetteError(
-                f"{source} is not valid CSV on line {reader.line_num} ({exc})."
+                f"{source} is not valid CSV: the record that starts on line {start} ({exc})."
             ) from None
     return count
 
 
-def _rows(
-    path: Path, report: ImportReport, default_language: str, smtputf8: bool
-) -> Iterator[_Row]:
+def _rows(path: Path, report: ImportReport, smtputf8: bool) -> Iterator[_Row]:
     with _open_text(path) as handle:
         reader, columns = _reader(handle, str(path))
         for record in reader:
@@ -141,8 +153,9 @@ def _rows(
             except AddressError as exc:
                 report.rejected.append(RejectedRow(line, str(exc)))
                 continue
-            language = (values.get("language") or default_language).strip().lower()
-            if language not in LANGUAGES:
+            # Empty when the file does not say: an existing reader keeps their language.
+            language = (values.get("language") or "").strip().lower()
+            if language and language not in LANGUAGES:
                 report.rejected.append(
                     RejectedRow(
                         line,
@@ -187,7 +200,7 @@ def import_csv(
     check_file(path)
     report = ImportReport()
     done = 0
-    rows = _rows(path, report, newsletter.default_language, allow_smtputf8)
+    rows = _rows(path, report, allow_smtputf8)
     for chunk in _chunks(rows, chunk_size):
         with sessions() as session, session.begin():
             _import_chunk(session, newsletter, chunk, origin, confirmed, report)
@@ -230,8 +243,8 @@ def _import_chunk(
     if new_rows:
         created = session.execute(
             insert(Subscriber).returning(Subscriber.id, Subscriber.email),
-            [{"email": r.email, "name": r.name, "language": r.language, "created_at": now,
-              "attributes": {}} for r in new_rows],
+            [{"email": r.email, "name": r.name, "created_at": now, "attributes": {},
+              "language": r.language or newsletter.default_language} for r in new_rows],
         ).all()  # fmt: skip
         ids = {email: sid for sid, email in created}
     else:
@@ -253,13 +266,17 @@ def _import_chunk(
             continue
         subscriber_id = ids[email]
         subscriber = existing.get(email)
+        subscription = subscriptions.get(subscriber_id)
+        if subscription is not None and subscription.status == SubscriptionStatus.UNSUBSCRIBED:
+            # The reader left: the import neither resubscribes nor edits them.
+            report.skipped_unsubscribed += 1
+            continue
         changed = False
         if subscriber is not None:
             if row.name and row.name != subscriber.name:
                 subscriber.name, changed = row.name, True
-            if row.language != subscriber.language and row.language:
+            if row.language and row.language != subscriber.language:
                 subscriber.language, changed = row.language, True
-        subscription = subscriptions.get(subscriber_id)
         if subscription is None:
             new_subscriptions.append(
                 {
@@ -282,9 +299,6 @@ def _import_chunk(
                 report.added += 1
             else:
                 report.updated += 1
-            continue
-        if subscription.status == SubscriptionStatus.UNSUBSCRIBED:
-            report.skipped_unsubscribed += 1
             continue
         if confirmed and subscription.status == SubscriptionStatus.PENDING:
             subscription.status = SubscriptionStatus.ACTIVE

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 
 from gazette import imports
 from gazette.cli.app import EXIT_FAILED, console, main, print_json, progress, runtime
@@ -118,15 +118,19 @@ def list_(slug: str | None, status: str | None, limit: int, as_json: bool) -> No
     """
     rt = runtime()
     with rt.sessions() as session:
-        query = select(Subscriber).order_by(Subscriber.id.desc())
-        if slug or status:
-            query = query.join(Subscription, Subscription.subscriber_id == Subscriber.id)
+        # Filter by a subquery of ids: a reader on two newsletters is one row, and no
+        # DISTINCT over a JSON column (PostgreSQL cannot compare json values).
+        matching = select(Subscription.subscriber_id)
         if slug:
-            query = query.where(Subscription.newsletter_id == newsletter_by_slug(session, slug).id)
+            matching = matching.where(
+                Subscription.newsletter_id == newsletter_by_slug(session, slug).id
+            )
         if status:
-            query = query.where(Subscription.status == status)
-        total = session.scalar(select(func.count()).select_from(query.subquery()))
-        rows = [_describe(s) for s in session.scalars(query.distinct().limit(limit))]
+            matching = matching.where(Subscription.status == status)
+        condition = Subscriber.id.in_(matching) if slug or status else true()
+        total = session.scalar(select(func.count()).select_from(Subscriber).where(condition))
+        query = select(Subscriber).where(condition).order_by(Subscriber.id.desc()).limit(limit)
+        rows = [_describe(s) for s in session.scalars(query)]
     if as_json:
         print_json({"total": total, "subscribers": rows})
         return

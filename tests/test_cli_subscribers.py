@@ -1,0 +1,498 @@
+"""`gazette subscribers`, run as a real subprocess on each database backend."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, func, inspect, select, update
+from sqlalchemy.orm import Session
+
+from gazette.store.models import Event, Newsletter, Subscriber, Subscription, Suppression
+from tests.conftest import make_env
+
+GAZETTE = [sys.executable, "-m", "gazette"]
+SLUG = "weekly"
+
+
+@dataclass
+class Cli:
+    """Runs `python -m gazette` against one test installation and looks behind it."""
+
+    folder: Path
+    env: dict[str, str]
+    database_url: str
+
+    def _env(self) -> dict[str, str]:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("GAZETTE_")}
+        clean.update(self.env)
+        return clean
+
+    def __call__(
+        self, *args: str, input: str | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*GAZETTE, *args], cwd=self.folder, env=self._env(), capture_output=True,
+            text=True, input=input, timeout=timeout,
+        )  # fmt: skip
+
+    def raw(self, *args: str) -> subprocess.CompletedProcess[bytes]:
+        """Run with stdout as bytes (text mode would fold a CR inside a CSV cell)."""
+        return subprocess.run(
+            [*GAZETTE, *args], cwd=self.folder, env=self._env(), capture_output=True, timeout=120
+        )
+
+    def ok(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        result = self(*args, timeout=timeout)
+        assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stderr}"
+        assert "Traceback" not in result.stderr
+        return result
+
+    def listing(self, *args: str) -> dict[str, Any]:
+        document = json.loads(
+            self.ok("subscribers", "list", "--json", "--limit", "1000", *args).stdout
+        )
+        assert isinstance(document, dict)
+        return document
+
+    def emails(self) -> list[str]:
+        """Every stored address, read from the database (so `list` is tested on its own)."""
+        with self.session() as session:
+            return list(session.scalars(select(Subscriber.email).order_by(Subscriber.email)))
+
+    def readers(self) -> dict[str, tuple[str, str]]:
+        """Each stored address with its name and language, from the database."""
+        with self.session() as session:
+            rows = session.execute(select(Subscriber.email, Subscriber.name, Subscriber.language))
+            return {email: (name, language) for email, name, language in rows}
+
+    def statuses(self) -> dict[str, str]:
+        """Each address's subscription status on SLUG, from the database."""
+        with self.session() as session:
+            rows = session.execute(
+                select(Subscriber.email, Subscription.status)
+                .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+                .join(Newsletter, Newsletter.id == Subscription.newsletter_id)
+                .where(Newsletter.slug == SLUG)
+            ).all()
+        return {email: status.value for email, status in rows}
+
+    def show(self, email: str) -> dict[str, Any]:
+        document = json.loads(self.ok("subscribers", "show", email, "--json").stdout)
+        assert isinstance(document, dict)
+        return document
+
+    def outbox(self) -> list[Path]:
+        new = self.folder / "var" / "outbox" / "new"
+        return sorted(new.iterdir()) if new.is_dir() else []
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session on the installation's database, its engine disposed afterwards."""
+        engine = create_engine(self.database_url)
+        try:
+            with Session(engine) as session:
+                yield session
+        finally:
+            engine.dispose()
+
+    def counts(self) -> dict[str, int]:
+        """Rows in the tables an import or an add writes to."""
+        with self.session() as session:
+            return {
+                model.__tablename__: session.scalar(select(func.count()).select_from(model)) or 0
+                for model in (Subscriber, Subscription, Event, Suppression)
+            }
+
+
+def one_sentence(result: subprocess.CompletedProcess[str]) -> str:
+    """The single line a failed command prints on stderr, checked for form."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("gazette: "), lines[0]
+    return lines[0]
+
+
+def parse(path: Path) -> EmailMessage:
+    message = message_from_bytes(path.read_bytes(), policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    return path
+
+
+def summary(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stdout.splitlines() if line.startswith("Imported ")]
+    assert len(lines) == 1, result.stdout
+    return lines[0]
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, database_url: str) -> Cli:
+    """An installation whose database is empty: no schema yet."""
+    return Cli(tmp_path, make_env(tmp_path, database_url), database_url)
+
+
+@pytest.fixture
+def cli(fresh: Cli) -> Cli:
+    """An installation after `gazette init` with one newsletter, weekly."""
+    fresh.ok("init")
+    fresh.ok("newsletters", "add", SLUG, "--name", "Weekly")
+    return fresh
+
+
+# -- add -------------------------------------------------------------------------------
+
+
+def test_add_confirmed_is_active_and_sends_nothing(cli: Cli) -> None:
+    result = cli.ok("subscribers", "add", "ada@example.org", "--name", "Ada", "--confirmed")
+    assert result.stdout.strip() == "ada@example.org is active on weekly."
+    ada = cli.show("ada@example.org")
+    assert ada["subscriptions"] == {SLUG: "active"}
+    assert ada["name"] == "Ada"
+    assert ada["confirmed_at"] is not None
+    assert ada["consent"]["source"] == "cli"
+    assert cli.outbox() == []
+
+
+def test_add_without_confirmed_is_pending_and_mails_a_confirmation_link(cli: Cli) -> None:
+    result = cli.ok("subscribers", "add", "bob@example.org", "--name", "Bob", "--language", "uk")
+    assert "pending" in result.stdout
+    bob = cli.show("bob@example.org")
+    assert bob["subscriptions"] == {SLUG: "pending"}
+    assert bob["confirmed_at"] is None
+    assert bob["language"] == "uk"
+    assert "confirmation_sent" in [event["kind"] for event in bob["events"]]
+
+    files = cli.outbox()
+    assert len(files) == 1
+    message = parse(files[0])
+    assert message.defects == []
+    assert message["To"].addresses[0].addr_spec == "bob@example.org"
+    plain = message.get_body(("plain",))
+    assert plain is not None
+    text = plain.get_content()
+    assert re.search(r"https://news\.example\.org/confirm/[A-Za-z0-9_.\-]+", text), text
+    assert "Вітаємо, Bob!" in text  # the reader's language
+
+
+def test_add_with_a_bad_address_is_one_sentence_naming_it_and_exit_1(cli: Cli) -> None:
+    before = cli.counts()
+    for address in ("not-an-address", "two@@example.org", "dots..twice@example.org"):
+        result = cli("subscribers", "add", address, "--confirmed")
+        assert result.returncode == 1, result.stderr
+        line = one_sentence(result)
+        assert address in line
+        assert line.endswith(".")
+        assert result.stdout == ""
+    assert cli.counts() == before
+    assert cli.outbox() == []
+
+
+def test_add_with_an_unknown_language_is_a_usage_error(cli: Cli) -> None:
+    result = cli("subscribers", "add", "ada@example.org", "--language", "fr")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--language" in result.stderr
+    assert "'fr'" in result.stderr
+    assert cli.emails() == []
+
+
+# -- list, show, remove, forget --------------------------------------------------------
+
+
+def test_list_and_show_json_print_one_document_and_nothing_else(cli: Cli) -> None:
+    cli.ok("subscribers", "add", "ada@example.org", "--name", "Ada", "--confirmed")
+    cli.ok("subscribers", "add", "oksana@example.org", "--name", "Оксана", "--language", "uk")
+
+    listed = cli.ok("subscribers", "list", "--json")
+    document = json.loads(listed.stdout)  # the whole of stdout is one JSON document
+    assert document["total"] == 2
+    rows = document["subscribers"]
+    assert [row["email"] for row in rows] == ["oksana@example.org", "ada@example.org"]
+    assert rows[0]["name"] == "Оксана"
+    assert rows[0]["subscriptions"] == {SLUG: "pending"}
+    assert rows[1]["subscriptions"] == {SLUG: "active"}
+
+    active = json.loads(cli.ok("subscribers", "list", "--json", "--status", "active").stdout)
+    assert active["total"] == 1
+    assert [row["email"] for row in active["subscribers"]] == ["ada@example.org"]
+
+    shown = cli.ok("subscribers", "show", "ada@example.org", "--json")
+    ada = json.loads(shown.stdout)
+    assert ada["email"] == "ada@example.org"
+    assert ada["subscriptions"] == {SLUG: "active"}
+    assert [event["kind"] for event in ada["events"]] == ["created", "subscribed", "confirmed"]
+
+    missing = cli("subscribers", "show", "nobody@example.org", "--json")
+    assert missing.returncode == 1
+    assert "nobody@example.org" in one_sentence(missing)
+    assert missing.stdout == ""
+
+
+def test_list_counts_each_reader_once_however_many_newsletters_they_read(cli: Cli) -> None:
+    cli.ok("newsletters", "add", "daily", "--name", "Daily")
+    for slug in (SLUG, "daily"):
+        cli.ok("subscribers", "add", "ada@example.org", "--newsletter", slug, "--confirmed")
+    for args in ([], ["--status", "active"], ["--newsletter", "daily"]):
+        document = cli.listing(*args)
+        assert [row["email"] for row in document["subscribers"]] == ["ada@example.org"], args
+        assert document["total"] == 1, args
+    assert cli.listing("--status", "pending")["total"] == 0
+
+
+def test_remove_unsubscribes_and_keeps_the_record(cli: Cli) -> None:
+    cli.ok("subscribers", "add", "ada@example.org", "--confirmed")
+    result = cli.ok("subscribers", "remove", "ada@example.org")
+    assert result.stdout.strip() == "ada@example.org: 1 subscription(s) ended."
+    ada = cli.show("ada@example.org")
+    assert ada["subscriptions"] == {SLUG: "unsubscribed"}
+    assert ada["events"][-1]["kind"] == "unsubscribed"
+    again = cli.ok("subscribers", "remove", "ada@example.org")
+    assert again.stdout.strip() == "ada@example.org: 0 subscription(s) ended."
+
+
+def test_forget_removes_the_address_everywhere_and_import_skips_it(cli: Cli) -> None:
+    cli.ok("subscribers", "add", "ada@example.org", "--name", "Ada", "--confirmed")
+    cli.ok("subscribers", "add", "bob@example.org", "--name", "Bob", "--confirmed")
+
+    # Without --yes it asks; saying no keeps the reader.
+    declined = cli("subscribers", "forget", "ada@example.org", input="n\n")
+    assert declined.returncode == 1
+    assert "ada@example.org" in cli.emails()
+
+    cli.ok("subscribers", "forget", "ada@example.org", "--yes")
+    assert cli.emails() == ["bob@example.org"]
+    exported = cli.ok("subscribers", "export")
+    assert "ada@example.org" not in exported.stdout
+    assert "bob@example.org" in exported.stdout
+    assert cli("subscribers", "show", "ada@example.org").returncode == 1
+    listed = cli.listing()
+    assert [row["email"] for row in listed["subscribers"]] == ["bob@example.org"]
+    assert listed["total"] == 1
+
+    readers = write_csv(
+        cli.folder / "readers.csv",
+        [["email", "name"], ["ada@example.org", "Ada"], ["carol@example.org", "Carol"]],
+    )
+    result = cli.ok("subscribers", "import", str(readers), "--confirmed")
+    line = summary(result)
+    assert "1 added" in line
+    assert "1 skipped as forgotten or suppressed" in line
+    assert sorted(cli.emails()) == ["bob@example.org", "carol@example.org"]
+
+
+# -- import ----------------------------------------------------------------------------
+
+
+def test_import_never_resubscribes_an_unsubscribed_reader(cli: Cli) -> None:
+    cli.ok("subscribers", "add", "ada@example.org", "--confirmed")
+    cli.ok("subscribers", "remove", "ada@example.org")
+    readers = write_csv(cli.folder / "readers.csv", [["email"], ["ada@example.org"]])
+    for flags in ([], ["--confirmed"]):
+        line = summary(cli.ok("subscribers", "import", str(readers), *flags))
+        assert "0 added, 0 updated, 0 unchanged, 1 skipped as unsubscribed" in line
+        assert cli.statuses() == {"ada@example.org": "unsubscribed"}
+    assert cli.outbox() == []
+
+
+def test_import_without_a_language_keeps_the_language_a_reader_chose(cli: Cli) -> None:
+    cli.ok("subscribers", "add", "oksana@example.org", "--language", "uk", "--confirmed")
+    readers = write_csv(cli.folder / "readers.csv", [["email", "name"], ["oksana@example.org", ""]])
+    line = summary(cli.ok("subscribers", "import", str(readers)))
+    assert cli.readers()["oksana@example.org"][1] == "uk"
+    assert "0 updated, 1 unchanged" in line
+
+
+def test_import_of_a_utf8_file_with_a_bom_and_crlf_line_ends(cli: Cli) -> None:
+    path = cli.folder / "excel.csv"
+    path.write_bytes(
+        "\ufeffemail,name,language\r\n"
+        'oksana@example.org,"Коваленко, Оксана",uk\r\n'
+        "hanako@example.net,佐藤 花子,ja\r\n"
+        "olivia@example.org,Olivia,\r\n".encode()
+    )
+    line = summary(cli.ok("subscribers", "import", str(path)))
+    assert "3 added" in line
+    assert "0 rejected" in line
+    assert cli.readers() == {
+        "oksana@example.org": ("Коваленко, Оксана", "uk"),
+        "hanako@example.net": ("佐藤 花子", "ja"),
+        "olivia@example.org": ("Olivia", "en"),
+    }
+    assert set(cli.statuses().values()) == {"pending"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_import_of_100000_rows_with_1_percent_bad_is_reported_by_line(cli: Cli) -> None:
+    rows = 100_000
+    path = cli.folder / "big.csv"
+    bad_lines: list[int] = []
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        handle.write("email,name,language\n")
+        for n in range(1, rows + 1):
+            if n % 100 == 0:
+                bad_lines.append(n + 1)  # the header is line 1
+                handle.write(f"reader{n}-at-example.org,Reader {n},en\n")
+            else:
+                handle.write(f"reader{n}@example.org,Reader {n},{('en', 'uk', 'ja')[n % 3]}\n")
+    assert len(bad_lines) == rows // 100
+
+    first = cli.ok("subscribers", "import", str(path), "--confirmed", timeout=600)
+    reported = []
+    for message in first.stderr.splitlines():
+        match = re.fullmatch(re.escape(str(path)) + r":(\d+): (.+)", message)
+        assert match, f"unexpected stderr line: {message!r}"
+        reported.append(int(match.group(1)))
+        assert "-at-example.org" in match.group(2)
+    assert sorted(reported) == bad_lines  # each bad line once, and no other line
+    assert summary(first) == (
+        "Imported big.csv: 99000 added, 0 updated, 0 unchanged, 0 skipped as unsubscribed, "
+        "0 skipped as forgotten or suppressed, 1000 rejected."
+    )
+    statuses = cli.statuses()
+    assert len(statuses) == 99_000
+    assert set(statuses.values()) == {"active"}
+
+    second = cli.ok("subscribers", "import", str(path), "--confirmed", timeout=600)
+    assert summary(second) == (
+        "Imported big.csv: 0 added, 0 updated, 99000 unchanged, 0 skipped as unsubscribed, "
+        "0 skipped as forgotten or suppressed, 1000 rejected."
+    )
+    assert second.stderr == first.stderr
+    assert len(cli.emails()) == 99_000
+
+
+def _valid_rows(first: int, last: int) -> str:
+    return "".join(f"reader{n}@example.org,Reader {n}\n" for n in range(first, last + 1))
+
+
+def _not_utf8(bad_line: int) -> tuple[bytes, int]:
+    # Rows on lines 2..bad_line-1 are fine; Latin-1 "é" on bad_line; more fine rows after.
+    before = ("email,name\n" + _valid_rows(2, bad_line - 1)).encode()
+    after = _valid_rows(bad_line + 1, bad_line + 200).encode()
+    return before + b"rene@example.org,Ren\xe9\n" + after, bad_line
+
+
+UNREADABLE: dict[str, tuple[bytes, int | None]] = {
+    "not-utf8-on-line-3": _not_utf8(3),
+    "not-utf8-on-line-5000": _not_utf8(5000),
+    "no-email-column": (b"mail,name\nada@example.org,Ada\nbob@example.org,Bob\n", None),
+    "empty": (b"", None),
+    "broken-quote-on-line-40": (
+        (
+            "email,name\n"
+            + _valid_rows(2, 39)
+            + 'broken@example.org,"Broken quote\n'
+            + _valid_rows(41, 80)
+        ).encode(),
+        40,
+    ),
+}
+
+
+def test_an_unreadable_file_is_one_sentence_exit_1_and_writes_nothing(
+    cli: Cli, subtests: pytest.Subtests
+) -> None:
+    cli.ok("subscribers", "add", "ada@example.org", "--confirmed")
+    for kind, (content, line) in UNREADABLE.items():
+        with subtests.test(kind):
+            path = cli.folder / f"{kind}.csv"
+            path.write_bytes(content)
+            before = cli.counts()
+            result = cli("subscribers", "import", str(path), "--confirmed")
+            assert result.returncode == 1, (
+                f"exit {result.returncode}: {result.stdout}{result.stderr}"
+            )
+            sentence = one_sentence(result)
+            assert str(path) in sentence
+            if line is not None:
+                assert re.search(rf"\bline {line}\b", sentence), sentence
+            assert "Imported" not in result.stdout
+            assert cli.counts() == before
+
+
+# -- export ----------------------------------------------------------------------------
+
+FORMULAS = {
+    "hyperlink@example.org": '=HYPERLINK("https://evil.example/","click me")',
+    "plus@example.org": "+1 555 0100",
+    "minus@example.org": "-2+3",
+    "at@example.org": "@SUM(A1:A2)",
+    "tab@example.org": "\tTabbed",
+    "cr@example.org": "\rCarriage",
+}
+
+
+def test_export_neutralises_cells_a_spreadsheet_would_run(cli: Cli) -> None:
+    rows = [["email", "name"], ["-dash@example.org", "Plain"], ["ada@example.org", "Ada"]]
+    rows += [[email, f"placeholder {n}"] for n, email in enumerate(FORMULAS)]
+    line = summary(cli.ok("subscribers", "import", str(write_csv(cli.folder / "r.csv", rows))))
+    assert "8 added" in line
+    # Names are stored as given by whatever wrote them; the CLI and import fold control
+    # characters away, so a leading tab or CR has to be put in the database directly.
+    with cli.session() as session, session.begin():
+        for email, name in FORMULAS.items():
+            session.execute(update(Subscriber).where(Subscriber.email == email).values(name=name))
+
+    out = cli.folder / "export.csv"
+    to_file = cli("subscribers", "export", "-o", str(out))
+    assert to_file.returncode == 0, to_file.stderr
+    assert "Exported 8 row(s)." in to_file.stderr
+    with out.open(encoding="utf-8-sig", newline="") as handle:
+        from_file = list(csv.reader(handle))
+    to_stdout = cli.raw("subscribers", "export")
+    assert to_stdout.returncode == 0
+    from_stdout = list(csv.reader(io.StringIO(to_stdout.stdout.decode(), newline="")))
+    assert from_stdout == from_file
+
+    header, *records = from_file
+    assert header[:2] == ["email", "name"]
+    names = {record[0]: record[1] for record in records}
+    for email, name in FORMULAS.items():
+        assert names[email] == "'" + name, (email, names[email])
+    assert names["'-dash@example.org"] == "Plain"  # the address cell is neutralised too
+    assert names["ada@example.org"] == "Ada"
+    for record in records:
+        for cell in record:
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), record
+
+
+# -- before init -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["subscribers", "list"], ["subscribers", "add", "ada@example.org"]],
+    ids=["list", "add"],
+)
+def test_a_command_before_init_says_to_run_db_upgrade(fresh: Cli, args: list[str]) -> None:
+    result = fresh(*args)
+    assert result.returncode == 1
+    sentence = one_sentence(result)
+    assert "`gazette db upgrade`" in sentence
+    assert result.stdout == ""
+    engine = create_engine(fresh.database_url)
+    try:
+        assert inspect(engine).get_table_names() == []  # nothing was half-created
+    finally:
+        engine.dispose()
