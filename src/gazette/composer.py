@@ -121,9 +121,8 @@ def prepare(
 ) -> PreparedIssue:
     """Assemble the shared part of an issue's messages."""
     from_address = newsletter.from_address or ctx.default_from
-    list_id = (
-        newsletter.list_id or f"{newsletter.name} <{newsletter.slug}.{domain_of(from_address)}>"
-    )
+    # RFC 2919: the identifier stays plain; only the name before it may be encoded.
+    list_id = (newsletter.list_id or f"{newsletter.slug}.{domain_of(from_address)}").strip("<>")
     return PreparedIssue(
         issue_public_id=issue_public_id,
         newsletter_slug=newsletter.slug,
@@ -215,6 +214,7 @@ class Composer:
             message_id=mid,
             date=date,
             list_id=prepared.list_id,
+            list_name=prepared.from_name,
             unsubscribe_url=personal.unsubscribe_url,
         )
         message = build_message(envelope, personal.text, personal.html, personal.boundary)

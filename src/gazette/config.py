@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
+from dkim.crypto import parse_pem_private_key
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -247,6 +248,7 @@ def _queue(raw: str) -> str:
     return raw
 
 
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 _SELECTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -267,9 +269,17 @@ def _dkim(env: Mapping[str, str], from_address: str) -> tuple[bytes | None, str 
         raise ConfigError(
             f"{PREFIX}DKIM_KEY_FILE={key_file!r} cannot be read ({exc.strerror})."
         ) from None
-    if b"PRIVATE KEY-----" not in key:
-        raise ConfigError(f"{PREFIX}DKIM_KEY_FILE={key_file!r} is not a PEM private key.")
-    domain = _get(env, "DKIM_DOMAIN") or from_address.rpartition("@")[2]
+    try:
+        parse_pem_private_key(key)
+    except Exception:  # dkimpy raises several kinds for a key it cannot read
+        raise ConfigError(f"{PREFIX}DKIM_KEY_FILE={key_file!r} is not a PEM private key.") from None
+    raw_domain = _get(env, "DKIM_DOMAIN") or from_address.rpartition("@")[2]
+    try:
+        domain = raw_domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        domain = ""
+    if not _HOSTNAME.match(domain):
+        raise ConfigError(f"{PREFIX}DKIM_DOMAIN={raw_domain!r} is not a domain name.")
     return key, selector, domain
 
 

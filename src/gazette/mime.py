@@ -136,7 +136,8 @@ class Envelope:
     subject: str
     message_id: str
     date: datetime
-    list_id: str | None = None
+    list_id: str | None = None  # the identifier, e.g. weekly.example.org
+    list_name: str = ""
     unsubscribe_url: str | None = None
 
 
@@ -155,7 +156,9 @@ def build_message(envelope: Envelope, text: str, html: str, boundary: str) -> by
         "MIME-Version: 1.0",
     ]
     if envelope.list_id:
-        headers.append(f"List-Id: {encode_text(envelope.list_id)}")
+        identifier = clean_line(envelope.list_id, 255)
+        name = encode_text(envelope.list_name) if envelope.list_name else ""
+        headers.append(f"List-Id: {name} <{identifier}>" if name else f"List-Id: <{identifier}>")
     if envelope.unsubscribe_url:
         # One URL in angle brackets, never encoded: RFC 8058 one-click needs it verbatim.
         headers.append(f"List-Unsubscribe: <{clean_line(envelope.unsubscribe_url, 900)}>")

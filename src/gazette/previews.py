@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -66,13 +67,17 @@ def preview(
     article_ids = select_articles(session, newsletter, now, since)
     if not article_ids:
         raise GazetteError(f"{newsletter_slug} has no new articles since its last issue.")
+    # A fresh id per preview: a mail provider drops a second test whose Message-ID it
+    # already holds, which would hide the editor's corrected version.
     prepared = prepare(
-        newsletter, ctx, issue_public_id="preview", date=now, planned_at=now,
-        articles=article_views(session, article_ids),
+        newsletter, ctx, issue_public_id=f"preview-{secrets.token_hex(6)}", date=now,
+        planned_at=now, articles=article_views(session, article_ids),
     )  # fmt: skip
     reader = _reader_for(session, as_email, newsletter.id) if as_email else SAMPLE_READER
     if to is not None:
-        reader = Reader(reader.public_id, to, reader.name, reader.language, reader.topics)
+        # The reader's language and topics, but links that name nobody: an editor who
+        # clicks Unsubscribe in a test message must not unsubscribe the real reader.
+        reader = Reader("preview", to, reader.name, reader.language, reader.topics)
     composer = Composer(prepared, ctx)
     personal = composer.personalise(reader)
     composed = composer.compose(reader, now)

@@ -137,6 +137,7 @@ class Views:
         body = self.rt.renderer.render_page(
             "archive", self.language(), suffix="xml", issues=issues,
             base_url=self.rt.settings.base_url, updated=updated,
+            author=", ".join(sorted({i.newsletter_name for i in issues})) or "Gazette",
         )  # fmt: skip
         return Response(body, mimetype="application/atom+xml")
 
