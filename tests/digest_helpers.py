@@ -261,9 +261,9 @@ def count_renders(monkeypatch: pytest.MonkeyPatch, runtime: Runtime) -> RenderLo
     original = runtime.renderer.render_issue
     log = RenderLog()
 
-    def counting(view: IssueView, language: str) -> RenderedMessage:
+    def counting(view: IssueView, language: str, template_set: str = "digest") -> RenderedMessage:
         log.calls.append((language, tuple(a.title for a in view.articles)))
-        return original(view, language)
+        return original(view, language, template_set)
 
     monkeypatch.setattr(runtime.renderer, "render_issue", counting)
     return log

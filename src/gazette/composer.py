@@ -72,6 +72,7 @@ class PreparedIssue:
     from_address: str
     planned_at: datetime
     view: IssueView
+    template_set: str = "digest"
 
 
 def domain_of(address: str) -> str:
@@ -130,6 +131,7 @@ def prepare(
         from_name=newsletter.name,
         from_address=from_address,
         planned_at=planned_at,
+        template_set=newsletter.template_set,
         view=IssueView(
             newsletter_name=newsletter.name,
             date=date,
@@ -178,7 +180,7 @@ class Composer:
                     newsletter_name=view.newsletter_name, date=view.date,
                     articles=tuple(articles[n] for n in chosen), archive_url=view.archive_url,
                 )  # fmt: skip
-            rendered = self._ctx.renderer.render_issue(view, language)
+            rendered = self._ctx.renderer.render_issue(view, language, self.prepared.template_set)
             self._rendered[key] = rendered
         return rendered
 

@@ -121,6 +121,7 @@ class NewsletterChanges:
     list_id: str | None = None
     allow_frequency: bool | None = None
     topics: list[str] | None = None  # topic names; an empty list removes the filter
+    template_set: str | None = None
 
 
 def update_newsletter(session: Session, slug: str, changes: NewsletterChanges) -> None:
@@ -149,3 +150,5 @@ def update_newsletter(session: Session, slug: str, changes: NewsletterChanges) -
         newsletter.allow_frequency = changes.allow_frequency
     if changes.topics is not None:
         newsletter.topics = [topic_for(session, name) for name in changes.topics]
+    if changes.template_set is not None:
+        newsletter.template_set = changes.template_set

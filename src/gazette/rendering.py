@@ -159,9 +159,16 @@ class Renderer:
             greeting_anonymous=translations.gettext("Hello!"),
         )
 
-    def render_issue(self, view: IssueView, language: str) -> RenderedMessage:
-        """Render a digest issue for one language: the shared part of every message."""
-        return self.render("digest", language, issue=view)
+    def render_issue(
+        self, view: IssueView, language: str, template_set: str = "digest"
+    ) -> RenderedMessage:
+        """Render an issue for one language: the shared part of every message."""
+        return self.render(template_set, language, issue=view)
+
+    def has_template_set(self, name: str) -> bool:
+        """True when the subject, text and HTML templates of ``name`` all exist."""
+        names = set(self._loader.list_templates())
+        return all(f"email/{name}.{part}.j2" in names for part in ("subject", "txt", "html"))
 
     def render_page(
         self, template: str, language: str, suffix: str = "html", **context: object

@@ -8,6 +8,7 @@ import click
 from rich.table import Table
 
 from gazette.cli.app import console, main, print_json, runtime
+from gazette.errors import GazetteError
 from gazette.newsletters import (
     NewsletterChanges,
     create_newsletter,
@@ -31,6 +32,7 @@ def _describe(newsletter: Newsletter) -> dict[str, Any]:
         "list_id": newsletter.list_id,
         "topics": sorted(t.slug for t in newsletter.topics),
         "allow_frequency": newsletter.allow_frequency,
+        "template_set": newsletter.template_set,
     }
 
 
@@ -134,10 +136,12 @@ def show(slug: str, as_json: bool) -> None:
 @click.option(
     "--allow-frequency/--no-allow-frequency", default=None, help="Readers may pick daily or weekly."
 )
+@click.option("--template-set", help="Email templates to use: email/<NAME>.{subject,txt,html}.j2.")
 def edit(
     slug: str, name: str | None, schedule: str | None, timezone: str | None,
     min_articles: int | None, max_articles: int | None, from_address: str | None,
     list_id: str | None, topics: tuple[str, ...], all_topics: bool, allow_frequency: bool | None,
+    template_set: str | None,
 ) -> None:  # fmt: skip
     """Change a newsletter's settings; options not given stay as they are.
 
@@ -147,12 +151,18 @@ def edit(
     """
     if topics and all_topics:
         raise click.UsageError("--topic and --all-topics contradict each other.")
+    rt = runtime()
+    if template_set is not None and not rt.renderer.has_template_set(template_set):
+        raise GazetteError(
+            f"There is no template set {template_set!r}: email/{template_set}.subject.j2, "
+            ".txt.j2 and .html.j2 must exist in GAZETTE_TEMPLATE_DIR or the built-in theme."
+        )
     changes = NewsletterChanges(
         name=name, cron=schedule, timezone=timezone, min_articles=min_articles,
         max_articles=max_articles, from_address=from_address, list_id=list_id,
-        allow_frequency=allow_frequency,
+        allow_frequency=allow_frequency, template_set=template_set,
         topics=[] if all_topics else (list(topics) if topics else None),
     )  # fmt: skip
-    with transaction(runtime().sessions) as session:
+    with transaction(rt.sessions) as session:
         update_newsletter(session, slug, changes)
     click.echo(f"Newsletter {slug} updated.")
