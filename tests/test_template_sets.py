@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 import subprocess
 import sys
+from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from pathlib import Path
 
