@@ -72,6 +72,8 @@ def sweep() -> None:
     runtime = current_runtime()
     with transaction(runtime.sessions) as session:
         sending.reclaim_expired(session)
+        for issue_id in digests.settled_unfinished(session):
+            sending.finish_issue(session, issue_id)
         issues = digests.resumable_issues(session, utcnow())
     for issue_id in issues:
         enqueue_issue(issue_id)

@@ -304,3 +304,24 @@ def in_flight(session: Session, issue_id: int, now: datetime) -> bool:
         session.scalar(select(Delivery.id).where(Delivery.issue_id == issue_id, due).limit(1))
         is not None
     )
+
+
+def settled_unfinished(session: Session) -> list[int]:
+    """Issues still planned or sending that have no pending or sending row left.
+
+    An issue is usually finished by its last batch; one whose last waiting row was
+    skipped instead (the reader unsubscribed during a retry backoff) has no batch left
+    to do it, so the sweep finishes it.
+    """
+    open_rows = select(Delivery.id).where(
+        Delivery.issue_id == Issue.id,
+        Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+    )
+    return list(
+        session.scalars(
+            select(Issue.id).where(
+                Issue.status.in_([IssueStatus.PLANNED, IssueStatus.SENDING]),
+                ~open_rows.exists(),
+            )
+        )
+    )

@@ -166,10 +166,19 @@ def send_batch(
             with factory() as session:
                 recipients = _recipients(session, chunk)
             outcome = _send_chunk(connection, composer, ctx, chunk, recipients)
+            rest = claimed[start + RECORD_CHUNK :]
             with factory() as session, session.begin():
                 session.execute(update(Delivery), outcome.updates)
                 for subscriber_id, hard, detail in outcome.bounces:
                     record_bounce(session, subscriber_id, hard=hard, detail=detail)
+                if rest:
+                    # A slow batch (a low send rate, a slow relay) must not outlive its
+                    # lease, or the sweep would hand rows still being sent to another task.
+                    session.execute(
+                        update(Delivery)
+                        .where(Delivery.id.in_(rest), Delivery.status == DeliveryStatus.SENDING)
+                        .values(lease_until=utcnow() + ctx.lease)
+                    )
             counts.update(outcome.counts)
     return BatchResult(
         len(claimed), counts["sent"], counts["retry"], counts["failed"], counts["skipped"]
