@@ -14,8 +14,15 @@ _SPACES = re.compile(r"\s{2,}")
 _BLOCKS = {"p", "div", "blockquote", "pre", "ul", "ol", "li", "br", "h1", "h2", "h3", "h4"}
 
 
+# Anything clean_line would change; most values have none, and are returned at once
+# (it runs for every header of every message).
+_DIRTY = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|\s\s|^\s|\s$")
+
+
 def clean_line(text: str, limit: int = 1000) -> str:
     """Fold ``text`` into one line of plain text: no control characters, no line breaks."""
+    if not _DIRTY.search(text):
+        return text[:limit]
     text = _BREAKS.sub(" ", text)
     text = "".join(ch for ch in text if unicodedata.category(ch) != "Cc")
     return _SPACES.sub(" ", text).strip()[:limit]
