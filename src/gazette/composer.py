@@ -131,7 +131,7 @@ def prepare(
         from_name=newsletter.name,
         from_address=from_address,
         planned_at=planned_at,
-        template_set=newsletter.template_set,
+        template_set=newsletter.template_set or "digest",
         view=IssueView(
             newsletter_name=newsletter.name,
             date=date,

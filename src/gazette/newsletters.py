@@ -48,6 +48,10 @@ def check_schedule(cron: str, timezone: str) -> Schedule:
 
 def newsletter_by_slug(session: Session, slug: str) -> Newsletter:
     """Return the newsletter called ``slug``, or raise GazetteError naming it."""
+    # Checked before the query: a slug from a URL may hold anything, NUL included,
+    # which PostgreSQL refuses outright.
+    if not SLUG.match(slug):
+        raise GazetteError(f"There is no newsletter {slug!r}.")
     newsletter = session.scalar(select(Newsletter).where(Newsletter.slug == slug))
     if newsletter is None:
         raise GazetteError(f"There is no newsletter {slug!r}.")

@@ -6,6 +6,7 @@ Used by the subscribe endpoint (per client IP, per address) and by confirmation 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from datetime import timedelta
@@ -17,6 +18,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.store.models import RateLimit, utcnow
+
+
+def _digest(key: str) -> str:
+    """Fixed-length storage key: the raw key may hold anything a visitor typed."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class RateLimiter(Protocol):
@@ -38,15 +44,16 @@ class RedisRateLimiter:
 
     def hit(self, key: str, limit: int, window: timedelta) -> bool:
         """Count one hit on ``key``; True when it is within ``limit`` for the window."""
+        name = self._prefix + _digest(key)
         pipe = self._client.pipeline()
-        pipe.incr(self._prefix + key)
-        pipe.expire(self._prefix + key, int(window.total_seconds()), nx=True)
+        pipe.incr(name)
+        pipe.expire(name, int(window.total_seconds()), nx=True)
         count, _ = pipe.execute()
         return int(count) <= limit
 
     def release(self, key: str) -> None:
         """Give back one hit, for an action that was counted but did not happen."""
-        self._client.decr(self._prefix + key)
+        self._client.decr(self._prefix + _digest(key))
 
 
 class DatabaseRateLimiter:
@@ -58,6 +65,7 @@ class DatabaseRateLimiter:
     def hit(self, key: str, limit: int, window: timedelta) -> bool:
         """Count one hit on ``key``; True when it is within ``limit`` for the window."""
         now = utcnow()
+        key = _digest(key)
         for _attempt in range(3):
             try:
                 with self._sessions() as session, session.begin():
@@ -82,7 +90,7 @@ class DatabaseRateLimiter:
         with self._sessions() as session, session.begin():
             session.execute(
                 update(RateLimit)
-                .where(RateLimit.key == key, RateLimit.count > 0)
+                .where(RateLimit.key == _digest(key), RateLimit.count > 0)
                 .values(count=RateLimit.count - 1)
             )
 

@@ -28,10 +28,6 @@ from gazette.resources import shipped_dir
 LANGUAGES = ("en", "uk", "ja")
 # Keep <style>: media queries cannot be inlined and clients that honour them need them.
 _INLINER = css_inline.CSSInliner(keep_style_tags=True)
-# Per-reader values are filled in after rendering; the markers survive HTML escaping.
-GREETING = "@@GAZETTE:GREETING@@"
-UNSUBSCRIBE_URL = "@@GAZETTE:UNSUBSCRIBE_URL@@"
-PREFERENCES_URL = "@@GAZETTE:PREFERENCES_URL@@"
 
 
 @dataclass(frozen=True)
@@ -58,6 +54,25 @@ class IssueView:
 
 
 @dataclass(frozen=True)
+class Markers:
+    """Placeholders for the per-reader values, filled in after rendering.
+
+    Random for every render, so text from a feed or a reader's name cannot contain one
+    and have a reader's own unsubscribe link pasted into it; they survive HTML escaping.
+    """
+
+    greeting: str
+    unsubscribe_url: str
+    preferences_url: str
+
+    @classmethod
+    def fresh(cls) -> Markers:
+        """New unguessable markers."""
+        tag = secrets.token_hex(8)
+        return cls(f"@@{tag}:GREETING@@", f"@@{tag}:UNSUBSCRIBE@@", f"@@{tag}:PREFERENCES@@")
+
+
+@dataclass(frozen=True)
 class RenderedMessage:
     """A message's subject, text and HTML with markers for the per-reader values."""
 
@@ -67,19 +82,21 @@ class RenderedMessage:
     boundary: str
     greeting_named: str
     greeting_anonymous: str
+    markers: Markers
 
     def personalise(self, name: str, unsubscribe_url: str, preferences_url: str) -> tuple[str, str]:
         """Return (text, html) for one reader: greeting and links filled in, HTML escaped."""
         greeting = self.greeting_named % {"name": name} if name else self.greeting_anonymous
+        m = self.markers
         text = (
-            self.text.replace(GREETING, greeting)
-            .replace(UNSUBSCRIBE_URL, unsubscribe_url)
-            .replace(PREFERENCES_URL, preferences_url)
+            self.text.replace(m.greeting, greeting)
+            .replace(m.unsubscribe_url, unsubscribe_url)
+            .replace(m.preferences_url, preferences_url)
         )
         body = (
-            self.html.replace(GREETING, html.escape(greeting))
-            .replace(UNSUBSCRIBE_URL, html.escape(unsubscribe_url))
-            .replace(PREFERENCES_URL, html.escape(preferences_url))
+            self.html.replace(m.greeting, html.escape(greeting))
+            .replace(m.unsubscribe_url, html.escape(unsubscribe_url))
+            .replace(m.preferences_url, html.escape(preferences_url))
         )
         return text, body
 
@@ -139,10 +156,11 @@ class Renderer:
     def render(self, name: str, language: str, **context: object) -> RenderedMessage:
         """Render the subject/text/HTML trio ``name`` once for ``language``."""
         env = self.environment(language)
+        markers = Markers.fresh()
         context = {
-            "greeting": GREETING,
-            "unsubscribe_url": UNSUBSCRIBE_URL,
-            "preferences_url": PREFERENCES_URL,
+            "greeting": markers.greeting,
+            "unsubscribe_url": markers.unsubscribe_url,
+            "preferences_url": markers.preferences_url,
             **context,
         }
         subject = env.get_template(f"email/{name}.subject.j2").render(context).strip()
@@ -157,6 +175,7 @@ class Renderer:
             boundary=f"=_gazette_{secrets.token_hex(12)}",
             greeting_named=translations.gettext("Hello, %(name)s!"),
             greeting_anonymous=translations.gettext("Hello!"),
+            markers=markers,
         )
 
     def render_issue(
@@ -169,6 +188,11 @@ class Renderer:
         """True when the subject, text and HTML templates of ``name`` all exist."""
         names = set(self._loader.list_templates())
         return all(f"email/{name}.{part}.j2" in names for part in ("subject", "txt", "html"))
+
+    def translate(self, language: str, message: str) -> str:
+        """``message`` in ``language`` when the catalogue has it, else as it is."""
+        language = language if language in LANGUAGES else "en"
+        return _translations(self._locale_dir, language).gettext(message)
 
     def render_page(
         self, template: str, language: str, suffix: str = "html", **context: object

@@ -233,6 +233,10 @@ def _send_chunk(
                 outcome.bounces.append((recipient.subscriber_id, failure.permanent, failure.detail))
             else:
                 outcome.counts["retry"] += 1
+                if failure.code == 552:
+                    # Mailbox full: retried, but counted, so a mailbox that stays full
+                    # ends the subscription after the soft-bounce limit.
+                    outcome.bounces.append((recipient.subscriber_id, False, failure.detail))
             continue
         outcome.updates.append(
             {"id": recipient.delivery_id, "status": DeliveryStatus.SENT, "message_id": mid,

@@ -119,7 +119,8 @@ def subscriber_by_email(session: Session, email: str) -> Subscriber:
     try:
         address = normalise_address(email, allow_smtputf8=True)
     except AddressError:
-        address = email.strip()
+        # Not an address, so not anyone's (and never sent to the database as it is).
+        raise GazetteError(f"There is no subscriber {email.strip()!r}.") from None
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
     if subscriber is None:
         raise GazetteError(f"There is no subscriber {email.strip()!r}.")

@@ -81,8 +81,17 @@ class Views:
         return response
 
     def message(self, status: int, title: str, text_: str, language: str | None = None) -> Response:
-        """A page that only says something: errors, and what happened."""
-        return self.page("message", status, language, title=title, text=text_)
+        """A page that only says something: errors, and what happened.
+
+        Known sentences are translated here; one that quotes input stays as it is and
+        is escaped by the template like any other value.
+        """
+        chosen = self.language(language)
+        translate = self.rt.renderer.translate
+        return self.page(
+            "message", status, chosen,
+            title=translate(chosen, title), text=translate(chosen, text_),
+        )  # fmt: skip
 
     def csrf_ok(self) -> bool:
         """True when the posted form carries the token bound to this visitor's cookie."""
@@ -173,7 +182,7 @@ class Views:
         slug = request.form.get("newsletter", "")
         email = request.form.get("email", "")
         if not self.rt.limiter.hit(
-            f"subscribe-address:{email.strip().casefold()}",
+            f"subscribe-address:{email.strip().casefold()}",  # hashed by the limiter
             settings.subscribe_limit_per_address,
             HOUR,
         ):

@@ -1,0 +1,445 @@
+"""Helpers for the reliability scenarios: a private Redis, hostile relays, seeding, HTML checks.
+
+Everything here stays on loopback. The private Redis is a `redis-server` process of the
+test's own, on a free port, so a scenario may kill, restart or flush it without touching
+the Redis other tests share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import os
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import func, select
+
+from gazette.articles import ArticleInput, upsert_article
+from gazette.config import load_settings
+from gazette.digests import plan_issue
+from gazette.imports import import_csv
+from gazette.newsletters import create_newsletter
+from gazette.runtime import Runtime, build_runtime, use_runtime
+from gazette.store import migrate
+from gazette.store.db import make_engine, make_session_factory, transaction
+from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus, utcnow
+from gazette.subscribers import Origin
+from tests.conftest import make_env
+from tests.smtp import Received, RecordingHandler, free_port
+from tests.workers import wait_for
+
+SLUG = "weekly"
+LANGUAGES = ("en", "uk", "ja")
+MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>\r\n]+)>", re.MULTILINE | re.IGNORECASE)
+
+
+# -- a Redis of the test's own ---------------------------------------------------------
+
+
+class PrivateRedis:
+    """`redis-server` on 127.0.0.1 and a free port, without persistence.
+
+    Killed with SIGKILL and started again on the same port, it comes back empty, as a
+    restarted production Redis without persistence would.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self._log_path = folder / f"redis-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def start(self) -> None:
+        assert self.process is None or self.process.poll() is not None
+        with self._log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                    "--save", "", "--appendonly", "no",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        self.starts += 1
+        wait_for(self.answers, 20, f"the private Redis on port {self.port}")
+
+    def answers(self) -> bool:
+        try:
+            with self.client() as client:
+                return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash or an OOM kill would."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@contextmanager
+def private_redis(folder: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- hostile relays ----------------------------------------------------------------------
+
+
+@dataclass
+class SlowHandler(RecordingHandler):
+    """Accepts every message after ``delay`` seconds and keeps only its header block.
+
+    The delay is awaited, so a slow relay still serves its other sessions meanwhile.
+    """
+
+    delay: float = 0.0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        with self.lock:
+            self.data_count += 1
+        content: bytes = envelope.original_content
+        head = re.split(rb"\r?\n\r?\n", content, maxsplit=1)[0]
+        with self.lock:
+            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), head))
+        return "250 Message accepted"
+
+
+@dataclass
+class DropAfterDotHandler(RecordingHandler):
+    """Stores each message; for the first ``drops`` it then hangs up instead of replying.
+
+    The client saw its final dot go out and never hears back, so it cannot know the
+    message was taken: it must send it again, which is a duplicate at the relay.
+    """
+
+    drops: int = 0
+    dropped: list[Received] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        received = Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        with self.lock:
+            self.data_count += 1
+            count = self.data_count
+            self.messages.append(received)
+            if count <= self.drops:
+                self.dropped.append(received)
+        if count > self.drops:
+            return "250 Message accepted"
+        server.transport.close()
+        # Closing makes aiosmtpd cancel this session's coroutine; no reply ever goes out.
+        await asyncio.sleep(30)
+        return "451 never sent"  # pragma: no cover - cancelled above
+
+
+def message_ids(messages: list[Received]) -> Counter[str]:
+    """How many times each Message-ID arrived."""
+    found: Counter[str] = Counter()
+    for message in messages:
+        match = MESSAGE_ID.search(message.data)
+        assert match is not None, f"no Message-ID in {message.data[:200]!r}"
+        found[match.group(1).decode()] += 1
+    return found
+
+
+def by_recipient(messages: list[Received]) -> Counter[str]:
+    """How many messages each recipient got."""
+    return Counter(r for message in messages for r in message.recipients)
+
+
+def duplicates(counts: Counter[str]) -> int:
+    """Copies beyond the first, summed over recipients."""
+    return sum(n - 1 for n in counts.values() if n > 1)
+
+
+# -- an installation ---------------------------------------------------------------------
+
+
+@contextmanager
+def installed(
+    tmp_path: Path, database_url: str, **extra: str
+) -> Iterator[tuple[dict[str, str], Runtime]]:
+    """GAZETTE_* for worker processes, and the same installation migrated and used here."""
+    from worker.app import configure
+
+    env = make_env(tmp_path, database_url, **extra)
+    settings = load_settings(env, cwd=tmp_path)
+    built = build_runtime(settings)
+    migrate.upgrade(built.engine)
+    use_runtime(built)
+    configure(settings)
+    try:
+        yield env, built
+    finally:
+        use_runtime(None)
+
+
+def address(n: int) -> str:
+    return f"reader{n}@example.org"
+
+
+def add_articles(
+    runtime: Runtime,
+    count: int,
+    *,
+    start: int = 0,
+    when: datetime | None = None,
+    age: timedelta = timedelta(hours=1),
+) -> None:
+    """``count`` plain articles (numbered from ``start``) published ``age`` before ``when``."""
+    moment = when or utcnow()
+    with transaction(runtime.sessions) as session:
+        for offset, n in enumerate(range(start, start + count)):
+            upsert_article(
+                session,
+                ArticleInput(
+                    title=f"Article {n}",
+                    url=f"https://example.org/a/{n}",
+                    published_at=moment - age - timedelta(seconds=offset),
+                    summary="<p>Summary.</p>",
+                ),
+            )
+
+
+def seed(runtime: Runtime, tmp_path: Path, readers: int) -> int:
+    """A newsletter, three articles and ``readers`` confirmed readers; plan its issue."""
+    now = utcnow()
+    with transaction(runtime.sessions) as session:
+        newsletter_id = create_newsletter(session, SLUG, "The Weekly")
+    add_articles(runtime, 3, when=now)
+    path = tmp_path / "readers.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "name", "language"])
+        writer.writerows(
+            [address(n), f"Reader {n}", LANGUAGES[n % len(LANGUAGES)]] for n in range(readers)
+        )
+    report = import_csv(runtime.sessions, path, SLUG, Origin("import"), confirmed=True)
+    assert (report.added, report.rejected) == (readers, [])
+    with transaction(runtime.sessions) as session:
+        plan = plan_issue(session, newsletter_id, now + timedelta(seconds=1))
+    assert (plan.status, plan.deliveries) == (IssueStatus.PLANNED, readers)
+    return plan.issue_id
+
+
+def ledger(runtime: Runtime, issue_id: int | None = None) -> Counter[DeliveryStatus]:
+    """Delivery rows counted by status (of one issue, or of all)."""
+    query = select(Delivery.status, func.count()).group_by(Delivery.status)
+    if issue_id is not None:
+        query = query.where(Delivery.issue_id == issue_id)
+    with runtime.sessions() as session:
+        return Counter(dict(session.execute(query).all()))
+
+
+def load_issue(runtime: Runtime, issue_id: int) -> Issue:
+    with runtime.sessions() as session:
+        return session.get_one(Issue, issue_id)
+
+
+def issue_sent(runtime: Runtime, issue_id: int) -> bool:
+    return load_issue(runtime, issue_id).status == IssueStatus.SENT
+
+
+def wait_ready(log: Path, timeout: float = 60) -> None:
+    """Wait until the worker logging to ``log`` says it is ready to take tasks."""
+    wait_for(
+        lambda: log.exists() and b" ready." in log.read_bytes(), timeout, f"the worker ({log.name})"
+    )
+
+
+def sweep_until(
+    broker_url: str, queue: str, done: Callable[[], bool], timeout: float, what: str
+) -> None:
+    """Enqueue the sweep, as beat does, until ``done``; only when the queue has drained.
+
+    Each sweep re-enqueues every pending range, so sweeping into a full queue would only
+    pile up copies of tasks already waiting there.
+    """
+    from worker.tasks import sweep
+
+    last = -1.0
+    with redis.Redis.from_url(broker_url, socket_timeout=5) as broker:
+
+        def settled() -> bool:
+            nonlocal last
+            if done():
+                return True
+            if time.monotonic() - last >= 2 and broker.llen(queue) == 0:
+                sweep.delay()
+                last = time.monotonic()
+            return False
+
+        wait_for(settled, timeout, what)
+
+
+# -- two schedulers in two processes -----------------------------------------------------
+
+
+def plan_ticks(
+    name: str,
+    database_url: str,
+    newsletter_id: int,
+    ticks: list[str],
+    barrier: Any,
+    results: Any,
+) -> None:
+    """A scheduler process: at each tick (ISO time), wait for the other, then plan.
+
+    Puts ``(name, [(issue_id, created, deliveries, period_key), ...])`` on ``results``.
+    """
+    engine = make_engine(database_url)
+    factory = make_session_factory(engine)
+    planned: list[tuple[int, bool, int, str]] = []
+    try:
+        for tick in ticks:
+            barrier.wait(timeout=60)
+            with transaction(factory) as session:
+                result = plan_issue(session, newsletter_id, datetime.fromisoformat(tick))
+                key = session.get_one(Issue, result.issue_id).period_key
+            planned.append((result.issue_id, result.created, result.deliveries, key))
+    finally:
+        engine.dispose()
+        results.put((name, planned))
+
+
+# -- HTML as a browser or a mail client reads it -----------------------------------------
+
+
+class Elements(HTMLParser):
+    """Every element of a document with its attributes (entities decoded), and its text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.elements: list[tuple[str, dict[str, str]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.elements.append((tag, {k: v or "" for k, v in attrs}))
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse_html(document: str) -> Elements:
+    parser = Elements()
+    parser.feed(document)
+    parser.close()
+    return parser
+
+
+URL_ATTRIBUTES = ("href", "src", "action", "formaction", "data", "xlink:href", "srcdoc", "content")
+BAD_SCHEMES = ("javascript:", "vbscript:", "livescript:", "data:")
+
+
+def injected(document: str, baseline: str, allowed: frozenset[str] = frozenset()) -> list[str]:
+    """What ``document`` has that the same page with harmless input does not, and should not.
+
+    Element counts are compared tag by tag against the baseline: a page's own <form>,
+    <meta> or <style> are fine, one more is not, unless its tag is in ``allowed`` (the
+    sanitised summary HTML of a digest). Any on* attribute and any script URL is
+    reported wherever it is.
+    """
+    found = parse_html(document)
+    expected = Counter(tag for tag, _ in parse_html(baseline).elements)
+    actual = Counter(tag for tag, _ in found.elements)
+    problems = [
+        f"{actual[tag] - expected[tag]} extra <{tag}>"
+        for tag in sorted(actual)
+        if tag not in allowed and actual[tag] > expected[tag]
+    ]
+    for tag, attributes in found.elements:
+        for name, value in attributes.items():
+            if name.startswith("on"):
+                problems.append(f"<{tag} {name}=...>")
+            if name in URL_ATTRIBUTES:
+                squashed = re.sub(r"[\x00-\x20]", "", value).lower()
+                if name == "content":
+                    squashed = squashed.split("url=", 1)[-1]
+                if squashed.startswith(BAD_SCHEMES):
+                    problems.append(f"<{tag} {name}={value[:40]!r}>")
+    return problems
+
+
+# -- XSS payloads ------------------------------------------------------------------------
+
+_VECTORS = [
+    "<script>alert({n})</script>", "<SCRIPT SRC=https://evil.example/{n}.js></SCRIPT>",
+    "<img src=x onerror=alert({n})>", "<svg onload=alert({n})>", "<svg><script>alert({n})</script>",
+    "<iframe src=javascript:alert({n})></iframe>", "<body onload=alert({n})>",
+    "<object data=javascript:alert({n})>", "<embed src=javascript:alert({n})>",
+    '<a href="javascript:alert({n})">x</a>', "<a href=JaVaScRiPt:alert({n})>y</a>",
+    "<math><mtext><script>alert({n})</script>", "<details open ontoggle=alert({n})>",
+    '<meta http-equiv="refresh" content="0;url=javascript:alert({n})">',
+    '<meta http-equiv=refresh content="0;url=https://evil.example/{n}">',
+    "<form action=https://evil.example/{n}><input name=p></form>",
+    "<base href=//evil.example/{n}/>", "<style>@import 'https://evil.example/{n}.css';</style>",
+    "<input autofocus onfocus=alert({n})>",
+    "<video><source onerror=alert({n})></video>", "<marquee onstart=alert({n})>m</marquee>",
+    "<scr<script>ipt>alert({n})</scr</script>ipt>", "<<script>script>alert({n})<</script>/script>",
+    "<scr\x00ipt>alert({n})</scr\x00ipt>", "<img\nsrc=x\nonerror=alert({n})>",
+    "<img src=x onerror\x0c=alert({n})>", "<template><script>alert({n})</script></template>",
+    "<noscript><p title=\"</noscript><img src=x onerror=alert({n})>\">",
+    "&lt;script&gt;alert({n})&lt;/script&gt;", "&#60;script&#62;alert({n})&#60;/script&#62;",
+    "＜script＞alert({n})＜/script＞", "\\u003cscript\\u003ealert({n})\\u003c/script\\u003e",
+    "%3Cscript%3Ealert({n})%3C/script%3E", "<!--<script>alert({n})</script>-->",
+    "]]><script>alert({n})</script>", "{{{{ {n}*7 }}}}{{% raw %}}", "%(name)s %s %d {n}",
+    "@@GAZETTE:GREETING@@ {n}", "@@GAZETTE:UNSUBSCRIBE_URL@@ {n}", "javascript:alert({n})",
+]  # fmt: skip
+_BREAKOUTS = [
+    "{v}", '"><{tag}>{v}', "'><{tag}>{v}", '" onmouseover="alert({n})" x="{v}',
+    "</title></textarea></style>{v}",
+]  # fmt: skip
+
+
+def xss_payloads(count: int = 200) -> list[str]:
+    """``count`` distinct hostile strings: tags, handlers, script URLs, attribute breakouts.
+
+    Each fits in a 200-character name field; a number in each tells them apart.
+    """
+    payloads: list[str] = []
+    for outer, breakout in enumerate(_BREAKOUTS):
+        for inner, vector in enumerate(_VECTORS):
+            n = outer * len(_VECTORS) + inner
+            tag = ("b", "i", "svg/onload=alert(0)", "img src=x onerror=alert(0)")[n % 4]
+            payload = breakout.format(v=vector.format(n=n), tag=tag, n=n)
+            payloads.append(payload[:200])
+    unique = list(dict.fromkeys(payloads))
+    assert len(unique) >= count, len(unique)
+    return unique[:count]
