@@ -54,7 +54,7 @@ from tests.conftest import make_env
 from tests.smtp import Received, RecordingHandler, SMTPServer
 from tests.workers import Worker, require_redis, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 
 SLUG = "weekly"
 LANGUAGES = ("en", "uk", "ja")

@@ -95,6 +95,9 @@ from tests.reliability_helpers import (
 from tests.smtp import Received, RecordingHandler, SMTPServer
 from tests.workers import Worker, wait_for
 
+# The fault and hostile-input suite: `make reliability` runs it and writes its report.
+pytestmark = pytest.mark.reliability
+
 BASE_URL = "https://news.example.org"
 SUMMARY_TAGS = frozenset(ALLOWED_TAGS)  # what sanitised summary HTML may hold
 MARKER = "@@GAZETTE:"  # how gazette.rendering marks the per-reader values in a render
