@@ -1,0 +1,218 @@
+"""Processes the benchmarks start and watch: Celery workers, and CPU/memory sampling."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import procstat
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_port(
+    port: int, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Wait until something accepts connections on 127.0.0.1:``port``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process {process.args!r} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, every: float = 0.1
+) -> None:
+    """Poll ``condition`` until it holds; raise TimeoutError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment without GAZETTE_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAZETTE_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+def stop_group(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM a process started with its own session, and SIGKILL what is left after."""
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+    # Pool children can outlive a parent that was killed; reap the whole group.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+class CeleryWorker:
+    """One `celery -A <app> worker --pool prefork` process tree with its own environment."""
+
+    def __init__(
+        self, app: str, env: Mapping[str, str], log: Path, queue: str, concurrency: int = 2
+    ) -> None:
+        self.app = app
+        self.queue = queue
+        self.concurrency = concurrency
+        self.hostname = f"{queue}@bench"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                app,
+                "worker",
+                f"--concurrency={concurrency}",
+                "--pool=prefork",
+                "--loglevel=WARNING",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                self.hostname,
+                "-Q",
+                queue,
+            ],
+            env=child_env(env),
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def pool_pids(self) -> list[int]:
+        """The pool children's process ids."""
+        return procstat.descendants(self.pid)
+
+    def wait_ready(self, broker_url: str, timeout: float = 60) -> None:
+        """Wait until the worker answers a ping on the broker and its pool is up."""
+        from celery import Celery
+
+        control = Celery("bench-control", broker=broker_url)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"celery worker exited with {self.process.returncode}; see {self.log}"
+                    )
+                replies = control.control.ping(destination=[self.hostname], timeout=0.5)
+                if replies and len(self.pool_pids()) >= self.concurrency:
+                    return
+            raise TimeoutError(f"celery worker not ready after {timeout:.0f} s; see {self.log}")
+        finally:
+            control.close()
+
+    def stop(self) -> None:
+        """Warm shutdown, then kill what is left."""
+        stop_group(self.process)
+        self._log.close()
+
+
+@dataclass
+class TreeSample:
+    """CPU seconds (user + system) per process id, at one moment."""
+
+    cpu: dict[int, float] = field(default_factory=dict)
+
+
+class TreeSampler:
+    """Samples a process tree's CPU time and peak memory in a background thread."""
+
+    def __init__(self, root: int, interval: float = 0.25) -> None:
+        self.root = root
+        self.interval = interval
+        self.peak_hwm: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._lock = threading.Lock()
+        self._last = TreeSample()
+
+    def _pids(self) -> list[int]:
+        return [self.root, *procstat.descendants(self.root)]
+
+    def sample(self) -> TreeSample:
+        """Take one sample now (CPU and peak memory of every process in the tree)."""
+        current = TreeSample()
+        for pid in self._pids():
+            seconds = procstat.cpu_seconds(pid)
+            if seconds is None:
+                continue
+            current.cpu[pid] = seconds
+            hwm = procstat.peak_rss(pid)
+            with self._lock:
+                self.peak_hwm[pid] = max(self.peak_hwm.get(pid, 0), hwm)
+        with self._lock:
+            # A process that vanished keeps its last reading.
+            merged = dict(self._last.cpu)
+            merged.update(current.cpu)
+            self._last = TreeSample(merged)
+            return TreeSample(dict(merged))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def start(self) -> TreeSample:
+        """Take the baseline sample and start sampling."""
+        baseline = self.sample()
+        self._thread.start()
+        return baseline
+
+    def stop(self) -> TreeSample:
+        """Stop sampling and take a last sample."""
+        self._stop.set()
+        self._thread.join()
+        return self.sample()
+
+    @staticmethod
+    def cpu_between(start: TreeSample, end: TreeSample) -> float:
+        """CPU seconds the tree used between two samples (new processes count from zero)."""
+        return sum(v - start.cpu.get(pid, 0.0) for pid, v in end.cpu.items())
+
+    def peak_of(self, pids: list[int]) -> int:
+        """Largest VmHWM seen among ``pids``, in bytes."""
+        with self._lock:
+            return max((self.peak_hwm.get(pid, 0) for pid in pids), default=0)

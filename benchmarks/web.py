@@ -1,0 +1,234 @@
+"""The web endpoint under wrk: `gazette serve` (waitress) on PostgreSQL.
+
+Two loads: GET /subscribe (the form), and the RFC 8058 one-click POST to
+/unsubscribe/<token>, rotating through tokens minted for many readers who each have a
+pending delivery, so each POST unsubscribes a reader and skips their pending message.
+Between runs the readers are subscribed again, so every run does the same work.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+
+from benchmarks import data
+from benchmarks.procs import ROOT, child_env, free_port, stop_group, wait_for_port
+from gazette.runtime import Runtime, use_runtime
+from gazette.tokens import Purpose
+
+# Shared by both scripts: count non-2xx responses in every thread, and print the
+# figures from done() so nothing needs parsing out of wrk's text report.
+_COUNT_AND_REPORT = """
+local threads = {}
+setup = function(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
+non2xx = 0
+response = function(status, headers, body)
+  if status < 200 or status > 299 then non2xx = non2xx + 1 end
+end
+done = function(summary, latency, requests)
+  local bad = 0
+  for _, thread in ipairs(threads) do bad = bad + thread:get("non2xx") end
+  local e = summary.errors
+  io.write(string.format(
+    'BENCHJSON {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, ' ..
+    '"write": %d, "timeout": %d, "non2xx": %d, "p50_us": %d, "p99_us": %d}\\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout, bad,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    """One wrk run's figures."""
+
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+
+
+def wrk_path() -> str | None:
+    """wrk, when installed."""
+    return shutil.which("wrk")
+
+
+@dataclass
+class Server:
+    """A running `gazette serve` with the base URL and the one-click paths it accepts."""
+
+    base: str
+    unsubscribe_paths: list[str]
+    process: subprocess.Popen[bytes]
+
+
+@contextmanager
+def serving(readers: int, folder: Path) -> Iterator[tuple[Server, Runtime]]:
+    """A PostgreSQL installation with ``readers`` readers and a planned issue, served."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with data.pg_schema() as url:
+        env = data.gazette_env(folder, url)
+        runtime = data.install_runtime(env, folder)
+        try:
+            newsletter_id = data.seed_issue_content(runtime)
+            data.seed_readers(runtime.engine, newsletter_id, readers)
+            data.plan(runtime, newsletter_id)
+            paths = [
+                "/unsubscribe/"
+                + runtime.tokens.mint(Purpose.UNSUBSCRIBE, r.public_id, data.NEWSLETTER)
+                for r in data.reader_rows(readers)
+            ]
+            port = free_port()
+            log = (folder / "serve.log").open("ab")
+            process = subprocess.Popen(
+                [sys.executable, "-m", "gazette", "serve", "--port", str(port)],
+                cwd=ROOT,
+                env=child_env(env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                wait_for_port(port, 60, process)
+                base = f"http://127.0.0.1:{port}"
+                # Compile the templates and open the pool before the clock runs.
+                for _ in range(3):
+                    with urllib.request.urlopen(f"{base}/subscribe", timeout=30) as response:
+                        response.read()
+                yield Server(base, paths, process), runtime
+            finally:
+                stop_group(process, timeout=10)
+                log.close()
+        finally:
+            use_runtime(None)
+
+
+def resubscribe(runtime: Runtime) -> None:
+    """Undo the previous run's unsubscribes, so the next run does the same work."""
+    with runtime.engine.begin() as connection:
+        connection.execute(text("UPDATE subscription SET status = 'active'"))
+        connection.execute(
+            text(
+                "UPDATE delivery SET status = 'pending', last_error = NULL WHERE status = 'skipped'"
+            )
+        )
+        connection.execute(text("DELETE FROM event"))
+    with runtime.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.execute(text("VACUUM ANALYZE"))
+
+
+def _lua_get() -> str:
+    return _COUNT_AND_REPORT
+
+
+def _lua_one_click(paths: list[str]) -> str:
+    listed = ",\n".join(json.dumps(p) for p in paths)
+    return (
+        f"local paths = {{\n{listed}\n}}\n"
+        "local n = #paths\n"
+        "local i = 0\n"
+        "init = function(args) i = (id or 0) * math.floor(n / 2) end\n"
+        "request = function()\n"
+        "  i = i % n + 1\n"
+        "  return wrk.format('POST', paths[i], "
+        "{['Content-Type'] = 'application/x-www-form-urlencoded'}, "
+        "'List-Unsubscribe=One-Click')\n"
+        "end\n" + _COUNT_AND_REPORT
+    )
+
+
+def run_wrk(
+    program: str, url: str, script: str, seconds: int, folder: Path, connections: int = 50
+) -> WrkRun:
+    """One wrk run: 2 threads, ``connections`` connections, for ``seconds``."""
+    path = folder / "load.lua"
+    path.write_text(script)
+    completed = subprocess.run(
+        [program, "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(path), url],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+    )
+    line = next(x for x in completed.stdout.splitlines() if x.startswith("BENCHJSON "))
+    result = json.loads(line.removeprefix("BENCHJSON "))
+    errors = sum(result[k] for k in ("connect", "read", "write", "timeout", "non2xx"))
+    return WrkRun(
+        requests_per_s=result["requests"] / (result["duration_us"] / 1e6),
+        p50_ms=result["p50_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        errors=errors,
+        requests=result["requests"],
+    )
+
+
+def get_script() -> str:
+    """The GET /subscribe load."""
+    return _lua_get()
+
+
+def one_click_script(paths: list[str]) -> str:
+    """The one-click POST load over ``paths``."""
+    return _lua_one_click(paths)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one one-click POST costs inside the app, without the HTTP server or wrk."""
+
+    cpu_ms: float
+    statements: float
+    checkouts: float
+
+
+def probe_one_click(runtime: Runtime, paths: list[str], count: int) -> Probe:
+    """POST ``count`` one-click requests through Flask's test client, in this process.
+
+    Counts the SQL statements the app issues and the connections it takes from the pool
+    per request (each checkout is pinged first: pool_pre_ping), and the app's CPU time.
+    """
+    from sqlalchemy import event
+
+    from gazette.web import create_app
+
+    client = create_app(runtime).test_client()
+    counts = {"statements": 0, "checkouts": 0}
+
+    def statement(*_args: object) -> None:
+        counts["statements"] += 1
+
+    def checkout(*_args: object) -> None:
+        counts["checkouts"] += 1
+
+    event.listen(runtime.engine, "before_cursor_execute", statement)
+    event.listen(runtime.engine.pool, "checkout", checkout)
+    try:
+        began = time.process_time()
+        for path in paths[:count]:
+            response = client.post(
+                path,
+                data="List-Unsubscribe=One-Click",
+                content_type="application/x-www-form-urlencoded",
+            )
+            if response.status_code != 200:
+                raise RuntimeError(f"one-click POST answered {response.status_code}")
+        cpu = time.process_time() - began
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", statement)
+        event.remove(runtime.engine.pool, "checkout", checkout)
+    n = min(count, len(paths))
+    return Probe(cpu * 1000 / n, counts["statements"] / n, counts["checkouts"] / n)

@@ -1,0 +1,117 @@
+"""The benchmark harness at a small size: it completes and counts right (not speed).
+
+The quick end-to-end scenario at 2,000 readers on SQLite with real `celery worker`
+processes on Redis, then the obvious approach on a few hundred messages, both into an
+aiosmtpd server that records what it receives; then the JSON the run writes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from benchmarks import data, scenarios
+from benchmarks.run import HARNESS_KEY
+from tests.smtp import RecordingHandler, SMTPServer
+from tests.workers import require_redis
+
+pytestmark = pytest.mark.slow
+
+READERS = 2_000
+SAMPLE = 300
+
+
+@pytest.fixture
+def smtp() -> Iterator[SMTPServer]:
+    server = SMTPServer(RecordingHandler())
+    server.start()
+    yield server
+    server.stop()
+
+
+def _recipients(server: SMTPServer) -> Counter[str]:
+    return Counter(r for message in server.messages for r in message.recipients)
+
+
+@pytest.mark.timeout(900)
+def test_bench_scenarios_send_every_message_once_and_report_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smtp: SMTPServer
+) -> None:
+    redis_url = require_redis()
+    monkeypatch.setattr(data, "REDIS_URL", redis_url)
+    # What the harness sets for itself, so importing a Celery app reads no installation.
+    for key in ("GAZETTE_DATABASE_URL", "GAZETTE_BROKER_URL", "GAZETTE_SMTP_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("GAZETTE_SECRET_KEYS", HARNESS_KEY)
+    monkeypatch.setenv("GAZETTE_VAR_DIR", str(tmp_path / "harness"))
+    sizes = scenarios.Sizes(
+        mode="quick", send=(), sqlite_send=(READERS,), obvious_send=(READERS,),
+        obvious_sample=SAMPLE, ceiling_cap=READERS, corpus=100, sink_messages=100,
+        planning=1_000, csv_rows=100, feed_items=10, web_seconds=1, web_readers=10,
+        profile_size=100,
+    )  # fmt: skip
+    ctx = scenarios.Context(
+        sizes=sizes,
+        workdir=tmp_path / "work",
+        runs=1,
+        databases=("sqlite",),
+        obvious_databases=("sqlite",),
+        profile=False,
+        sink_url=smtp.url,
+        sink_kind="aiosmtpd (tests.smtp)",
+    )
+    readers = [r.email for r in data.reader_rows(READERS)]
+
+    scenarios.scenario_gazette(ctx)
+    (gazette,) = ctx.send_runs
+    assert (gazette.approach, gazette.database, gazette.sent) == ("gazette", "sqlite", READERS)
+    assert _recipients(smtp) == Counter(readers)  # every reader exactly once
+    assert all(len(m.recipients) == 1 for m in smtp.messages)
+    ids = {m.parsed()["Message-ID"] for m in smtp.messages}
+    assert len(ids) == READERS
+    assert smtp.messages[0].parsed()["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+    smtp.handler.messages.clear()
+    scenarios.scenario_obvious(ctx)
+    obvious = ctx.send_runs[-1]
+    assert (obvious.approach, obvious.sent) == ("obvious", SAMPLE)
+    # The sample is the first deliveries of the plan: the first readers, once each.
+    assert _recipients(smtp) == Counter(readers[:SAMPLE])
+    assert smtp.messages[0].parsed()["List-Unsubscribe"].startswith("<https://")
+
+    results, markdown = tmp_path / "latest.json", tmp_path / "benchmarks.md"
+    scenarios.write_outputs(
+        ctx, ["gazette", "obvious"], partial=False, command="test", seconds=1.0,
+        results=results, markdown=markdown, plot=tmp_path / "benchmarks.png",
+    )  # fmt: skip
+    figures = {f["name"]: f for f in json.loads(results.read_text())}
+    prefix = f"sqlite.n{READERS}"
+    assert {name: f["unit"] for name, f in figures.items()} == {
+        f"gazette.{prefix}.msgs_per_s": "msg/s",
+        f"gazette.{prefix}.cpu_ms_per_msg": "CPU ms/msg",
+        f"gazette.{prefix}.peak_rss_mb": "MB",
+        f"gazette.{prefix}.plan_s": "s",
+        f"gazette.{prefix}.machine_busy": "share",
+        f"obvious.{prefix}.msgs_per_s": "msg/s",
+        f"obvious.{prefix}.cpu_ms_per_msg": "CPU ms/msg",
+        f"gazette.{prefix}.vs_obvious": "x",
+    }
+    for figure in figures.values():
+        assert {"name", "value", "unit", "min", "max", "runs"} <= set(figure)
+        assert figure["runs"] == 1
+        assert figure["min"] <= figure["value"] <= figure["max"]
+    speedup = figures[f"gazette.{prefix}.vs_obvious"]
+    assert speedup["numerator"] == f"gazette.{prefix}.msgs_per_s"
+    assert speedup["denominator"] == f"obvious.{prefix}.msgs_per_s"
+    assert speedup["value"] == pytest.approx(
+        figures[speedup["numerator"]]["value"] / figures[speedup["denominator"]]["value"]
+    )
+    rate = figures[f"gazette.{prefix}.msgs_per_s"]["value"]
+    assert rate == pytest.approx(gazette.rate)
+    text = markdown.read_text()
+    assert "| Gazette, sqlite, 2,000 subscribers: messages/s" in text
+    assert "- SMTP sink: aiosmtpd (tests.smtp)" in text
