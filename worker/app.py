@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from celery import Celery
+from kombu import pools as kombu_pools
 
 from gazette.config import Settings, load_settings
 from gazette.errors import ConfigError
@@ -57,12 +58,15 @@ def configure(settings: Settings) -> None:
 
 def _drop_broker_connections() -> None:
     # Celery caches its connection pool and producer pool on first use and has no
-    # public call to reset them short of deregistering the app.
+    # public call to reset them short of deregistering the app; kombu also keeps
+    # producer pools per broker URL globally, which would hand back a pool closed
+    # here when the app returns to a broker it used before. Drop them all.
     pool = getattr(app, "_pool", None)
     if pool is not None:
         pool.force_close_all()
     app._pool = None  # type: ignore[attr-defined]
     app.amqp._producer_pool = None  # type: ignore[attr-defined]
+    kombu_pools.reset()
 
 
 try:
