@@ -156,6 +156,7 @@ def send_batch(
             .where(Issue.id == issue_id, Issue.status == IssueStatus.PLANNED)
             .values(status=IssueStatus.SENDING, started_at=utcnow())
         )
+    leased_at = utcnow()
     with factory() as session:
         composer = composer_for(session, ctx, issue_id)
     counts: Counter[str] = Counter()
@@ -171,13 +172,15 @@ def send_batch(
                 session.execute(update(Delivery), outcome.updates)
                 for subscriber_id, hard, detail in outcome.bounces:
                     record_bounce(session, subscriber_id, hard=hard, detail=detail)
-                if rest:
-                    # A slow batch (a low send rate, a slow relay) must not outlive its
-                    # lease, or the sweep would hand rows still being sent to another task.
+                # A slow batch (a low send rate, a slow relay) must not outlive its lease,
+                # or the sweep would hand rows still being sent to another task; renewing
+                # once half the lease has gone keeps that to a few updates per batch.
+                if rest and utcnow() - leased_at > ctx.lease / 2:
+                    leased_at = utcnow()
                     session.execute(
                         update(Delivery)
                         .where(Delivery.id.in_(rest), Delivery.status == DeliveryStatus.SENDING)
-                        .values(lease_until=utcnow() + ctx.lease)
+                        .values(lease_until=leased_at + ctx.lease)
                     )
             counts.update(outcome.counts)
     return BatchResult(
@@ -282,8 +285,21 @@ def reclaim_expired(session: Session, now: datetime | None = None) -> int:
 def finish_issue(session: Session, issue_id: int) -> bool:
     """Mark the issue sent with its counts once no row is pending or sending.
 
-    Returns True when the issue is (now or already) finished.
+    Returns True when the issue is (now or already) finished. Called after every
+    batch, so it first asks the (issue, status) index whether any row is still open,
+    and counts the whole ledger only once: counting per batch would grow with the
+    square of the audience.
     """
+    still_open = session.scalar(
+        select(Delivery.id)
+        .where(
+            Delivery.issue_id == issue_id,
+            Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+        )
+        .limit(1)
+    )
+    if still_open is not None:
+        return False
     counts = dict(
         session.execute(
             select(Delivery.status, func.count())
