@@ -42,7 +42,6 @@ from tests.workers import wait_for
 
 SLUG = "weekly"
 LANGUAGES = ("en", "uk", "ja")
-MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>\r\n]+)>", re.MULTILINE | re.IGNORECASE)
 
 
 # -- a Redis of the test's own ---------------------------------------------------------
@@ -164,21 +163,6 @@ class DropAfterDotHandler(RecordingHandler):
         # Closing makes aiosmtpd cancel this session's coroutine; no reply ever goes out.
         await asyncio.sleep(30)
         return "451 never sent"  # pragma: no cover - cancelled above
-
-
-def message_ids(messages: list[Received]) -> Counter[str]:
-    """How many times each Message-ID arrived."""
-    found: Counter[str] = Counter()
-    for message in messages:
-        match = MESSAGE_ID.search(message.data)
-        assert match is not None, f"no Message-ID in {message.data[:200]!r}"
-        found[match.group(1).decode()] += 1
-    return found
-
-
-def by_recipient(messages: list[Received]) -> Counter[str]:
-    """How many messages each recipient got."""
-    return Counter(r for message in messages for r in message.recipients)
 
 
 def duplicates(counts: Counter[str]) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -94,3 +96,21 @@ class SMTPServer:
     @property
     def messages(self) -> list[Received]:
         return self.handler.messages
+
+
+MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>\r\n]+)>", re.MULTILINE | re.IGNORECASE)
+
+
+def message_ids(messages: list[Received]) -> Counter[str]:
+    """How many times each Message-ID arrived (a count above 1 is a duplicate)."""
+    found: Counter[str] = Counter()
+    for message in messages:
+        match = MESSAGE_ID.search(message.data)
+        assert match is not None, f"no Message-ID in {message.data[:200]!r}"
+        found[match.group(1).decode()] += 1
+    return found
+
+
+def by_recipient(messages: list[Received]) -> Counter[str]:
+    """How many messages each recipient address got."""
+    return Counter(r for message in messages for r in message.recipients)

@@ -52,7 +52,7 @@ from gazette.tokens import Purpose
 from gazette.web import create_app
 from tests.conftest import make_env
 from tests.figures import record
-from tests.smtp import Received, RecordingHandler, SMTPServer
+from tests.smtp import Received, RecordingHandler, SMTPServer, by_recipient, message_ids
 from tests.workers import Worker, require_redis, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
@@ -60,7 +60,6 @@ BACKEND = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 
 SLUG = "weekly"
 LANGUAGES = ("en", "uk", "ja")
-MESSAGE_ID = re.compile(rb"^Message-ID:\s*<([^>\r\n]+)>", re.MULTILINE | re.IGNORECASE)
 
 
 # -- the relay ---------------------------------------------------------------------------
@@ -107,21 +106,6 @@ def smtp(relay: EngineHandler) -> Iterator[SMTPServer]:
     server.start()
     yield server
     server.stop()
-
-
-def message_ids(messages: list[Received]) -> Counter[str]:
-    """How many times each Message-ID arrived."""
-    found: Counter[str] = Counter()
-    for message in messages:
-        match = MESSAGE_ID.search(message.data)
-        assert match is not None, f"no Message-ID in {message.data[:200]!r}"
-        found[match.group(1).decode()] += 1
-    return found
-
-
-def arrivals_by_recipient(messages: list[Received]) -> Counter[str]:
-    """How many messages each recipient address got."""
-    return Counter(r for message in messages for r in message.recipients)
 
 
 # -- the installation --------------------------------------------------------------------
@@ -258,7 +242,7 @@ def test_ten_thousand_messages_each_sent_once(
     ids = message_ids(relay.messages)
     assert len(ids) == readers
     assert set(ids) == recorded_ids
-    assert arrivals_by_recipient(relay.messages) == Counter(address(n) for n in range(readers))
+    assert by_recipient(relay.messages) == Counter(address(n) for n in range(readers))
     record(
         f"10,000 messages ({BACKEND[runtime.engine.dialect.name]})",
         "one issue of 10,000 sent by a real worker (2 processes) over Redis to an SMTP server",
@@ -350,7 +334,7 @@ def test_sigkill_mid_send_loses_nothing_and_resends_only_unrecorded_rows(
             )
     ids = message_ids(relay.messages)
     duplicates = sum(n - 1 for n in ids.values())
-    by_recipient = arrivals_by_recipient(relay.messages)
+    per_reader = by_recipient(relay.messages)
     print(
         f"\n[{runtime.engine.dialect.name}] killed at {at_kill[DeliveryStatus.SENT]} sent, "
         f"{at_kill[DeliveryStatus.SENDING]} sending; {duplicates} duplicate(s); "
@@ -360,14 +344,14 @@ def test_sigkill_mid_send_loses_nothing_and_resends_only_unrecorded_rows(
     assert readers // 3 <= at_kill[DeliveryStatus.SENT] < readers
     assert at_kill[DeliveryStatus.SENDING] == len(in_flight_at_kill) > 0
     # Nothing lost: every reader got the issue, and the ledger says so.
-    assert set(by_recipient) == {address(n) for n in range(readers)}
+    assert set(per_reader) == {address(n) for n in range(readers)}
     assert counts == {DeliveryStatus.SENT: readers}
     assert (issue.sent_count, issue.failed_count, issue.skipped_count) == (readers, 0, 0)
     assert set(ids) == recorded_ids
     # Only rows claimed but not yet recorded when the worker died can have gone out twice.
     assert duplicates <= at_kill[DeliveryStatus.SENDING]
-    assert {a for a, n in by_recipient.items() if n > 1} <= in_flight_at_kill
-    assert max(by_recipient.values()) <= 2
+    assert {a for a, n in per_reader.items() if n > 1} <= in_flight_at_kill
+    assert max(per_reader.values()) <= 2
     record(
         f"worker SIGKILL mid-issue ({BACKEND[runtime.engine.dialect.name]})",
         f"{readers:,} deliveries; the worker and its pool killed with SIGKILL a third of the "
@@ -430,7 +414,7 @@ def test_deferrals_refusals_and_421_each_end_right(
                     .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.PENDING)
                     .values(next_attempt_at=utcnow() - timedelta(seconds=1))
                 )
-            received_after_first = arrivals_by_recipient(relay.messages)
+            received_after_first = by_recipient(relay.messages)
             sweep.delay()
             wait_for(lambda: issue_sent(runtime, issue_id), 60, "the retries to be sent")
         finally:
@@ -480,7 +464,7 @@ def test_deferrals_refusals_and_421_each_end_right(
     assert deferred_once == deferred
     assert relay.data_count // 100 >= 9
     # In the end: every deferred reader got it once, refused ones never, nobody twice.
-    received = arrivals_by_recipient(relay.messages)
+    received = by_recipient(relay.messages)
     assert received == Counter(a for n in range(readers) if (a := address(n)) not in refused)
     assert max(message_ids(relay.messages).values()) == 1
     for email in deferred:
@@ -575,7 +559,7 @@ def test_one_click_unsubscribe_mid_send_skips_the_reader(
     assert response.status_code == 200, response.text
     # The POST was answered while the issue was still going out.
     assert sent_when_answered < readers - 100
-    received = arrivals_by_recipient(relay.messages)
+    received = by_recipient(relay.messages)
     late_arrivals = [
         at
         for message, at in zip(relay.messages, relay.arrivals, strict=True)
@@ -641,7 +625,7 @@ def test_every_batch_enqueued_twice_sends_each_message_once(
             )
     # Both worker processes took tasks, so copies of one batch really ran side by side.
     assert all(succeeded_tasks(log) > 0 for log in logs)
-    assert arrivals_by_recipient(relay.messages) == Counter(address(n) for n in range(readers))
+    assert by_recipient(relay.messages) == Counter(address(n) for n in range(readers))
     ids = message_ids(relay.messages)
     assert len(ids) == readers
     assert max(ids.values()) == 1
@@ -708,7 +692,7 @@ def test_issue_finishes_when_its_last_waiting_row_is_unsubscribed(
     assert after_first == {DeliveryStatus.SENT: readers - 1, DeliveryStatus.PENDING: 1}
     assert after_unsubscribe == {DeliveryStatus.SENT: readers - 1, DeliveryStatus.SKIPPED: 1}
     assert status_after_unsubscribe == IssueStatus.SENDING
-    assert greylisted not in arrivals_by_recipient(relay.messages)
+    assert greylisted not in by_recipient(relay.messages)
     assert issue.finished_at is not None
     assert (issue.sent_count, issue.failed_count, issue.skipped_count) == (readers - 1, 0, 1)
     record(

@@ -76,14 +76,12 @@ from tests.reliability_helpers import (
     SlowHandler,
     add_articles,
     address,
-    by_recipient,
     duplicates,
     injected,
     installed,
     issue_sent,
     ledger,
     load_issue,
-    message_ids,
     parse_html,
     plan_ticks,
     private_redis,
@@ -92,7 +90,7 @@ from tests.reliability_helpers import (
     wait_ready,
     xss_payloads,
 )
-from tests.smtp import Received, RecordingHandler, SMTPServer
+from tests.smtp import Received, RecordingHandler, SMTPServer, by_recipient, message_ids
 from tests.workers import Worker, wait_for
 
 # The fault and hostile-input suite: `make reliability` runs it and writes its report.
