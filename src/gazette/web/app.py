@@ -214,27 +214,31 @@ class Views:
     def confirm(self, token: str) -> Response:
         """GET shows one button; POST confirms. Link scanners that only GET change nothing."""
         claims = self.claims(Purpose.CONFIRM, token)
-        language = self.reader_language(claims)
         if request.method == "GET":
-            return self.page("confirm", language=language, token=token)
+            return self.page("confirm", language=self.reader_language(claims), token=token)
         if not self.csrf_ok():
             return self.message(
-                403, "Form expired", "Please reload the page and try again.", language
-            )
+                403, "Form expired", "Please reload the page and try again.",
+                self.reader_language(claims),
+            )  # fmt: skip
+        # One session for the change and the page's language: one pool checkout.
         with self.rt.sessions() as session, session.begin():
             confirm(session, claims.subscriber, claims.newsletter, self.origin())
+            language = subscriber_by_public_id(session, claims.subscriber).language
         return self.page("confirmed", language=language)
 
     def unsubscribe(self, token: str) -> Response:
         """GET shows one button; POST unsubscribes: also the RFC 8058 one-click target."""
         claims = self.claims(Purpose.UNSUBSCRIBE, token)
-        language = self.reader_language(claims)
         if request.method == "GET":
-            return self.page("unsubscribe", language=language, token=token)
+            return self.page("unsubscribe", language=self.reader_language(claims), token=token)
         # No CSRF check: mail providers POST "List-Unsubscribe=One-Click" without
         # cookies, and the signed token already proves the link came from the reader's mail.
+        # One session for the change and the page's language: this is the hot path under
+        # a provider's one-click traffic, and each pool checkout costs a pre-ping.
         with self.rt.sessions() as session, session.begin():
             unsubscribe_link(session, claims.subscriber, claims.newsletter, self.origin())
+            language = subscriber_by_public_id(session, claims.subscriber).language
         return self.page("unsubscribed", language=language)
 
     def preferences(self, token: str) -> Response:
