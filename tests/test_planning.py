@@ -15,13 +15,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from gazette.articles import ArticleInput, upsert_article
-from gazette.digests import PlanResult, due_newsletters, pending_batches, period_key, plan_issue
+from gazette.digests import PlanResult, due_editions, pending_batches, period_key, plan_issue
 from gazette.newsletters import create_newsletter
 from gazette.runtime import Runtime
 from gazette.store.db import make_engine, make_session_factory, transaction
 from gazette.store.models import (
     Delivery,
     DeliveryStatus,
+    Edition,
     Issue,
     IssueArticle,
     IssueStatus,
@@ -430,7 +431,7 @@ def test_period_key_is_one_per_kyiv_week_across_dst(
     assert period_key(newsletter, period_start - timedelta(seconds=1)) < key
 
 
-def test_due_newsletters_until_the_current_period_has_an_issue(runtime: Runtime) -> None:
+def test_due_editions_until_the_current_period_has_an_issue(runtime: Runtime) -> None:
     with transaction(runtime.sessions) as session:
         weekly = create_newsletter(session, "weekly", "Weekly")
         daily = create_newsletter(
@@ -439,17 +440,24 @@ def test_due_newsletters_until_the_current_period_has_an_issue(runtime: Runtime)
         sparse = create_newsletter(session, "sparse", "Sparse", min_articles=5)
         add_reader(session, "reader@example.org")
         add_article(session, "A story", MONDAY_1 - timedelta(days=1))
-        assert due_newsletters(session, NOW_1) == [weekly, daily, sparse]
+        assert due_newsletters_regular(session, NOW_1) == [weekly, daily, sparse]
         plan_issue(session, weekly, NOW_1)
-        assert due_newsletters(session, NOW_1) == [daily, sparse]
+        assert due_newsletters_regular(session, NOW_1) == [daily, sparse]
         # A skipped issue still settles its period.
         assert plan_issue(session, sparse, NOW_1).status == IssueStatus.SKIPPED
-        assert due_newsletters(session, NOW_1 + timedelta(hours=1)) == [daily]
+        assert due_newsletters_regular(session, NOW_1 + timedelta(hours=1)) == [daily]
         plan_issue(session, daily, NOW_1)
-        assert due_newsletters(session, NOW_1 + timedelta(hours=2)) == []
+        assert due_newsletters_regular(session, NOW_1 + timedelta(hours=2)) == []
         # The next morning the daily one is due again, the weekly ones are not.
-        assert due_newsletters(session, NOW_1 + timedelta(days=1)) == [daily]
-        assert due_newsletters(session, NOW_2) == [weekly, daily, sparse]
+        assert due_newsletters_regular(session, NOW_1 + timedelta(days=1)) == [daily]
+        assert due_newsletters_regular(session, NOW_2) == [weekly, daily, sparse]
+
+
+def due_newsletters_regular(session: Session, now: datetime) -> list[int]:
+    """The newsletters due now; none of these offers a weekly edition."""
+    due = due_editions(session, now)
+    assert all(edition is Edition.REGULAR for _, edition in due)
+    return [newsletter_id for newsletter_id, _ in due]
 
 
 # --- two planners at the same moment (PostgreSQL) -----------------------------------------

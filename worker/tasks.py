@@ -9,7 +9,7 @@ from __future__ import annotations
 from gazette import digests, feeds, notices, sending
 from gazette.runtime import current_runtime
 from gazette.store.db import transaction
-from gazette.store.models import utcnow
+from gazette.store.models import Edition, utcnow
 from worker.app import app
 
 
@@ -30,10 +30,10 @@ def enqueue_issue(issue_id: int) -> int:
 
 
 @app.task(name="gazette.plan_newsletter", ignore_result=True, acks_late=True)
-def plan_newsletter(newsletter_id: int) -> None:
-    """Plan the newsletter's issue for the current period, then enqueue its batches."""
+def plan_newsletter(newsletter_id: int, edition: str = Edition.REGULAR.value) -> None:
+    """Plan the newsletter's issue (of an edition) for the current period, then enqueue it."""
     with transaction(current_runtime().sessions) as session:
-        result = digests.plan_issue(session, newsletter_id, utcnow())
+        result = digests.plan_issue(session, newsletter_id, utcnow(), edition=Edition(edition))
     enqueue_issue(result.issue_id)
 
 
@@ -41,9 +41,9 @@ def plan_newsletter(newsletter_id: int) -> None:
 def plan_due_issues() -> None:
     """Beat, every minute: plan every newsletter whose scheduled period has no issue yet."""
     with current_runtime().sessions() as session:
-        due = digests.due_newsletters(session, utcnow())
-    for newsletter_id in due:
-        plan_newsletter.delay(newsletter_id)
+        due = digests.due_editions(session, utcnow())
+    for newsletter_id, edition in due:
+        plan_newsletter.delay(newsletter_id, edition.value)
 
 
 @app.task(name="gazette.send_batch", ignore_result=True, acks_late=True)

@@ -12,7 +12,7 @@ from gazette.composer import SendContext, prepare_issue
 from gazette.errors import GazetteError
 from gazette.newsletters import newsletter_by_slug
 from gazette.rendering import IssueView
-from gazette.store.models import Issue, IssueStatus, Newsletter
+from gazette.store.models import Edition, Issue, IssueStatus, Newsletter
 
 PUBLISHED = (IssueStatus.SENDING, IssueStatus.SENT)
 
@@ -31,11 +31,15 @@ class ArchivedIssue:
 def list_archive(
     session: Session, ctx: SendContext, newsletter_slug: str | None = None, limit: int = 50
 ) -> list[ArchivedIssue]:
-    """Issues that were sent (or are going out), newest first."""
+    """Issues that were sent (or are going out), newest first.
+
+    Weekly summaries repeat the week's issues, so the list leaves them out; each still
+    has its page, which its "view in browser" link opens.
+    """
     query = (
         select(Issue, Newsletter)
         .join(Newsletter, Newsletter.id == Issue.newsletter_id)
-        .where(Issue.status.in_(PUBLISHED))
+        .where(Issue.status.in_(PUBLISHED), Issue.edition == Edition.REGULAR)
         .order_by(Issue.cutoff_at.desc(), Issue.id.desc())
         .limit(limit)
     )

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, insert, literal, select
+from sqlalchemy import ColumnElement, func, insert, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gazette.errors import GazetteError
 from gazette.newsletters import Schedule
 from gazette.store.models import (
     Article,
     Delivery,
     DeliveryStatus,
+    Edition,
     Issue,
     IssueArticle,
     IssueStatus,
@@ -37,26 +39,65 @@ class PlanResult:
     skip_reason: str | None = None
 
 
-def period_key(newsletter: Newsletter, now: datetime) -> str:
-    """Return the key of the scheduled period ``now`` falls in: its start, in UTC.
+# Subscription.frequency values; NULL means the newsletter's own schedule.
+WEEKLY_FREQUENCY = "weekly"
 
-    Every scheduler computes the same key for the same tick, which is what makes a
-    schedule that fires twice, or two schedulers, plan one issue.
+
+def period_key(newsletter: Newsletter, now: datetime, edition: Edition = Edition.REGULAR) -> str:
+    """Return the key of the scheduled period ``now`` falls in.
+
+    A regular issue's key is the start of its period in UTC; the weekly summary's is
+    the ISO week (in the newsletter's zone) of that start, so it is planned at the
+    first scheduled tick of each week. Every scheduler computes the same key for the
+    same tick, which is what makes a schedule that fires twice, or two schedulers,
+    plan one issue.
     """
     start = Schedule(newsletter.schedule_cron, newsletter.timezone).last_fire(now)
+    if edition is Edition.WEEKLY:
+        year, week, _day = start.isocalendar()
+        return f"week-{year}-W{week:02d}"
     return start.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
+def editions(newsletter: Newsletter) -> tuple[Edition, ...]:
+    """The editions the newsletter sends: the weekly summary only when readers may choose."""
+    if newsletter.allow_frequency:
+        return (Edition.REGULAR, Edition.WEEKLY)
+    return (Edition.REGULAR,)
+
+
 def previous_cutoff(
-    session: Session, newsletter_id: int, issue_id: int | None = None
+    session: Session,
+    newsletter_id: int,
+    issue_id: int | None = None,
+    edition: Edition = Edition.REGULAR,
 ) -> datetime | None:
-    """Cutoff of the newsletter's last issue that went out; skipped ones carry nothing."""
+    """Cutoff of the edition's last issue that went out; skipped ones carry nothing."""
     query = select(func.max(Issue.cutoff_at)).where(
-        Issue.newsletter_id == newsletter_id, Issue.status != IssueStatus.SKIPPED
+        Issue.newsletter_id == newsletter_id,
+        Issue.edition == edition,
+        Issue.status != IssueStatus.SKIPPED,
     )
     if issue_id is not None:
         query = query.where(Issue.id != issue_id)
     return session.scalar(query)
+
+
+def window_start(
+    session: Session,
+    newsletter_id: int,
+    now: datetime,
+    edition: Edition = Edition.REGULAR,
+    issue_id: int | None = None,
+) -> datetime | None:
+    """Where the edition's next issue starts: its previous cutoff (None: the beginning).
+
+    The first weekly summary covers the week before it, not the whole back catalogue.
+    """
+    since = previous_cutoff(session, newsletter_id, issue_id, edition)
+    if since is None and edition is Edition.WEEKLY:
+        return now - timedelta(days=7)
+    return since
 
 
 def select_articles(
@@ -65,16 +106,20 @@ def select_articles(
     cutoff: datetime,
     since: datetime | None,
     exclude_issue_id: int | None = None,
+    edition: Edition = Edition.REGULAR,
 ) -> list[int]:
     """The articles an issue cut at ``cutoff`` carries: newest first, capped, not sent before.
 
-    Read-only, so a preview shows exactly what planning would freeze.
+    "Sent before" means in an earlier issue of the same edition: the weekly summary
+    repeats the week's regular issues for readers who receive nothing else. Read-only,
+    so a preview shows exactly what planning would freeze.
     """
     already_sent = (
         select(IssueArticle.article_id)
         .join(Issue, Issue.id == IssueArticle.issue_id)
         .where(
             Issue.newsletter_id == newsletter.id,
+            Issue.edition == edition,
             # A skipped issue sent nothing: its articles roll over to the next one.
             Issue.status != IssueStatus.SKIPPED,
         )
@@ -105,7 +150,9 @@ def _freeze_articles(
     session: Session, newsletter: Newsletter, issue: Issue, since: datetime | None
 ) -> int:
     """Pick the issue's articles and record them in order; return how many."""
-    article_ids = select_articles(session, newsletter, issue.cutoff_at, since, issue.id)
+    article_ids = select_articles(
+        session, newsletter, issue.cutoff_at, since, issue.id, issue.edition
+    )
     session.add_all(
         IssueArticle(issue_id=issue.id, article_id=article_id, position=position)
         for position, article_id in enumerate(article_ids)
@@ -113,17 +160,31 @@ def _freeze_articles(
     return len(article_ids)
 
 
-def _freeze_audience(session: Session, issue: Issue) -> int:
-    """Insert one pending delivery per active subscription, in one INSERT ... SELECT."""
+def audience_filter(newsletter: Newsletter, edition: Edition) -> ColumnElement[bool]:
+    """Which active subscriptions an edition goes to, by the frequency readers chose.
+
+    A frequency is only honoured while the newsletter offers the choice: when an
+    operator withdraws it, weekly readers go back to every issue rather than to nothing.
+    """
+    active = (Subscription.newsletter_id == newsletter.id) & (
+        Subscription.status == SubscriptionStatus.ACTIVE
+    )
+    if not newsletter.allow_frequency:
+        return active
+    weekly = Subscription.frequency == WEEKLY_FREQUENCY
+    if edition is Edition.WEEKLY:
+        return active & weekly
+    return active & or_(Subscription.frequency.is_(None), ~weekly)
+
+
+def _freeze_audience(session: Session, newsletter: Newsletter, issue: Issue) -> int:
+    """Insert one pending delivery per subscription of the edition, in one INSERT ... SELECT."""
     audience = select(
         literal(issue.id),
         Subscription.subscriber_id,
         literal(DeliveryStatus.PENDING.value),
         literal(0),
-    ).where(
-        Subscription.newsletter_id == issue.newsletter_id,
-        Subscription.status == SubscriptionStatus.ACTIVE,
-    )
+    ).where(audience_filter(newsletter, issue.edition))
     result = session.execute(
         insert(Delivery).from_select(["issue_id", "subscriber_id", "status", "attempts"], audience),
         # psycopg reports -1 for INSERT ... SELECT unless SQLAlchemy is told to keep it.
@@ -133,17 +194,25 @@ def _freeze_audience(session: Session, issue: Issue) -> int:
 
 
 def plan_issue(
-    session: Session, newsletter_id: int, now: datetime, key: str | None = None
+    session: Session,
+    newsletter_id: int,
+    now: datetime,
+    key: str | None = None,
+    edition: Edition = Edition.REGULAR,
 ) -> PlanResult:
-    """Plan the issue of ``newsletter_id`` for the period of ``now`` (or an explicit key).
+    """Plan the edition's issue of ``newsletter_id`` for the period of ``now`` (or a key).
 
     Idempotent: the (newsletter, period key) pair is unique, so planning again, or from
     another process at the same time, returns the issue already planned. Runs inside the
     caller's transaction; the caller commits before enqueueing any sending.
     """
     newsletter = session.get_one(Newsletter, newsletter_id)
-    key = key or period_key(newsletter, now)
-    issue = Issue(newsletter_id=newsletter_id, period_key=key, cutoff_at=now)
+    if edition not in editions(newsletter):
+        raise GazetteError(
+            f"{newsletter.slug} has no weekly edition: its readers cannot choose a frequency."
+        )
+    key = key or period_key(newsletter, now, edition)
+    issue = Issue(newsletter_id=newsletter_id, period_key=key, cutoff_at=now, edition=edition)
     try:
         with session.begin_nested():
             session.add(issue)
@@ -152,19 +221,36 @@ def plan_issue(
             select(Issue).where(Issue.newsletter_id == newsletter_id, Issue.period_key == key)
         ).one()
         return _describe(session, existing, created=False)
-    since = previous_cutoff(session, newsletter_id, issue.id)
+    since = window_start(session, newsletter_id, now, edition, issue.id)
     issue.since_at = since
     articles = _freeze_articles(session, newsletter, issue, since)
     if articles < newsletter.min_articles:
-        issue.status = IssueStatus.SKIPPED
-        issue.skip_reason = (
-            f"{articles} new article(s), fewer than the minimum of {newsletter.min_articles}"
+        return _skip(
+            session,
+            issue,
+            articles,
+            f"{articles} new article(s), fewer than the minimum of {newsletter.min_articles}",
         )
-        session.flush()
-        return PlanResult(issue.id, True, issue.status, articles, 0, issue.skip_reason)
-    deliveries = _freeze_audience(session, issue)
+    if edition is Edition.WEEKLY and not _has_audience(session, newsletter, edition):
+        # Recorded as skipped, so its articles stay unsent for the first weekly reader.
+        return _skip(session, issue, articles, "no reader chose the weekly summary")
+    deliveries = _freeze_audience(session, newsletter, issue)
     session.flush()
     return PlanResult(issue.id, True, issue.status, articles, deliveries)
+
+
+def _skip(session: Session, issue: Issue, articles: int, reason: str) -> PlanResult:
+    issue.status = IssueStatus.SKIPPED
+    issue.skip_reason = reason
+    session.flush()
+    return PlanResult(issue.id, True, issue.status, articles, 0, reason)
+
+
+def _has_audience(session: Session, newsletter: Newsletter, edition: Edition) -> bool:
+    found = session.scalar(
+        select(Subscription.id).where(audience_filter(newsletter, edition)).limit(1)
+    )
+    return found is not None
 
 
 def _describe(session: Session, issue: Issue, *, created: bool) -> PlanResult:
@@ -198,16 +284,19 @@ def pending_batches(session: Session, issue_id: int, batch_size: int) -> list[tu
     ]
 
 
-def due_newsletters(session: Session, now: datetime) -> list[int]:
-    """Return the newsletters whose current scheduled period has no issue yet."""
-    due: list[int] = []
+def due_editions(session: Session, now: datetime) -> list[tuple[int, Edition]]:
+    """Return (newsletter, edition) pairs whose current period has no issue yet."""
+    due: list[tuple[int, Edition]] = []
     for newsletter in session.scalars(select(Newsletter).order_by(Newsletter.id)):
-        key = period_key(newsletter, now)
-        exists = session.scalar(
-            select(Issue.id).where(Issue.newsletter_id == newsletter.id, Issue.period_key == key)
-        )
-        if exists is None:
-            due.append(newsletter.id)
+        for edition in editions(newsletter):
+            key = period_key(newsletter, now, edition)
+            exists = session.scalar(
+                select(Issue.id).where(
+                    Issue.newsletter_id == newsletter.id, Issue.period_key == key
+                )
+            )
+            if exists is None:
+                due.append((newsletter.id, edition))
     return due
 
 
@@ -233,6 +322,7 @@ class IssueStats:
 
     issue_id: int
     newsletter: str
+    edition: Edition
     period_key: str
     status: IssueStatus
     planned: int
@@ -280,6 +370,7 @@ def issue_stats(
             IssueStats(
                 issue_id=issue.id,
                 newsletter=slug,
+                edition=issue.edition,
                 period_key=issue.period_key,
                 status=issue.status,
                 planned=sum(by.values()),

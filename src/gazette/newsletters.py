@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from cronsim import CronSim, CronSimError
 from sqlalchemy import select
@@ -32,6 +32,25 @@ class Schedule:
         start = local.replace(second=59, microsecond=0)
         return next(CronSim(self.cron, start, reverse=True))
 
+    def fires_within(self, start: datetime, days: int) -> int:
+        """How many times the schedule fires in the ``days`` after ``start`` (capped at 64)."""
+        local = start.astimezone(zoneinfo.ZoneInfo(self.timezone))
+        end = local + timedelta(days=days)
+        count = 0
+        for fire in CronSim(self.cron, local):
+            if fire > end or count >= 64:
+                break
+            count += 1
+        return count
+
+    def more_often_than_weekly(self) -> bool:
+        """True when the schedule fires more than twice in any fortnight from now.
+
+        A weekly summary is only a choice for readers of a newsletter that sends more
+        often than weekly; twice a week or daily qualifies, weekly or rarer does not.
+        """
+        return self.fires_within(datetime.now(UTC), 14) > 2
+
 
 def check_schedule(cron: str, timezone: str) -> Schedule:
     """Return the schedule, or raise GazetteError naming the bad expression or zone."""
@@ -44,6 +63,14 @@ def check_schedule(cron: str, timezone: str) -> Schedule:
     except CronSimError:
         raise GazetteError(f"Schedule {cron!r} is not a five-field cron expression.") from None
     return Schedule(cron, timezone)
+
+
+def _check_frequency_choice(slug: str, schedule: Schedule) -> None:
+    if not schedule.more_often_than_weekly():
+        raise GazetteError(
+            f"{slug} is sent on schedule {schedule.cron!r}, at most weekly already: "
+            "a choice of a weekly summary needs a schedule that fires more often."
+        )
 
 
 def newsletter_by_slug(session: Session, slug: str) -> Newsletter:
@@ -69,13 +96,16 @@ def create_newsletter(
     max_articles: int = 20,
     from_address: str | None = None,
     list_id: str | None = None,
+    allow_frequency: bool = False,
 ) -> int:
     """Create a newsletter and return its id; the slug must be new."""
     if not SLUG.match(slug):
         raise GazetteError(
             f"Newsletter slug {slug!r} must be lower-case letters, digits and hyphens."
         )
-    check_schedule(cron, timezone)
+    schedule = check_schedule(cron, timezone)
+    if allow_frequency:
+        _check_frequency_choice(slug, schedule)
     if not 1 <= min_articles <= max_articles:
         raise GazetteError(
             f"Minimum articles ({min_articles}) must be at least 1 and at most "
@@ -90,6 +120,7 @@ def create_newsletter(
         max_articles=max_articles,
         from_address=from_address,
         list_id=list_id,
+        allow_frequency=allow_frequency,
     )
     try:
         with session.begin_nested():
@@ -135,7 +166,14 @@ def update_newsletter(session: Session, slug: str, changes: NewsletterChanges) -
     newsletter = newsletter_by_slug(session, slug)
     cron = changes.cron or newsletter.schedule_cron
     timezone = changes.timezone or newsletter.timezone
-    check_schedule(cron, timezone)
+    schedule = check_schedule(cron, timezone)
+    allow = (
+        changes.allow_frequency
+        if changes.allow_frequency is not None
+        else newsletter.allow_frequency
+    )
+    if allow:
+        _check_frequency_choice(slug, schedule)
     low = changes.min_articles if changes.min_articles is not None else newsletter.min_articles
     high = changes.max_articles if changes.max_articles is not None else newsletter.max_articles
     if not 1 <= low <= high:

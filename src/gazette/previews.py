@@ -10,10 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gazette.composer import Composer, Personalised, Reader, SendContext, article_views, prepare
-from gazette.digests import previous_cutoff, select_articles
+from gazette.digests import WEEKLY_FREQUENCY, editions, select_articles, window_start
 from gazette.errors import GazetteError
 from gazette.newsletters import newsletter_by_slug
-from gazette.store.models import Subscription, Topic, subscription_topic
+from gazette.store.models import Edition, Subscription, Topic, subscription_topic
 from gazette.subscribers import subscriber_by_email
 
 SAMPLE_READER = Reader(public_id="preview", email="reader@example.org", name="", language="en")
@@ -27,6 +27,7 @@ class Preview:
     articles: int
     personal: Personalised
     message: bytes
+    edition: Edition = Edition.REGULAR
 
 
 def _reader_for(session: Session, email: str, newsletter_id: int) -> Reader:
@@ -56,17 +57,27 @@ def preview(
     *,
     as_email: str | None = None,
     to: str | None = None,
+    edition: Edition | None = None,
 ) -> Preview:
     """Compose the message the newsletter's next issue would bring, for a reader or a sample.
 
     Nothing is written: no issue, no ledger rows. ``to`` addresses the message to
     someone else (a test send) while keeping the chosen reader's language and topics.
+    Without an explicit ``edition``, the reader's own (the weekly summary when they
+    chose it) is shown.
     """
     newsletter = newsletter_by_slug(session, newsletter_slug)
-    since = previous_cutoff(session, newsletter.id)
-    article_ids = select_articles(session, newsletter, now, since)
+    if edition is None:
+        edition = _edition_of(session, as_email, newsletter.id) if as_email else Edition.REGULAR
+    if edition not in editions(newsletter):
+        raise GazetteError(
+            f"{newsletter_slug} has no weekly edition: its readers cannot choose a frequency."
+        )
+    since = window_start(session, newsletter.id, now, edition)
+    article_ids = select_articles(session, newsletter, now, since, edition=edition)
     if not article_ids:
-        raise GazetteError(f"{newsletter_slug} has no new articles since its last issue.")
+        last = "weekly summary" if edition is Edition.WEEKLY else "issue"
+        raise GazetteError(f"{newsletter_slug} has no new articles since its last {last}.")
     # A fresh id per preview: a mail provider drops a second test whose Message-ID it
     # already holds, which would hide the editor's corrected version.
     prepared = prepare(
@@ -83,4 +94,16 @@ def preview(
     composed = composer.compose(reader, now)
     if personal is None or composed is None:
         raise GazetteError(f"No new article matches the topics {reader.email} chose.")
-    return Preview(reader, len(article_ids), personal, composed[1])
+    return Preview(reader, len(article_ids), personal, composed[1], edition)
+
+
+def _edition_of(session: Session, email: str, newsletter_id: int) -> Edition:
+    """The edition a reader receives: weekly only if they chose it and it is offered."""
+    subscriber = subscriber_by_email(session, email)
+    frequency = session.scalar(
+        select(Subscription.frequency).where(
+            Subscription.subscriber_id == subscriber.id,
+            Subscription.newsletter_id == newsletter_id,
+        )
+    )
+    return Edition.WEEKLY if frequency == WEEKLY_FREQUENCY else Edition.REGULAR

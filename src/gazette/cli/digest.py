@@ -17,7 +17,7 @@ from gazette.errors import GazetteError
 from gazette.mailer import DeliveryError
 from gazette.newsletters import newsletter_by_slug
 from gazette.store.db import transaction
-from gazette.store.models import utcnow
+from gazette.store.models import Edition, utcnow
 from gazette.subscribers import check_address
 
 POLL_SECONDS = 0.5
@@ -38,6 +38,7 @@ def _describe(stats: IssueStats) -> dict[str, Any]:
     return {
         "issue": stats.issue_id,
         "newsletter": stats.newsletter,
+        "edition": stats.edition.value,
         "period": stats.period_key,
         "status": stats.status.value,
         "planned": stats.planned,
@@ -55,12 +56,17 @@ def _describe(stats: IssueStats) -> dict[str, Any]:
 @click.argument("newsletter")
 @click.option("--now", "extra", is_flag=True, help="Plan an extra issue now, outside the schedule.")
 @click.option("--wait", is_flag=True, help="Follow the send until every message is settled.")
-def send(newsletter: str, extra: bool, wait: bool) -> None:
+@click.option(
+    "--weekly", is_flag=True, help="The weekly summary, for readers who chose it, this week."
+)
+def send(newsletter: str, extra: bool, wait: bool, weekly: bool) -> None:
     """Plan the issue of the current scheduled period and enqueue its batches.
 
     Planning is idempotent: the period's issue is planned once however often this
     runs. --now plans an extra issue with the articles published since the previous
-    one. With no broker configured the send runs in-process and returns when done.
+    one. --weekly plans the week's summary instead, sent to the readers who chose a
+    weekly frequency (the scheduler plans it at the first tick of each week). With no
+    broker configured the send runs in-process and returns when done.
 
     \b
     Example:
@@ -72,8 +78,10 @@ def send(newsletter: str, extra: bool, wait: bool) -> None:
     now = utcnow()
     with transaction(rt.sessions) as session:
         newsletter_id = newsletter_by_slug(session, newsletter).id
-        key = f"extra-{now:%Y-%m-%dT%H:%M:%S}Z" if extra else None
-        plan = plan_issue(session, newsletter_id, now, key)
+        edition = Edition.WEEKLY if weekly else Edition.REGULAR
+        prefix = "extra-weekly" if weekly else "extra"
+        key = f"{prefix}-{now:%Y-%m-%dT%H:%M:%S}Z" if extra else None
+        plan = plan_issue(session, newsletter_id, now, key, edition)
     if plan.skip_reason:
         click.echo(
             f"Issue {plan.issue_id} of {newsletter} skipped, nothing sent: {plan.skip_reason}."
@@ -131,13 +139,13 @@ def status(issues: tuple[int, ...], limit: int, as_json: bool) -> None:
         print_json({"issues": rows})
         return
     table = Table(
-        "issue", "newsletter", "period", "status", "planned", "sent", "failed", "skipped",
-        "pending", "started", "finished", "msg/s",
+        "issue", "newsletter", "edition", "period", "status", "planned", "sent", "failed",
+        "skipped", "pending", "started", "finished", "msg/s",
     )  # fmt: skip
     for row in rows:
         table.add_row(
-            *(str(row[k]) for k in ("issue", "newsletter", "period", "status", "planned",
-                                    "sent", "failed", "skipped", "pending")),
+            *(str(row[k]) for k in ("issue", "newsletter", "edition", "period", "status",
+                                    "planned", "sent", "failed", "skipped", "pending")),
             (row["started_at"] or "")[:19], (row["finished_at"] or "")[:19],
             str(row["messages_per_second"] or ""),
         )  # fmt: skip
@@ -159,8 +167,18 @@ def status(issues: tuple[int, ...], limit: int, as_json: bool) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the whole message here.",
 )
+@click.option(
+    "--weekly/--regular",
+    "weekly",
+    default=None,
+    help="The weekly summary or every-issue edition (default: the --as reader's own).",
+)
 def preview(
-    newsletter: str, as_email: str | None, html_file: Path | None, eml_file: Path | None
+    newsletter: str,
+    as_email: str | None,
+    html_file: Path | None,
+    eml_file: Path | None,
+    weekly: bool | None,
 ) -> None:
     """Show the issue the newsletter would send if planned now; changes nothing.
 
@@ -170,14 +188,19 @@ def preview(
     """
     rt = runtime()
     with rt.sessions() as session:
-        result = previews.preview(session, rt.send_context, newsletter, utcnow(), as_email=as_email)
+        result = previews.preview(
+            session, rt.send_context, newsletter, utcnow(), as_email=as_email,
+            edition=_edition(weekly),
+        )  # fmt: skip
     if html_file is not None:
         html_file.write_text(result.personal.html, encoding="utf-8")
     if eml_file is not None:
         eml_file.write_bytes(result.message)
     click.echo(f"Subject: {result.personal.subject}")
+    edition = " (weekly summary)" if result.edition is Edition.WEEKLY else ""
     click.echo(
-        f"For: {result.reader.email} ({result.reader.language}), {result.articles} article(s)"
+        f"For: {result.reader.email} ({result.reader.language}), "
+        f"{result.articles} article(s){edition}"
     )
     click.echo("")
     click.echo(result.personal.text)
@@ -187,7 +210,13 @@ def preview(
 @click.argument("newsletter")
 @click.option("--to", "to", required=True, help="Address that receives the test message.")
 @click.option("--as", "as_email", help="Render for this subscriber (language, topics, name).")
-def test_send(newsletter: str, to: str, as_email: str | None) -> None:
+@click.option(
+    "--weekly/--regular",
+    "weekly",
+    default=None,
+    help="The weekly summary or every-issue edition (default: the --as reader's own).",
+)
+def test_send(newsletter: str, to: str, as_email: str | None, weekly: bool | None) -> None:
     """Send the preview to one address, through the configured transport.
 
     \b
@@ -198,8 +227,9 @@ def test_send(newsletter: str, to: str, as_email: str | None) -> None:
     address = check_address(to, allow_smtputf8=rt.settings.smtputf8)
     with rt.sessions() as session:
         result = previews.preview(
-            session, rt.send_context, newsletter, utcnow(), as_email=as_email, to=address
-        )
+            session, rt.send_context, newsletter, utcnow(), as_email=as_email, to=address,
+            edition=_edition(weekly),
+        )  # fmt: skip
     with rt.send_context.transport.connect() as connection:
         try:
             connection.send(rt.send_context.default_from, address, result.message)
@@ -208,3 +238,10 @@ def test_send(newsletter: str, to: str, as_email: str | None) -> None:
                 f"The relay refused the test message to {address}: {error.detail}"
             ) from None
     click.echo(f"Test of {newsletter} sent to {address} via {rt.settings.smtp.redacted()}.")
+
+
+def _edition(weekly: bool | None) -> Edition | None:
+    """--weekly/--regular as an edition; neither leaves the choice to the reader's own."""
+    if weekly is None:
+        return None
+    return Edition.WEEKLY if weekly else Edition.REGULAR

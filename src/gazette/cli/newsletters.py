@@ -58,9 +58,14 @@ def newsletters() -> None:
 @click.option("--max-articles", default=20, show_default=True, type=click.IntRange(1))
 @click.option("--from-address", help="Sender address (default: GAZETTE_FROM_ADDRESS).")
 @click.option("--list-id", help="List-Id header value.")
+@click.option(
+    "--allow-frequency",
+    is_flag=True,
+    help="Readers may choose every issue or a weekly summary (schedule more often than weekly).",
+)
 def add(
     slug: str, name: str, schedule: str, timezone: str, min_articles: int, max_articles: int,
-    from_address: str | None, list_id: str | None,
+    from_address: str | None, list_id: str | None, allow_frequency: bool,
 ) -> None:  # fmt: skip
     """Add a newsletter.
 
@@ -74,6 +79,7 @@ def add(
         create_newsletter(
             session, slug, name, cron=schedule, timezone=timezone, min_articles=min_articles,
             max_articles=max_articles, from_address=from_address, list_id=list_id,
+            allow_frequency=allow_frequency,
         )  # fmt: skip
     click.echo(f"Newsletter {slug} added: {schedule} ({timezone}).")
 
@@ -134,7 +140,9 @@ def show(slug: str, as_json: bool) -> None:
 )
 @click.option("--all-topics", is_flag=True, help="Remove the topic filter.")
 @click.option(
-    "--allow-frequency/--no-allow-frequency", default=None, help="Readers may pick daily or weekly."
+    "--allow-frequency/--no-allow-frequency",
+    default=None,
+    help="Readers may pick every issue or a weekly summary.",
 )
 @click.option("--template-set", help="Email templates to use: email/<NAME>.{subject,txt,html}.j2.")
 def edit(

@@ -106,6 +106,17 @@ class IssueStatus(enum.StrEnum):
     SKIPPED = "skipped"
 
 
+class Edition(enum.StrEnum):
+    """Which readers an issue is for: every scheduled issue, or the weekly summary.
+
+    Readers of a newsletter that offers a choice of frequency pick one; the weekly
+    edition has its own article window, so it repeats what the week's issues carried.
+    """
+
+    REGULAR = "regular"
+    WEEKLY = "weekly"
+
+
 class DeliveryStatus(enum.StrEnum):
     """Where one message of an issue is: the ledger's states."""
 
@@ -280,6 +291,9 @@ class Issue(Base):
     public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
     newsletter_id: Mapped[int] = mapped_column(ForeignKey("newsletter.id", ondelete="CASCADE"))
     period_key: Mapped[str] = mapped_column(String(64))
+    edition: Mapped[Edition] = mapped_column(
+        _enum(Edition, "issue_edition"), default=Edition.REGULAR, server_default="regular"
+    )
     status: Mapped[IssueStatus] = mapped_column(
         _enum(IssueStatus, "issue_status"), default=IssueStatus.PLANNED
     )
