@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 
 from gazette.articles import ArticleInput, upsert_article
 from gazette.config import load_settings
-from gazette.newsletters import create_newsletter
+from gazette.newsletters import NewsletterChanges, create_newsletter, update_newsletter
 from gazette.runtime import Runtime, build_runtime, use_runtime
 from gazette.store import migrate
 from gazette.store.db import transaction
@@ -531,6 +531,40 @@ def test_concurrent_requests_for_one_new_address_send_one_confirmation(
     assert sorted(m.recipients[0] for m in site.smtp.messages) == addresses
 
 
+def test_simultaneous_one_click_posts_unsubscribe_once(site: Site) -> None:
+    """A mail provider retrying a one-click POST while the first is still running."""
+    rt = site.runtime
+    readers = {
+        f"one.click{n}@example.org": add_reader(rt, f"one.click{n}@example.org", confirmed=True)
+        for n in range(5)
+    }
+    browser = site.browser(cookies=False)
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+    for public_id in readers.values():
+        path = f"/unsubscribe/{rt.tokens.mint(Purpose.UNSUBSCRIBE, public_id, SLUG)}"
+        barrier = threading.Barrier(4)
+
+        def post(path: str = path, barrier: threading.Barrier = barrier) -> None:
+            try:
+                barrier.wait()
+                statuses.append(browser.post(path, [("List-Unsubscribe", "One-Click")]).status)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=post) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert errors == []
+    assert statuses == [200] * 4 * len(readers)
+    after = snapshot(rt)
+    assert {after.statuses[(email, SLUG)] for email in readers} == {SubscriptionStatus.UNSUBSCRIBED}
+    # One event per reader, however many of their POSTs raced.
+    assert after.events["unsubscribed"] == len(readers)
+
+
 def test_a_confirmation_that_failed_to_send_can_be_asked_for_again(site: Site) -> None:
     """The relay refuses the first confirmation for a moment; the reader tries again."""
     site.smtp.handler.data_script = lambda _rcpt, count: (
@@ -798,6 +832,35 @@ def test_preferences_post_saves_language_and_topics(site: Site) -> None:
     assert after.topics[(EMAIL, SLUG)] == {"energy"}
     assert after.statuses[(EMAIL, SLUG)] == SubscriptionStatus.ACTIVE
     assert after.events["preferences"] == 1
+
+
+def test_preferences_offer_a_frequency_only_where_the_newsletter_does(site: Site) -> None:
+    rt = site.runtime
+    public_id = add_reader(rt, EMAIL, confirmed=True)
+    url = f"/preferences/{rt.tokens.mint(Purpose.PREFERENCES, public_id, SLUG)}"
+    browser = site.browser()
+    page = browser.get(url)
+    assert 'name="frequency"' not in page.text
+    # A newsletter sent every morning may offer a weekly summary instead.
+    with transaction(rt.sessions) as session:
+        update_newsletter(session, SLUG, NewsletterChanges(cron="0 7 * * *", allow_frequency=True))
+    page = browser.get(url)
+    assert ">Every issue</option>" in page.text
+    assert ">Weekly summary</option>" in page.text
+    saved = browser.submit(page.form(url), frequency="weekly", action="save")
+    assert saved.status == 200, saved.text
+    assert saved.form(url).value("frequency") == "weekly"
+    with rt.sessions() as session:
+        frequency = session.scalar(
+            select(Subscription.frequency)
+            .join(Subscriber, Subscriber.id == Subscription.subscriber_id)
+            .where(Subscriber.email == EMAIL)
+        )
+    assert frequency == "weekly"
+    # A value the form never offers is refused with the reason, and nothing is saved.
+    refused = browser.submit(saved.form(url), frequency="hourly", action="save")
+    assert refused.status == 400, refused.text
+    assert "Frequency &#39;hourly&#39; is not one of daily, weekly." in refused.text
 
 
 def test_preferences_unsubscribe_all_ends_every_subscription(site: Site) -> None:

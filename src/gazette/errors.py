@@ -11,3 +11,7 @@ class GazetteError(Exception):
 
 class ConfigError(GazetteError):
     """A setting is missing or malformed; entry points exit with status 2."""
+
+
+class InvalidChoiceError(GazetteError):
+    """A value a reader or operator chose is not one on offer (a form field, an option)."""

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gazette.addresses import AddressError, normalise_address
-from gazette.errors import GazetteError
+from gazette.errors import GazetteError, InvalidChoiceError
 from gazette.newsletters import newsletter_by_slug
 from gazette.store.models import (
     Delivery,
@@ -284,16 +284,20 @@ def unsubscribe(session: Session, subscriber_id: int, newsletter_id: int, origin
 
     Idempotent, and immediate: deliveries not yet sent to this reader for this
     newsletter are skipped in the same transaction, so a send in progress honours it.
+    The status changes by one conditional UPDATE, so of two clicks at the same moment
+    only one changes it and records the event.
     """
-    subscription = session.scalar(
-        select(Subscription).where(
+    changed = session.execute(
+        update(Subscription)
+        .where(
             Subscription.subscriber_id == subscriber_id,
             Subscription.newsletter_id == newsletter_id,
+            Subscription.status != SubscriptionStatus.UNSUBSCRIBED,
         )
+        .values(status=SubscriptionStatus.UNSUBSCRIBED, updated_at=utcnow())
     )
-    if subscription is None or subscription.status == SubscriptionStatus.UNSUBSCRIBED:
+    if not changed.rowcount:  # type: ignore[attr-defined]
         return False
-    subscription.status = SubscriptionStatus.UNSUBSCRIBED
     issue_ids = select(Issue.id).where(Issue.newsletter_id == newsletter_id)
     session.execute(
         update(Delivery)
@@ -310,13 +314,22 @@ def unsubscribe(session: Session, subscriber_id: int, newsletter_id: int, origin
     return True
 
 
+@dataclass(frozen=True)
+class LinkUnsubscribe:
+    """What an unsubscribe link did, and the language to answer the reader in."""
+
+    changed: bool
+    language: str
+
+
 def unsubscribe_link(
     session: Session, public_id: str, newsletter_slug: str, origin: Origin
-) -> bool:
-    """Unsubscribe the reader an unsubscribe link names; False when already unsubscribed."""
+) -> LinkUnsubscribe:
+    """Unsubscribe the reader an unsubscribe link names; ``changed`` is False if already."""
     subscriber = subscriber_by_public_id(session, public_id)
     newsletter = newsletter_by_slug(session, newsletter_slug)
-    return unsubscribe(session, subscriber.id, newsletter.id, origin)
+    changed = unsubscribe(session, subscriber.id, newsletter.id, origin)
+    return LinkUnsubscribe(changed, subscriber.language)
 
 
 def unsubscribe_all(session: Session, subscriber_id: int, origin: Origin) -> int:
@@ -380,17 +393,22 @@ def update_preferences(
     subscriber = subscriber_by_public_id(session, public_id)
     newsletter = newsletter_by_slug(session, newsletter_slug)
     subscription = subscription_for(session, subscriber.id, newsletter.id)
-    subscriber.language = check_language(language)
+    try:
+        subscriber.language = check_language(language)
+    except GazetteError as error:
+        raise InvalidChoiceError(str(error)) from None
     offered = {t.slug: t for t in _offered_topics(session, newsletter)}
     unknown = [slug for slug in topics if slug not in offered]
     if unknown:
-        raise GazetteError(f"Topic {unknown[0]!r} is not offered by {newsletter.name}.")
+        raise InvalidChoiceError(f"Topic {unknown[0]!r} is not offered by {newsletter.name}.")
     subscription.topics = [offered[slug] for slug in topics]
     if frequency is not None:
         if not newsletter.allow_frequency:
-            raise GazetteError(f"{newsletter.name} does not offer a choice of frequency.")
+            raise InvalidChoiceError(f"{newsletter.name} does not offer a choice of frequency.")
         if frequency not in FREQUENCIES:
-            raise GazetteError(f"Frequency {frequency!r} is not one of {', '.join(FREQUENCIES)}.")
+            raise InvalidChoiceError(
+                f"Frequency {frequency!r} is not one of {', '.join(FREQUENCIES)}."
+            )
         subscription.frequency = frequency
     record_event(
         session, "preferences", origin, subscriber_id=subscriber.id,

@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gazette.archive import archived_issue, list_archive
-from gazette.errors import GazetteError
+from gazette.errors import GazetteError, InvalidChoiceError
 from gazette.mailer import DeliveryError
 from gazette.newsletters import list_newsletters
 from gazette.rendering import LANGUAGES
@@ -237,9 +237,23 @@ class Views:
         # One session for the change and the page's language: this is the hot path under
         # a provider's one-click traffic, and each pool checkout costs a pre-ping.
         with self.rt.sessions() as session, session.begin():
-            unsubscribe_link(session, claims.subscriber, claims.newsletter, self.origin())
-            language = subscriber_by_public_id(session, claims.subscriber).language
-        return self.page("unsubscribed", language=language)
+            done = unsubscribe_link(session, claims.subscriber, claims.newsletter, self.origin())
+        return self.page("unsubscribed", language=done.language)
+
+    def save_preferences(self, public_id: str, newsletter_slug: str) -> str:
+        """Apply the preferences form in one transaction; return which notice to show."""
+        with self.rt.sessions() as session, session.begin():
+            if request.form.get("action") == "unsubscribe-all":
+                subscriber = subscriber_by_public_id(session, public_id)
+                unsubscribe_all(session, subscriber.id, self.origin())
+                return "unsubscribed"
+            update_preferences(
+                session, public_id, newsletter_slug, self.origin(),
+                language=request.form.get("language", "en"),
+                topics=request.form.getlist("topic"),
+                frequency=request.form.get("frequency") or None,
+            )  # fmt: skip
+            return "saved"
 
     def preferences(self, token: str) -> Response:
         """GET shows the reader's choices; POST saves them, or unsubscribes from all."""
@@ -247,19 +261,11 @@ class Views:
         if request.method == "POST":
             if not self.csrf_ok():
                 return self.message(403, "Form expired", "Please reload the page and try again.")
-            with self.rt.sessions() as session, session.begin():
-                if request.form.get("action") == "unsubscribe-all":
-                    subscriber = subscriber_by_public_id(session, claims.subscriber)
-                    unsubscribe_all(session, subscriber.id, self.origin())
-                    saved = "unsubscribed"
-                else:
-                    update_preferences(
-                        session, claims.subscriber, claims.newsletter, self.origin(),
-                        language=request.form.get("language", "en"),
-                        topics=request.form.getlist("topic"),
-                        frequency=request.form.get("frequency") or None,
-                    )  # fmt: skip
-                    saved = "saved"
+            try:
+                saved = self.save_preferences(claims.subscriber, claims.newsletter)
+            except InvalidChoiceError as error:
+                # A value the form never offered: say which, and save none of the form.
+                return self.message(400, "Not saved", str(error))
         else:
             saved = ""
         with self.rt.sessions() as session:
