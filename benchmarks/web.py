@@ -1,8 +1,9 @@
 """The web endpoint under wrk: `gazette serve` (waitress) on PostgreSQL.
 
-Two loads: GET /subscribe (the form), and the RFC 8058 one-click POST to
+Three loads: GET /subscribe (the form); the RFC 8058 one-click POST to
 /unsubscribe/<token>, rotating through tokens minted for many readers who each have a
-pending delivery, so each POST unsubscribes a reader and skips their pending message.
+pending delivery, so each POST unsubscribes a reader and skips their pending message;
+and the two alternating, one GET after each POST, counted apart (tests/test_web_load.py).
 Between runs the readers are subscribed again, so every run does the same work.
 """
 
@@ -26,9 +27,20 @@ from benchmarks.procs import ROOT, child_env, free_port, stop_group, wait_for_po
 from gazette.runtime import Runtime, use_runtime
 from gazette.tokens import Purpose
 
-# Shared by both scripts: count non-2xx responses in every thread, and print the
-# figures from done() so nothing needs parsing out of wrk's text report.
-_COUNT_AND_REPORT = """
+
+# Shared by every script: count non-2xx responses in every thread, sum the per-thread
+# ``counters`` (Lua globals the script's request() keeps), and print the figures from
+# done() so nothing needs parsing out of wrk's text report.
+def _count_and_report(counters: tuple[str, ...] = ()) -> str:
+    sums = "".join(
+        f"  local total_{c} = 0\n"
+        f'  for _, thread in ipairs(threads) do total_{c} = total_{c} + thread:get("{c}") end\n'
+        for c in counters
+    )
+    fields = "".join(f', "{c}": %d' for c in counters)
+    values = "".join(f", total_{c}" for c in counters)
+    return (
+        """
 local threads = {}
 setup = function(thread)
   thread:set("id", #threads)
@@ -41,14 +53,24 @@ end
 done = function(summary, latency, requests)
   local bad = 0
   for _, thread in ipairs(threads) do bad = bad + thread:get("non2xx") end
-  local e = summary.errors
+"""
+        + sums
+        + """  local e = summary.errors
   io.write(string.format(
     'BENCHJSON {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, ' ..
-    '"write": %d, "timeout": %d, "non2xx": %d, "p50_us": %d, "p99_us": %d}\\n',
+    '"write": %d, "timeout": %d, "non2xx": %d, "p50_us": %d, "p99_us": %d"""
+        + fields
+        + """}\\n',
     summary.requests, summary.duration, e.connect, e.read, e.write, e.timeout, bad,
-    latency:percentile(50), latency:percentile(99)))
+    latency:percentile(50), latency:percentile(99)"""
+        + values
+        + """))
 end
 """
+    )
+
+
+_COUNT_AND_REPORT = _count_and_report()
 
 
 @dataclass(frozen=True)
@@ -60,6 +82,14 @@ class WrkRun:
     p99_ms: float
     errors: int
     requests: int
+    # Seconds wrk ran for (its own clock).
+    duration_s: float | None = None
+    # Only from the mixed script: the POSTs and GETs its request() made (sent, or in
+    # flight when the clock stopped), and how many POSTs went to a reader no earlier
+    # POST of the run had named.
+    posts: int | None = None
+    gets: int | None = None
+    fresh_posts: int | None = None
 
 
 def wrk_path() -> str | None:
@@ -151,6 +181,47 @@ def _lua_one_click(paths: list[str]) -> str:
     )
 
 
+def _lua_mixed(paths: list[str]) -> str:
+    listed = ",\n".join(json.dumps(p) for p in paths)
+    return (
+        f"local paths = {{\n{listed}\n}}\n"
+        + """local n = #paths
+-- Thread 0 starts at the first path and thread 1 half way, so the first half-share
+-- POSTs of each thread name readers no other POST of the run named (fresh_posts).
+local half = math.floor(n / 2)
+local i = 0
+local post_next = false
+local form = {['Content-Type'] = 'application/x-www-form-urlencoded'}
+local probing = false
+posts = 0
+gets = 0
+fresh_posts = 0
+init = function(args)
+  i = (id or 0) * half
+  -- wrk calls request() once on thread 0 before the run to check the script
+  -- (script_verify_request) and never sends that request: it must not count.
+  probing = (id == 0)
+end
+request = function()
+  if probing then
+    probing = false
+    return wrk.format('GET', '/subscribe')
+  end
+  post_next = not post_next
+  if post_next then
+    posts = posts + 1
+    if posts <= half then fresh_posts = fresh_posts + 1 end
+    i = i % n + 1
+    return wrk.format('POST', paths[i], form, 'List-Unsubscribe=One-Click')
+  end
+  gets = gets + 1
+  return wrk.format('GET', '/subscribe')
+end
+"""
+        + _count_and_report(("posts", "gets", "fresh_posts"))
+    )
+
+
 def run_wrk(
     program: str, url: str, script: str, seconds: int, folder: Path, connections: int = 50
 ) -> WrkRun:
@@ -164,15 +235,23 @@ def run_wrk(
         text=True,
         timeout=seconds + 120,
     )
-    line = next(x for x in completed.stdout.splitlines() if x.startswith("BENCHJSON "))
-    result = json.loads(line.removeprefix("BENCHJSON "))
+    lines = [x for x in completed.stdout.splitlines() if x.startswith("BENCHJSON ")]
+    if not lines:
+        # wrk reports a Lua error on stderr and runs on without the script's done().
+        raise RuntimeError(f"wrk printed no BENCHJSON line; its stderr: {completed.stderr!r}")
+    result = json.loads(lines[0].removeprefix("BENCHJSON "))
     errors = sum(result[k] for k in ("connect", "read", "write", "timeout", "non2xx"))
+    duration_s = result["duration_us"] / 1e6
     return WrkRun(
-        requests_per_s=result["requests"] / (result["duration_us"] / 1e6),
+        requests_per_s=result["requests"] / duration_s,
         p50_ms=result["p50_us"] / 1000,
         p99_ms=result["p99_us"] / 1000,
         errors=errors,
         requests=result["requests"],
+        duration_s=duration_s,
+        posts=result.get("posts"),
+        gets=result.get("gets"),
+        fresh_posts=result.get("fresh_posts"),
     )
 
 
@@ -184,6 +263,17 @@ def get_script() -> str:
 def one_click_script(paths: list[str]) -> str:
     """The one-click POST load over ``paths``."""
     return _lua_one_click(paths)
+
+
+def mixed_script(paths: list[str]) -> str:
+    """One-click POSTs over ``paths`` and GET /subscribe, alternating, counted apart.
+
+    Every thread sends a POST, then a GET, then a POST, and so on; run it against the
+    server's base URL. The POSTs and GETs counted are the requests made, so with no
+    errors their sum exceeds the responses wrk counts by at most the connections
+    (requests in flight when the clock stopped).
+    """
+    return _lua_mixed(paths)
 
 
 @dataclass(frozen=True)

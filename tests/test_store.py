@@ -35,6 +35,7 @@ from gazette.store.models import (
     Subscriber,
     Subscription,
 )
+from tests.figures import record
 
 KYIV = ZoneInfo("Europe/Kyiv")
 
@@ -315,6 +316,7 @@ print(started, finished)
 """
 
 
+@pytest.mark.reliability
 def test_eight_processes_write_one_sqlite_file_at_once(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     setup = make_engine(url)
@@ -367,3 +369,16 @@ def test_eight_processes_write_one_sqlite_file_at_once(tmp_path: Path) -> None:
         check.dispose()
     assert total == 1600
     assert distinct == 1600
+    overlap = min(end for _, end in windows) - max(start for start, _ in windows)
+    span = max(end for _, end in windows) - min(start for start, _ in windows)
+    slowest = max(end - start for start, end in windows)
+    locked = sum(stderr.count("database is locked") for _, stderr in outputs)
+    record(
+        "8 processes writing one SQLite file",
+        "8 OS processes, released together, each writing 200 subscribers to one SQLite "
+        "file, every row in its own read-then-write transaction",
+        f"{total:,} rows ({distinct:,} distinct) written by 8 processes in {span:.1f} s, "
+        f'all 8 writing at once for {overlap:.1f} s; {locked} "database is locked"; '
+        f"slowest writer {slowest:.1f} s",
+        "0 'database is locked'; 1,600 distinct rows",
+    )
