@@ -7,7 +7,6 @@ whose replies each test scripts.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from gazette.store.models import (
 )
 from gazette.subscribers import Origin, subscribe, unsubscribe
 from gazette.tokens import Purpose
+from tests.concurrency import at_once
 from tests.conftest import make_env
 from tests.smtp import Received, RecordingHandler, SMTPServer
 from worker import tasks
@@ -307,27 +307,13 @@ def test_concurrent_send_batch_for_the_same_range_sends_once(
     seeded = seed(smtp_runtime, 60)
     issue_id = plan(smtp_runtime, seeded.newsletter_id)
     ids = delivery_ids(smtp_runtime, issue_id)
-    barrier = threading.Barrier(2)
-    results: list[BatchResult] = []
-    errors: list[BaseException] = []
-
-    def worker() -> None:
-        try:
-            barrier.wait()
-            results.append(
-                sending.send_batch(
-                    smtp_runtime.sessions, smtp_runtime.send_context, issue_id, ids[0], ids[-1]
-                )
-            )
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert errors == []
+    results = at_once(
+        2,
+        lambda: sending.send_batch(
+            smtp_runtime.sessions, smtp_runtime.send_context, issue_id, ids[0], ids[-1]
+        ),
+        timeout=120,
+    )
     assert sum(r.claimed for r in results) == 60
     assert sum(r.sent for r in results) == 60
     assert recipients(smtp_server) == Counter(r.email for r in seeded.readers)

@@ -11,13 +11,13 @@ from __future__ import annotations
 import html
 import json
 import re
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -42,6 +42,7 @@ from gazette.subscribers import Origin, forget, subscribe
 from gazette.tokens import Purpose
 from gazette.web import create_app, server_options
 from gazette.web.csrf import COOKIE, FIELD
+from tests.concurrency import at_once
 from tests.conftest import make_env
 from tests.http import Browser, LiveServer, Page, serve
 from tests.smtp import Received, RecordingHandler, SMTPServer
@@ -506,24 +507,11 @@ def test_concurrent_requests_for_one_new_address_send_one_confirmation(
     page, _ = subscribe_form(browser)
     form = page.form("/subscribe")
     addresses = [f"double.click{n}@example.org" for n in range(5)]
-    statuses: dict[str, list[int]] = {address: [] for address in addresses}
-    errors: list[BaseException] = []
-    for address in addresses:
-        barrier = threading.Barrier(4)
 
-        def post(address: str = address, barrier: threading.Barrier = barrier) -> None:
-            try:
-                barrier.wait()
-                statuses[address].append(browser.submit(form, email=address).status)
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
+    def subscribe_status(address: str) -> int:
+        return browser.submit(form, email=address).status
 
-        threads = [threading.Thread(target=post) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-    assert errors == []
+    statuses = {address: at_once(4, partial(subscribe_status, address)) for address in addresses}
     assert statuses == {address: [200] * 4 for address in addresses}
     assert subscriber_count(site.runtime) == len(addresses)
     for address in addresses:
@@ -539,25 +527,14 @@ def test_simultaneous_one_click_posts_unsubscribe_once(site: Site) -> None:
         for n in range(5)
     }
     browser = site.browser(cookies=False)
-    statuses: list[int] = []
-    errors: list[BaseException] = []
-    for public_id in readers.values():
+
+    def one_click_status(public_id: str) -> int:
         path = f"/unsubscribe/{rt.tokens.mint(Purpose.UNSUBSCRIBE, public_id, SLUG)}"
-        barrier = threading.Barrier(4)
+        return browser.post(path, [("List-Unsubscribe", "One-Click")]).status
 
-        def post(path: str = path, barrier: threading.Barrier = barrier) -> None:
-            try:
-                barrier.wait()
-                statuses.append(browser.post(path, [("List-Unsubscribe", "One-Click")]).status)
-            except BaseException as exc:  # pragma: no cover - reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=post) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=60)
-    assert errors == []
+    statuses: list[int] = []
+    for public_id in readers.values():
+        statuses += at_once(4, partial(one_click_status, public_id))
     assert statuses == [200] * 4 * len(readers)
     after = snapshot(rt)
     assert {after.statuses[(email, SLUG)] for email in readers} == {SubscriptionStatus.UNSUBSCRIBED}
