@@ -159,6 +159,29 @@ def test_only_active_subscribers_get_a_delivery(runtime: Runtime) -> None:
         assert count(session, Delivery) == 1
 
 
+def test_unsubscribing_updates_what_the_session_already_holds(runtime: Runtime) -> None:
+    """Unsubscribe writes past the session for speed; objects it holds must not go stale."""
+    with transaction(runtime.sessions) as session:
+        newsletter_id = create_newsletter(session, "weekly", "Weekly")
+        reader = add_reader(session, "reader@example.org")
+        other = add_reader(session, "other@example.org")
+        add_article(session, "A story", MONDAY_1 - timedelta(days=1))
+        issue_id = plan_issue(session, newsletter_id, NOW_1).issue_id
+        subscription = session.scalars(
+            select(Subscription).where(Subscription.subscriber_id == reader)
+        ).one()
+        deliveries = {
+            d.subscriber_id: d
+            for d in session.scalars(select(Delivery).where(Delivery.issue_id == issue_id))
+        }
+        assert unsubscribe(session, reader, newsletter_id, CLI)
+        assert subscription.status == SubscriptionStatus.UNSUBSCRIBED
+        assert deliveries[reader].status == DeliveryStatus.SKIPPED
+        assert deliveries[other].status == DeliveryStatus.PENDING
+        # Twice is a no-op.
+        assert not unsubscribe(session, reader, newsletter_id, CLI)
+
+
 def test_too_few_articles_skip_the_issue_without_deliveries(runtime: Runtime) -> None:
     with transaction(runtime.sessions) as session:
         newsletter_id = create_newsletter(session, "weekly", "Weekly", min_articles=3)
