@@ -184,25 +184,36 @@ class Composer:
             self._rendered[key] = rendered
         return rendered
 
+    def _links(self, reader: Reader) -> tuple[str, str]:
+        """The reader's (unsubscribe URL, preferences URL), each with a signed token."""
+        ctx, slug = self._ctx, self.prepared.newsletter_slug
+        unsubscribe = ctx.tokens.mint(Purpose.UNSUBSCRIBE, reader.public_id, slug)
+        preferences = ctx.tokens.mint(Purpose.PREFERENCES, reader.public_id, slug)
+        return (
+            f"{ctx.base_url}/unsubscribe/{unsubscribe}",
+            f"{ctx.base_url}/preferences/{preferences}",
+        )
+
     def personalise(self, reader: Reader) -> Personalised | None:
         """The reader's subject, text and HTML, or None when no article matches their topics."""
         parts = self._parts(reader.language, reader.topics)
         if parts is None:
             return None
-        ctx, slug = self._ctx, self.prepared.newsletter_slug
-        unsubscribe = ctx.tokens.mint(Purpose.UNSUBSCRIBE, reader.public_id, slug)
-        preferences = ctx.tokens.mint(Purpose.PREFERENCES, reader.public_id, slug)
-        unsubscribe_url = f"{ctx.base_url}/unsubscribe/{unsubscribe}"
-        text, html = parts.personalise(
-            reader.name, unsubscribe_url, f"{ctx.base_url}/preferences/{preferences}"
-        )
+        unsubscribe_url, preferences_url = self._links(reader)
+        text, html = parts.personalise(reader.name, unsubscribe_url, preferences_url)
         return Personalised(parts.subject, text, html, unsubscribe_url, parts.boundary)
 
     def compose(self, reader: Reader, date: datetime) -> tuple[str, bytes] | None:
-        """Return (Message-ID, message bytes), or None when no article matches their topics."""
-        personal = self.personalise(reader)
-        if personal is None:
+        """Return (Message-ID, message bytes), or None when no article matches their topics.
+
+        The bytes are those of build_message over personalise()'s bodies, but only the
+        lines holding the reader's greeting and links are encoded for this reader.
+        """
+        parts = self._parts(reader.language, reader.topics)
+        if parts is None:
             return None
+        unsubscribe_url, preferences_url = self._links(reader)
+        text, html = parts.personalise_encoded(reader.name, unsubscribe_url, preferences_url)
         prepared = self.prepared
         mid = message_id(
             prepared.issue_public_id, reader.public_id, domain_of(prepared.from_address)
@@ -212,14 +223,14 @@ class Composer:
             from_address=prepared.from_address,
             to_name=reader.name,
             to_address=reader.email,
-            subject=personal.subject,
+            subject=parts.subject,
             message_id=mid,
             date=date,
             list_id=prepared.list_id,
             list_name=prepared.from_name,
-            unsubscribe_url=personal.unsubscribe_url,
+            unsubscribe_url=unsubscribe_url,
         )
-        message = build_message(envelope, personal.text, personal.html, personal.boundary)
+        message = build_message(envelope, text, html, parts.boundary)
         if self._ctx.signer is not None:
             message = self._ctx.signer.sign(message)
         return mid, message

@@ -13,7 +13,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Protocol
 
@@ -128,7 +128,7 @@ class SMTPConnection:
                 if self._client is None:
                     self._client = self._open()
                     self._sent_on_client = 0
-                self._client.sendmail(sender, [recipient], message)
+                transmit(self._client, sender, recipient, message)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, reply = exc.recipients[recipient]
                 raise DeliveryError(
@@ -163,6 +163,59 @@ class SMTPConnection:
             self._client.rset()
         except (smtplib.SMTPException, OSError):
             self.close()
+
+
+def dot_stuffed(message: bytes) -> bytes:
+    """``message`` with a "." added before each line starting with "." (RFC 5321 4.5.2).
+
+    The same bytes as smtplib's ``re.sub(br'(?m)^\\.', b'..', msg)``, but a message built
+    by gazette.mime has no such line, and two C searches say so without a copy.
+    """
+    if message.startswith(b"."):
+        message = b"." + message
+    if b"\n." in message:
+        message = message.replace(b"\n.", b"\n..")
+    return message
+
+
+def transmit(client: smtplib.SMTP, sender: str, recipient: str, message: bytes) -> None:
+    """Send as smtplib's ``sendmail`` does for one recipient, step for step, but cheaper.
+
+    sendmail dot-stuffs with a regular expression over the whole message, a quarter of
+    a worker's time; dot_stuffed checks first. Same commands, the same exceptions on the
+    same replies, the same RSET or close after a refusal: failures classify as before.
+    """
+    client.ehlo_or_helo_if_needed()
+    options = [f"size={len(message)}"] if client.does_esmtp and client.has_extn("size") else []
+    code, reply = client.mail(sender, options)
+    if code != 250:
+        _end_transaction(client, code)
+        raise smtplib.SMTPSenderRefused(code, reply, sender)
+    code, reply = client.rcpt(recipient)
+    if code not in (250, 251):
+        _end_transaction(client, code)
+        raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
+    # SMTP.data(), with its regular expression replaced.
+    client.putcmd("data")
+    code, reply = client.getreply()
+    if code != 354:
+        raise smtplib.SMTPDataError(code, reply)
+    body = dot_stuffed(message)
+    # One buffer for body and final dot: a separate small write could wait on Nagle.
+    client.send(body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"))
+    code, reply = client.getreply()
+    if code != 250:
+        _end_transaction(client, code)
+        raise smtplib.SMTPDataError(code, reply)
+
+
+def _end_transaction(client: smtplib.SMTP, code: int) -> None:
+    # As sendmail does: a 421 means the relay is closing, anything else is cleared by RSET.
+    if code == 421:
+        client.close()
+        return
+    with suppress(smtplib.SMTPServerDisconnected):
+        client.rset()
 
 
 class SMTPTransport:

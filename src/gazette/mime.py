@@ -11,9 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
+from functools import lru_cache
+from typing import NewType
 
 from gazette.text import clean_line
 
@@ -24,6 +27,9 @@ _QP_LINE = 76
 # Header lines are folded at spaces to stay near 78 characters (RFC 5322 2.1.1).
 _FOLD_AT = 76
 _SPECIALS = re.compile(r'[()<>\[\]:;@\\,."]')
+
+QuotedPrintable = NewType("QuotedPrintable", bytes)
+"""A body already encoded by quoted_printable (CRLF lines, none starting with ".")."""
 
 
 def _encoded_words(text: str) -> list[str]:
@@ -70,6 +76,8 @@ def _needs_encoding(value: str) -> bool:
     )
 
 
+# Every message of an issue repeats its subject and list name: encoded once, not per reader.
+@lru_cache(maxsize=1024)
 def encode_text(value: str) -> str:
     """Return a header value for free text: ASCII folded, anything else RFC 2047-encoded.
 
@@ -98,12 +106,14 @@ def format_address(name: str, address: str) -> str:
     return f"{name} <{address}>"
 
 
-def quoted_printable(text: str) -> bytes:
+def quoted_printable(text: str) -> QuotedPrintable:
     """Encode a body as quoted-printable UTF-8 with CRLF lines of at most 76 octets.
 
     CPython's encoder has two flaws fixed here: its soft line breaks are bare LF when
     the input has no CRLF, and a blank it must escape at the wrap column makes a
-    77-octet line. This runs twice per message, so it sticks to C-speed string methods.
+    77-octet line. No line starts with "." either (it is written "=2E"), so SMTP never
+    needs to dot-stuff a message built here. C-speed string methods only: a digest's
+    shared lines are encoded once per render, but each reader's own lines every time.
     """
     normalised = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", CRLF)
     data = normalised.encode("utf-8")
@@ -111,20 +121,88 @@ def quoted_printable(text: str) -> bytes:
     if b"\r\n" not in data:
         # No line break in the input: the encoder chose LF for its soft breaks.
         encoded = encoded.replace(b"=\n", b"=\r\n")
+    # The encoder escapes a "." only when it is alone on its line; "=2E" anywhere at a
+    # line start means the SMTP client can send the bytes as they are.
+    if encoded.startswith(b"."):
+        encoded = b"=2E" + encoded[1:]
+    if b"\n." in encoded:
+        encoded = encoded.replace(b"\n.", b"\n=2E")
     lines = encoded.split(b"\r\n")
     if max(map(len, lines)) <= _QP_LINE:
-        return encoded
-    return b"\r\n".join(_rewrap(line) for line in lines)
+        return QuotedPrintable(encoded)
+    return QuotedPrintable(b"\r\n".join(_rewrap(line) for line in lines))
 
 
 def _rewrap(line: bytes) -> bytes:
-    """Split an over-long encoded line with a soft break that does not cut an escape."""
-    if len(line) <= _QP_LINE:
-        return line
-    cut = _QP_LINE - 1  # room for the "=" of the soft break
-    while b"=" in line[cut - 2 : cut]:
-        cut -= 1
-    return line[:cut] + b"=\r\n" + _rewrap(line[cut:])
+    """Split an over-long encoded line with soft breaks that do not cut an escape."""
+    pieces: list[bytes] = []
+    while len(line) > _QP_LINE:
+        cut = _QP_LINE - 1  # room for the "=" of the soft break
+        while b"=" in line[cut - 2 : cut]:
+            cut -= 1
+        pieces.append(line[:cut] + b"=")
+        line = line[cut:]
+        if line.startswith(b"."):
+            # The rest starts a line now, and no line may start with "." (see above).
+            line = b"=2E" + line[1:]
+    pieces.append(line)
+    return b"\r\n".join(pieces)
+
+
+@dataclass(frozen=True)
+class BodyTemplate:
+    """A body with per-reader markers whose other lines are encoded once, for every reader.
+
+    Quoted-printable's hard line breaks are CRLF and its soft breaks never cross one, so a
+    run of whole lines encodes to the same bytes alone as inside the body: a digest's
+    shared lines (nearly all of it) are encoded once per render, and per reader only the
+    few lines holding a marker, after substitution.
+    """
+
+    # Encoded runs of shared lines, and raw runs of lines holding a marker, in order.
+    pieces: tuple[QuotedPrintable | str, ...]
+
+    @classmethod
+    def split(cls, text: str, markers: Iterable[str]) -> BodyTemplate:
+        """Split ``text`` at its LFs into shared runs (encoded now) and marker runs (kept)."""
+        markers = tuple(markers)
+        lines = text.split("\n")
+        # Every piece but the last ends with its LF, so normalising line ends cannot
+        # join a CR at the end of one piece with an LF at the start of the next.
+        ended = [line + "\n" for line in lines[:-1]]
+        if lines[-1]:
+            ended.append(lines[-1])
+        pieces: list[QuotedPrintable | str] = []
+        run: list[str] = []
+        run_personal = False
+        for line in ended:
+            personal = any(marker in line for marker in markers)
+            if run and personal != run_personal:
+                pieces.append(_piece(run, run_personal))
+                run = []
+            run.append(line)
+            run_personal = personal
+        if run:
+            pieces.append(_piece(run, run_personal))
+        return cls(tuple(pieces))
+
+    def fill(self, substitute: Callable[[str], str]) -> QuotedPrintable:
+        """The encoded body with ``substitute`` applied to the lines holding markers.
+
+        The same bytes as ``quoted_printable`` of the whole body after ``substitute``,
+        as long as ``substitute`` changes nothing outside the markers.
+        """
+        return QuotedPrintable(
+            b"".join(
+                piece if isinstance(piece, bytes) else quoted_printable(substitute(piece))
+                for piece in self.pieces
+            )
+        )
+
+
+def _piece(lines: list[str], personal: bool) -> QuotedPrintable | str:
+    joined = "".join(lines)
+    return joined if personal else quoted_printable(joined)
 
 
 @dataclass(frozen=True)
@@ -143,11 +221,17 @@ class Envelope:
     unsubscribe_url: str | None = None
 
 
-def build_message(envelope: Envelope, text: str, html: str, boundary: str) -> bytes:
+def build_message(
+    envelope: Envelope,
+    text: str | QuotedPrintable,
+    html: str | QuotedPrintable,
+    boundary: str,
+) -> bytes:
     """Return a multipart/alternative message (text, then HTML) as CRLF bytes.
 
-    ``boundary`` must not occur in either body; a digest uses a fixed random string
-    chosen once per issue and language.
+    Each body is a string, or already quoted_printable-encoded (a digest encodes its
+    shared lines once per render, not per reader). ``boundary`` must not occur in either
+    body; a digest uses a fixed random string chosen once per issue and language.
     """
     headers = [
         f"From: {format_address(envelope.from_name, envelope.from_address)}",
@@ -175,10 +259,14 @@ def build_message(envelope: Envelope, text: str, html: str, boundary: str) -> by
         (
             head,
             (part_head % "plain").encode("ascii"),
-            quoted_printable(text),
+            _encoded(text),
             CRLF.encode(),
             (part_head % "html").encode("ascii"),
-            quoted_printable(html),
+            _encoded(html),
             f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
         )
     )
+
+
+def _encoded(body: str | QuotedPrintable) -> bytes:
+    return body if isinstance(body, bytes) else quoted_printable(body)

@@ -13,7 +13,7 @@ import io
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import css_inline
@@ -23,6 +23,7 @@ from babel.messages.pofile import read_po
 from babel.support import Translations
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
 
+from gazette.mime import BodyTemplate, QuotedPrintable
 from gazette.resources import shipped_dir
 
 LANGUAGES = ("en", "uk", "ja")
@@ -86,19 +87,51 @@ class RenderedMessage:
 
     def personalise(self, name: str, unsubscribe_url: str, preferences_url: str) -> tuple[str, str]:
         """Return (text, html) for one reader: greeting and links filled in, HTML escaped."""
+        text_values, html_values = self._values(name, unsubscribe_url, preferences_url)
+        return _fill(self.text, text_values), _fill(self.html, html_values)
+
+    def personalise_encoded(
+        self, name: str, unsubscribe_url: str, preferences_url: str
+    ) -> tuple[QuotedPrintable, QuotedPrintable]:
+        """(text, html) as personalise() gives them, already quoted-printable encoded.
+
+        The same bytes as encoding personalise()'s bodies, for a fraction of the work:
+        only the few lines holding a marker are encoded per reader.
+        """
+        text_values, html_values = self._values(name, unsubscribe_url, preferences_url)
+        text, html = self._encoded_bodies
+        return (
+            text.fill(lambda piece: _fill(piece, text_values)),
+            html.fill(lambda piece: _fill(piece, html_values)),
+        )
+
+    @cached_property
+    def _encoded_bodies(self) -> tuple[BodyTemplate, BodyTemplate]:
+        # Once per render, on first use: confirmations and previews never need it.
+        m = self.markers
+        markers = (m.greeting, m.unsubscribe_url, m.preferences_url)
+        return BodyTemplate.split(self.text, markers), BodyTemplate.split(self.html, markers)
+
+    def _values(
+        self, name: str, unsubscribe_url: str, preferences_url: str
+    ) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]]:
+        """(marker, value) pairs for the text body, and HTML-escaped for the HTML body."""
         greeting = self.greeting_named % {"name": name} if name else self.greeting_anonymous
         m = self.markers
         text = (
-            self.text.replace(m.greeting, greeting)
-            .replace(m.unsubscribe_url, unsubscribe_url)
-            .replace(m.preferences_url, preferences_url)
+            (m.greeting, greeting),
+            (m.unsubscribe_url, unsubscribe_url),
+            (m.preferences_url, preferences_url),
         )
-        body = (
-            self.html.replace(m.greeting, html.escape(greeting))
-            .replace(m.unsubscribe_url, html.escape(unsubscribe_url))
-            .replace(m.preferences_url, html.escape(preferences_url))
-        )
-        return text, body
+        return text, tuple((marker, html.escape(value)) for marker, value in text)
+
+
+def _fill(body: str, values: tuple[tuple[str, str], ...]) -> str:
+    # In order, as one fixed sequence of replacements: the whole-body and the per-line
+    # paths must substitute identically for their encodings to match.
+    for marker, value in values:
+        body = body.replace(marker, value)
+    return body
 
 
 def _autoescape(name: str | None) -> bool:

@@ -1,0 +1,478 @@
+"""The per-reader fast paths, proven against the slow paths they replace.
+
+A digest's shared lines are quoted-printable encoded once per render and only the lines
+holding a reader's greeting and links are encoded per reader; SMTP sends the message
+without smtplib's dot-stuffing regex. Both must give exactly the bytes, the SMTP
+exchange and the failures of the plain way, which is what these tests compare.
+"""
+
+from __future__ import annotations
+
+import binascii
+import re
+import smtplib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gazette.articles import clean_html
+from gazette.composer import Composer, Reader, SendContext, prepare
+from gazette.config import MailURL
+from gazette.mailer import DeliveryError, MaildirTransport, SMTPConnection, dot_stuffed, transmit
+from gazette.mime import BodyTemplate, Envelope, build_message, quoted_printable
+from gazette.ratelimit import make_throttle
+from gazette.rendering import ArticleView, IssueView, RenderedMessage, Renderer
+from gazette.store.models import Newsletter, utcnow
+from gazette.text import html_to_text
+from gazette.tokens import Tokens
+from tests.conftest import TEST_KEY
+from tests.reliability_helpers import DropAfterDotHandler
+from tests.smtp import RecordingHandler, SMTPServer
+
+MARKERS = ("@@5eed:GREETING@@", "@@5eed:UNSUBSCRIBE@@", "@@5eed:PREFERENCES@@")
+# The inputs that make quoted-printable interesting: blanks that end a line or a chunk,
+# "." and "=" at a line start or a wrap column, every line-end spelling, non-ASCII, and
+# runs long enough to need soft breaks.
+HARD_BITS = [
+    " ", "\t", "  ", ".", "..", "=", "=3D", "\n", "\r", "\r\n", "\n.", "\n.\n", "é", "日本語",
+    "Привіт", "\x00", "\x7f", "\x0b", "\x0c", "\x85", "\u2028", "From ", "x" * 70, "a " * 40,
+    "y" * 74 + " ", "." * 90, "=" * 30,
+]  # fmt: skip
+bits = st.one_of(st.sampled_from(HARD_BITS), st.text(max_size=12))
+bodies = st.lists(st.one_of(bits, st.sampled_from(MARKERS)), max_size=40).map("".join)
+values = st.lists(bits, max_size=8).map("".join)
+
+SENDER = "digest@news.example.org"
+BASE_URL = "https://news.example.org"
+NOW = datetime(2024, 5, 6, 8, 0)
+
+
+def substitute(body: str, greeting: str, unsubscribe: str, preferences: str) -> str:
+    for marker, value in zip(MARKERS, (greeting, unsubscribe, preferences), strict=True):
+        body = body.replace(marker, value)
+    return body
+
+
+def lines_of(encoded: bytes) -> list[bytes]:
+    return encoded.split(b"\r\n")
+
+
+# --- encoding each run of lines once ----------------------------------------------------
+
+
+@settings(max_examples=1000, deadline=None)
+@given(body=bodies, greeting=values, unsubscribe=values, preferences=values)
+def test_encoding_line_runs_apart_gives_the_whole_body_encoding(
+    body: str, greeting: str, unsubscribe: str, preferences: str
+) -> None:
+    template = BodyTemplate.split(body, MARKERS)
+    filled = template.fill(lambda piece: substitute(piece, greeting, unsubscribe, preferences))
+    assert filled == quoted_printable(substitute(body, greeting, unsubscribe, preferences))
+
+
+@settings(max_examples=600, deadline=None)
+@given(text=bodies)
+def test_quoted_printable_never_starts_a_line_with_a_dot(text: str) -> None:
+    encoded = quoted_printable(text)
+    assert [line for line in lines_of(encoded) if line.startswith(b".")] == []
+    assert [line for line in lines_of(encoded) if len(line) > 76] == []
+    assert binascii.a2b_qp(encoded).decode("utf-8") == re.sub(r"\r\n|\r|\n", "\r\n", text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(".starts", b"=2Estarts", id="first-line"),
+        pytest.param("a\n.b\n..c\n.", b"a\r\n=2Eb\r\n=2E.c\r\n=2E", id="after-line-breaks"),
+        # The soft break after 75 octets leaves the dots to start the next line.
+        pytest.param("x" * 75 + "...", b"x" * 75 + b"=\r\n=2E..", id="after-a-soft-break"),
+    ],
+)
+def test_a_leading_dot_is_written_as_an_escape(text: str, expected: bytes) -> None:
+    assert quoted_printable(text) == expected
+
+
+def test_a_leading_dot_escape_never_makes_a_line_too_long() -> None:
+    # "=2E" is two octets longer than ".": a full line is wrapped again, and the dot
+    # that the new soft break brings to a line start is escaped in turn.
+    text = "\n".join("." * n for n in range(70, 160))
+    encoded = quoted_printable(text)
+    assert max(map(len, lines_of(encoded))) <= 76
+    assert [line for line in lines_of(encoded) if line.startswith(b".")] == []
+    assert binascii.a2b_qp(encoded).decode() == text.replace("\n", "\r\n")
+
+
+# --- real renders: the same message as encoding each whole body -------------------------
+
+
+class RecordingRenderer(Renderer):
+    """The real renderer, keeping every render so a test can rebuild a message by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renders: list[tuple[str, IssueView, RenderedMessage]] = []
+
+    def render_issue(
+        self, view: IssueView, language: str, template_set: str = "digest"
+    ) -> RenderedMessage:
+        rendered = super().render_issue(view, language, template_set)
+        self.renders.append((language, view, rendered))
+        return rendered
+
+    def for_reader(self, reader: Reader) -> RenderedMessage:
+        found = [
+            rendered
+            for language, view, rendered in self.renders
+            if language == reader.language
+            and all(not reader.topics or a.topics & reader.topics for a in view.articles)
+        ]
+        assert len(found) == 1, found
+        return found[0]
+
+
+def articles(now: datetime) -> tuple[ArticleView, ...]:
+    """Summaries with the cases that matter: dots at line starts, long lines, non-ASCII."""
+    long_link = "https://example.org/" + "a-long-path-segment." * 8 + "end"
+    summaries = [
+        "<p>...and then the dots: a paragraph that starts with three of them.</p>"
+        "<p>.hidden files and .dotfiles, one per line.</p>",
+        f'<p>Read more at <a href="{long_link}">{long_link}</a> today.</p>'
+        + "<p>" + "." * 300 + "</p>",
+        "<p>" + "長い日本語の文章が続きます。" * 12 + "</p><p>Ось український текст.</p>",
+        "<p>Equals = signs,\ttabs and trailing spaces   </p>",
+    ]  # fmt: skip
+    topics = [frozenset({"dots"}), frozenset({"links"}), frozenset({"dots", "world"}), frozenset()]
+    return tuple(
+        ArticleView(
+            title=f"Article {n}: «quotes» & <angles>",
+            url=f"https://example.org/articles/{n}",
+            summary_html=clean_html(summary),
+            summary_text=html_to_text(clean_html(summary)),
+            author="Олександра Іваненко" if n % 2 else "",
+            published_at=now - timedelta(hours=n),
+            topics=topic,
+        )
+        for n, (summary, topic) in enumerate(zip(summaries, topics, strict=True))
+    )
+
+
+@pytest.fixture
+def renderer() -> RecordingRenderer:
+    return RecordingRenderer()
+
+
+def composer(renderer: Renderer, folder: Path) -> Composer:
+    ctx = SendContext(
+        base_url=BASE_URL, default_from=SENDER, tokens=Tokens([TEST_KEY]), renderer=renderer,
+        transport=MaildirTransport(folder / "outbox"), lease=timedelta(minutes=10),
+        throttle=make_throttle(None, 0, "fast-paths-test"),
+    )  # fmt: skip
+    prepared = prepare(
+        Newsletter(slug="fast-weekly", name="Fast Weekly — тиждень"), ctx,
+        issue_public_id="issue-7", date=NOW, planned_at=NOW, articles=articles(NOW),
+    )  # fmt: skip
+    return Composer(prepared, ctx)
+
+
+READERS = [
+    Reader("r-en", "olivia@example.org", "Olivia Bennett", "en"),
+    Reader("r-en-anonymous", "anon@example.org", "", "en"),
+    Reader("r-en-topics", "dots@example.org", ".Dot <b>&amp;</b> Name", "en", frozenset({"dots"})),
+    Reader("r-uk", "oksana@example.org", "Оксана Коваленко-Шевченко", "uk"),
+    Reader("r-uk-topics", "links@example.org", "Тарас", "uk", frozenset({"links"})),
+    Reader("r-ja", "yuki@example.org", "山田 由紀", "ja"),
+    Reader("r-ja-long", "long@example.org", "名前" * 60, "ja", frozenset({"world"})),
+]
+
+
+def parse(data: bytes) -> EmailMessage:
+    message = message_from_bytes(data, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def test_composed_messages_are_the_bytes_of_encoding_whole_bodies(
+    renderer: RecordingRenderer, tmp_path: Path
+) -> None:
+    digest = composer(renderer, tmp_path)
+    prepared = digest.prepared
+    for reader in READERS:
+        composed = digest.compose(reader, NOW)
+        assert composed is not None
+        mid, message = composed
+        # The links carry signed tokens with a timestamp: read back the ones used.
+        parsed = parse(message)
+        unsubscribe_url = str(parsed["List-Unsubscribe"]).strip("<>")
+        plain = parsed.get_body(("plain",))
+        assert plain is not None
+        found = re.search(rf"{re.escape(BASE_URL)}/preferences/\S+", plain.get_content())
+        assert found is not None
+        rendered = renderer.for_reader(reader)
+        text, html = rendered.personalise(reader.name, unsubscribe_url, found.group(0))
+        envelope = Envelope(
+            from_name=prepared.from_name, from_address=prepared.from_address,
+            to_name=reader.name, to_address=reader.email, subject=rendered.subject,
+            message_id=mid, date=NOW, list_id=prepared.list_id,
+            list_name=prepared.from_name, unsubscribe_url=unsubscribe_url,
+        )  # fmt: skip
+        assert message == build_message(envelope, text, html, rendered.boundary), reader
+        # Nothing for SMTP to dot-stuff: the message goes out as it is.
+        assert not message.startswith(b".")
+        assert b"\n." not in message
+    # Each language and article set was rendered once, whoever read it.
+    assert len(renderer.renders) == 6
+
+
+def test_personalised_bodies_encode_as_the_whole_bodies(renderer: RecordingRenderer) -> None:
+    view = IssueView("Fast Weekly", NOW, articles(NOW), f"{BASE_URL}/archive/issue-7")
+    links = (f"{BASE_URL}/unsubscribe/{'t0k.en-' * 40}", f"{BASE_URL}/preferences/a&b<c>")
+    for language in ("en", "uk", "ja"):
+        rendered = renderer.render_issue(view, language)
+        for reader in READERS:
+            encoded = rendered.personalise_encoded(reader.name, *links)
+            whole = tuple(quoted_printable(b) for b in rendered.personalise(reader.name, *links))
+            assert encoded == whole, (language, reader.name)
+
+
+def test_per_reader_lines_are_a_small_part_of_a_digest(renderer: RecordingRenderer) -> None:
+    # The reason encoding per line pays: the marker lines, even of the CSS-inlined HTML,
+    # are a few hundred characters of tens of thousands.
+    view = IssueView("Fast Weekly", NOW, articles(NOW) * 5, f"{BASE_URL}/archive/issue-7")
+    rendered = renderer.render_issue(view, "en")
+    m = rendered.markers
+    for body in (rendered.text, rendered.html):
+        personal = sum(
+            len(line)
+            for line in body.split("\n")
+            if any(marker in line for marker in (m.greeting, m.unsubscribe_url, m.preferences_url))
+        )
+        assert personal < 600
+        assert personal * 20 < len(body)
+
+
+# --- sending without the regex ----------------------------------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    data=st.lists(st.sampled_from([b".", b"\n", b"\r\n", b"\r", b"..", b"x", b"\n."])).map(b"".join)
+)
+def test_dot_stuffing_matches_smtplib(data: bytes) -> None:
+    assert dot_stuffed(data) == re.sub(rb"(?m)^\.", b"..", data)
+
+
+@dataclass
+class CommandLog(RecordingHandler):
+    """Records each command's name and arguments as the relay saw them."""
+
+    mail_script: Callable[[str], str | None] | None = None
+    commands: list[str] = field(default_factory=list)
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        self.commands.append(" ".join(["MAIL", address, *options]))
+        if self.mail_script is not None:
+            reply = self.mail_script(address)
+            if reply is not None:
+                return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        self.commands.append(f"RCPT {address}")
+        return await super().handle_RCPT(server, session, envelope, address, options)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.commands.append("DATA")
+        return await super().handle_DATA(server, session, envelope)
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        self.commands.append("RSET")
+        return "250 OK"
+
+
+REPLIES = {
+    "refused": ("rcpt", "550 5.1.1 no such user"),
+    "closing": ("rcpt", "421 4.3.2 closing"),
+    "later": ("rcpt", "451 4.7.1 try later"),
+    "rejected": ("data", "554 5.7.1 rejected as spam"),
+    "full": ("data", "552 5.2.2 mailbox full"),
+    "shutdown": ("data", "421 4.3.2 service shutting down"),
+}
+
+
+def scripted(address: str, stage: str) -> str | None:
+    """The relay's reply to ``address`` at ``stage``, from its local part."""
+    at_stage, reply = REPLIES.get(address.partition("@")[0], ("", ""))
+    return reply if at_stage == stage else None
+
+
+@pytest.fixture
+def relay() -> Iterator[SMTPServer]:
+    handler = CommandLog(
+        rcpt_script=lambda address, _count: scripted(address, "rcpt"),
+        data_script=lambda address, _count: scripted(address, "data"),
+        mail_script=lambda address: "550 5.7.1 sender blocked" if "blocked" in address else None,
+    )
+    server = SMTPServer(handler)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# Dots at line starts (the first byte too), a lone dot line, and no CRLF at the end.
+DOTTED = b".first\r\nSubject: dots\r\n\r\n..two\r\n.\r\nmid.dle\r\n.\r\n\r\n.last"
+Send = Callable[[smtplib.SMTP, str, str, bytes], object]
+
+
+def exchange(relay: SMTPServer, send: Send, sender: str, recipient: str) -> list[object]:
+    """The commands, outcome and deliveries of one send and of a plain send after it."""
+    handler = relay.handler
+    assert isinstance(handler, CommandLog)
+    handler.commands.clear()
+    handler.messages.clear()
+    seen: list[object] = []
+    client = smtplib.SMTP("127.0.0.1", relay.port, timeout=10)
+    try:
+        try:
+            send(client, sender, recipient, DOTTED)
+            seen.append("sent")
+        except smtplib.SMTPException as exc:
+            seen.append((type(exc).__name__, exc.args))
+        seen.append(client.sock is not None)
+        if client.sock is not None:
+            send(client, SENDER, "next@example.org", b"Subject: next\r\n\r\nbody\r\n")
+    finally:
+        client.close()
+    return [
+        *seen,
+        list(handler.commands),
+        [(m.sender, m.recipients, m.data) for m in relay.messages],
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sender", "recipient"),
+    [
+        (SENDER, "reader@example.org"),
+        (SENDER, "refused@example.org"),
+        (SENDER, "closing@example.org"),
+        (SENDER, "later@example.org"),
+        (SENDER, "rejected@example.org"),
+        (SENDER, "full@example.org"),
+        (SENDER, "shutdown@example.org"),
+        ("blocked@example.org", "reader@example.org"),
+    ],
+)
+def test_transmit_talks_smtp_as_sendmail_does(
+    relay: SMTPServer, sender: str, recipient: str
+) -> None:
+    def sendmail(client: smtplib.SMTP, sender: str, recipient: str, message: bytes) -> object:
+        return client.sendmail(sender, [recipient], message)
+
+    plain = exchange(relay, sendmail, sender, recipient)
+    assert exchange(relay, transmit, sender, recipient) == plain
+    if recipient == "reader@example.org" and sender == SENDER:
+        # Dot-stuffed on the wire, unstuffed by the relay: the bytes as sent, plus CRLF.
+        assert plain[-1][0] == (SENDER, [recipient], DOTTED + b"\r\n")  # type: ignore[index]
+
+
+def connection(relay: SMTPServer) -> SMTPConnection:
+    return SMTPConnection(
+        MailURL(scheme="smtp", host="127.0.0.1", port=relay.port, timeout=10), 100
+    )
+
+
+@pytest.mark.parametrize(
+    ("recipient", "code", "permanent"),
+    [
+        ("refused@example.org", 550, True),
+        ("rejected@example.org", 554, True),
+        ("full@example.org", 552, False),
+        ("later@example.org", 451, False),
+        ("closing@example.org", 421, False),
+    ],
+)
+def test_refusals_are_delivery_errors_and_the_session_goes_on(
+    relay: SMTPServer, recipient: str, code: int, permanent: bool
+) -> None:
+    handler = relay.handler
+    assert isinstance(handler, CommandLog)
+    conn = connection(relay)
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            conn.send(SENDER, recipient, b"Subject: hi\r\n\r\nbody\r\n")
+        assert (caught.value.code, caught.value.permanent) == (code, permanent)
+        assert REPLIES[recipient.partition("@")[0]][1] in caught.value.detail
+        # Refused once, never retried: a 421 to RCPT is the reader's, not the session's.
+        assert handler.commands.count(f"RCPT {recipient}") == 1
+        conn.send(SENDER, "next@example.org", b"Subject: next\r\n\r\nbody\r\n")
+    finally:
+        conn.close()
+    assert [m.recipients for m in relay.messages] == [["next@example.org"]]
+
+
+def test_421_after_data_reconnects_once_then_defers(relay: SMTPServer) -> None:
+    handler = relay.handler
+    assert isinstance(handler, CommandLog)
+    conn = connection(relay)
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            conn.send(SENDER, "shutdown@example.org", b"Subject: hi\r\n\r\nbody\r\n")
+        assert (caught.value.code, caught.value.permanent) == (421, False)
+        assert handler.data_count == 2
+        conn.send(SENDER, "next@example.org", b"Subject: next\r\n\r\nbody\r\n")
+    finally:
+        conn.close()
+    assert [m.recipients for m in relay.messages] == [["next@example.org"]]
+
+
+@pytest.mark.parametrize("drops", [1, 2])
+def test_a_dropped_connection_is_retried_once(drops: int) -> None:
+    handler = DropAfterDotHandler(drops=drops)
+    relay = SMTPServer(handler)
+    relay.start()
+    conn = connection(relay)
+    try:
+        if drops == 1:
+            conn.send(SENDER, "reader@example.org", DOTTED)
+        else:
+            with pytest.raises(DeliveryError) as caught:
+                conn.send(SENDER, "reader@example.org", DOTTED)
+            assert (caught.value.code, caught.value.permanent) == (None, False)
+    finally:
+        conn.close()
+        relay.stop()
+    # The relay took the message before hanging up, so a retry is a second copy.
+    assert [m.data for m in handler.messages] == [DOTTED + b"\r\n"] * 2
+
+
+def test_a_digest_arrives_byte_identical(
+    relay: SMTPServer, renderer: RecordingRenderer, tmp_path: Path
+) -> None:
+    digest = composer(renderer, tmp_path)
+    sent = []
+    conn = connection(relay)
+    try:
+        for reader in READERS:
+            composed = digest.compose(reader, utcnow())
+            assert composed is not None
+            conn.send(SENDER, reader.email, composed[1])
+            sent.append(composed[1])
+    finally:
+        conn.close()
+    assert [m.data for m in relay.messages] == sent
