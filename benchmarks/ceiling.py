@@ -1,8 +1,10 @@
-"""The ceiling: Gazette's own messages, pre-rendered, pushed by plain smtplib.
+"""The ceiling: Gazette's own messages, pre-rendered, pushed over smtplib connections.
 
 Two processes each keep one SMTP connection open and send their share as fast as the
-sink takes it. Nothing is composed, queued or recorded while the clock runs, so no
-sender built on smtplib can beat this on the same machine.
+sink takes it, with the cheapest smtplib dialogue there is (gazette.mailer.transmit:
+sendmail's commands without its dot-stuffing regex, which Gazette's messages never
+need). Nothing is composed, queued or recorded while the clock runs, so no sender built
+on smtplib can beat this on the same machine.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from benchmarks import data, procstat
 from gazette.composer import Reader, composer_for
+from gazette.mailer import transmit
 from gazette.runtime import use_runtime
 from gazette.store.models import utcnow
 
@@ -108,7 +111,7 @@ def _send_share(
     began = time.time()
     for i in range(offset, offset + count):
         recipient, message = messages[i % size]
-        client.sendmail(corpus.sender, [recipient], message)
+        transmit(client, corpus.sender, recipient, message)
     ended = time.time()
     cpu_after = procstat.cpu_seconds(os.getpid()) or 0.0
     client.quit()

@@ -262,7 +262,7 @@ def limits(figures: Sequence[Figure], info: RunInfo) -> list[str]:
             f"**Where the time goes.** At {g_rate.subscribers:,} subscribers on PostgreSQL "
             f"Gazette sent {fmt(g_rate.value)} messages/s (the ceiling: {fmt(c_rate.value)}), "
             f"spending {fmt(g_cpu.value)} ms of worker CPU per message (main process and "
-            f"pool children) against {fmt(c_cpu.value)} ms for the ceiling's bare smtplib "
+            f"pool children) against {fmt(c_cpu.value)} ms for the ceiling's bare SMTP "
             f"client: {fmt(g_cpu.value / c_cpu.value)} times as much. At that rate the "
             f"worker kept {fmt(used)} of the {cores} cores busy"
             + (
@@ -292,7 +292,8 @@ def limits(figures: Sequence[Figure], info: RunInfo) -> list[str]:
             out.append(
                 f"The sink is not the limit: Postfix's own C client (smtp-source) pushes "
                 f"{fmt(sink.value)} messages/s of the same size into it; the ceiling's "
-                "smtplib clients are slower because they wait for four replies per message."
+                "smtplib-based clients are slower because they wait for four replies per "
+                "message."
             )
         out.append("")
     for profile in info.profiles:
@@ -434,13 +435,12 @@ def _web(figures: Sequence[Figure]) -> list[str]:
     if cpu is not None and statements is not None and checkouts is not None:
         text += (
             f" In-process, without HTTP, one POST costs {fmt(cpu.value)} ms of the app's "
-            f"CPU and issues {fmt(statements.value)} SQL statements over "
-            f"{fmt(checkouts.value)} pool checkouts, each of which pings the server first "
-            "(pool_pre_ping): the view reads the reader's language in one session and "
-            "unsubscribes in another, looking the reader up twice. The waitress threads "
-            "share one GIL, so the process tops out near "
-            f"{fmt(1000 / cpu.value)} requests/s before any database wait; one session "
-            "per request with one lookup would cut the round trips."
+            f"CPU and issues {fmt(statements.value)} SQL statements (built once, over the "
+            f"tables) in {fmt(checkouts.value)} pool checkout, pinged first "
+            "(pool_pre_ping), plus BEGIN and COMMIT. The waitress threads share one GIL, "
+            f"so the process tops out near {fmt(1000 / cpu.value)} requests/s before any "
+            "database wait, and wrk, PostgreSQL and the app share the 2 cores; past that, "
+            "more web processes behind the proxy (docs/deployment.md) add throughput."
         )
     return [text, ""]
 
@@ -452,35 +452,35 @@ def _diagnosis(profile: ProfileSummary) -> list[str]:
     mime = shares.get("MIME writing (gazette/mime.py)", 0.0)
     if mime >= 0.15:
         out.append(
-            f"- **MIME writing ({mime:.0%}).** `gazette.mime.quoted_printable` encodes "
-            "both whole bodies again for every reader (`binascii.b2a_qp` over tens of "
-            "kilobytes, then a split into lines to check their length), although only the "
-            "greeting and two links differ between readers. Encoding the shared parts of "
-            "each body once per issue and language, and only the per-reader values per "
-            "message, would remove most of this."
+            f"- **MIME writing ({mime:.0%}).** The shared lines of both bodies are "
+            "quoted-printable encoded once per render; per reader only the few lines "
+            "holding the greeting and links are encoded, and the headers written. What is "
+            "left is joining those pieces into one message: a writer that sent the pieces "
+            "to the socket without joining them would save the copy."
         )
     compose = shares.get("composing (composer, rendering, tokens)", 0.0)
     if compose >= 0.10:
         out.append(
-            f"- **Composing ({compose:.0%}).** Personalisation replaces three markers in "
-            "the rendered bodies and mints two signed tokens per reader."
+            f"- **Composing ({compose:.0%}).** Per reader: two signed tokens (HMAC-SHA1 "
+            "with keys derived once) and three marker substitutions in the lines that "
+            "hold them."
         )
     database = shares.get("database (SQLAlchemy, driver)", 0.0)
     if database >= 0.10:
         out.append(
             f"- **Database ({database:.0%}).** Per 50-message chunk: the recipients query, "
             "the topics query and an executemany UPDATE of the ledger, each in its own "
-            "session."
+            "session; larger chunks would cut this at the price of more re-sent messages "
+            "after a crash."
         )
     smtp = shares.get("SMTP client (smtplib, sockets)", 0.0)
     if smtp >= 0.10:
         out.append(
-            f"- **SMTP client ({smtp:.0%}).** `smtplib.SMTP.data` dot-stuffs every message "
-            "with a multi-line regular expression over all of it (`_quote_periods`, the "
-            "`sub (re/__init__.py)` frames); the ceiling pays the same. If "
-            "`gazette.mailer` sent DATA itself, a `b'\\n.' in message` check (and "
-            "`bytes.replace` in the rare message that needs it) would do the same job at C "
-            "speed."
+            f"- **SMTP client ({smtp:.0%}).** `gazette.mailer.transmit` sends the same "
+            "commands as smtplib's `sendmail` without its dot-stuffing regex (the ceiling "
+            "uses it too); what is left is four round trips per message (MAIL, RCPT, DATA, "
+            "the message). ESMTP PIPELINING (RFC 2920) would send the first three in one "
+            "write."
         )
     celery = shares.get("Celery, kombu, Redis client", 0.0)
     if celery >= 0.10:
@@ -535,8 +535,9 @@ METHOD = [
     "benchmark messages.",
     "- **ceiling**: digest messages composed by Gazette's own `Composer` from a seeded "
     "database (pre-rendered before the clock starts; the time per message is the compose "
-    "figure), then pushed with `smtplib` over one reused connection per process by 2 "
-    "processes. The senders' CPU is psutil `cpu_times` of the two processes. A run sends "
+    "figure), then pushed over one reused `smtplib` connection per process by 2 "
+    "processes, with `gazette.mailer.transmit` (sendmail's commands, no dot-stuffing "
+    "regex). The senders' CPU is psutil `cpu_times` of the two processes. A run sends "
     "as many messages as the issue has subscribers, cycling through the pre-rendered ones, "
     "capped (see Setup) since its rate does not depend on the count.",
     "- **gazette**: N readers bulk-seeded (COPY / executemany), the benchmark articles, "
