@@ -176,6 +176,9 @@ class Renderer:
                 trim_blocks=True,
                 lstrip_blocks=True,
                 keep_trailing_newline=True,
+                # Templates are read once per process: checking every file's mtime on each
+                # page costs the web endpoint a few percent. Restart to pick up edits.
+                auto_reload=False,
             )
             translations = _translations(self._locale_dir, language)
             env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
