@@ -382,3 +382,53 @@ def test_eight_processes_write_one_sqlite_file_at_once(tmp_path: Path) -> None:
         f"slowest writer {slowest:.1f} s",
         "0 'database is locked'; 1,600 distinct rows",
     )
+
+
+def test_adding_the_edition_keeps_every_issue_and_its_ledger(engine: Engine) -> None:
+    """0003 changes the issue table; on SQLite that is a copy-and-drop, which with
+    foreign keys on would cascade into the deliveries and the frozen articles."""
+    migrate.upgrade(engine, "135314e7cf60")  # 0002, before the edition existed
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO newsletter (id, slug, name, description, schedule_cron, timezone, "
+            "min_articles, max_articles, allow_frequency, template_set, default_language, "
+            "created_at) VALUES (1, 'weekly', 'Weekly', '', '0 8 * * 1', 'UTC', 1, 20, "
+            "false, 'digest', 'en', '2025-06-02 08:00:00+00:00')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO subscriber (id, public_id, email, name, language, created_at, "
+            "consent_source, bounce_count, attributes) VALUES (1, 'p1', 'a@example.org', '', "
+            "'en', '2025-06-02 08:00:00+00:00', 'cli', 0, '{}')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO article (id, guid, url, title, summary, author, fingerprint, "
+            "published_at, created_at, updated_at) VALUES (1, 'g1', 'https://e.org/1', 'A', "
+            "'', '', 'f1', '2025-06-01 08:00:00+00:00', '2025-06-01 08:00:00+00:00', "
+            "'2025-06-01 08:00:00+00:00')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO issue (id, public_id, newsletter_id, period_key, status, cutoff_at, "
+            "planned_at, sent_count, failed_count, skipped_count) VALUES (1, 'i1', 1, "
+            "'2025-06-02T08:00Z', 'sent', '2025-06-02 08:00:00+00:00', "
+            "'2025-06-02 08:00:00+00:00', 1, 0, 0)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO issue_article (issue_id, article_id, position) VALUES (1, 1, 0)"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO delivery (id, issue_id, subscriber_id, status, attempts) "
+            "VALUES (1, 1, 1, 'sent', 1)"
+        )
+    migrate.upgrade(engine)
+    with engine.connect() as connection:
+        counts = {
+            table: connection.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar()
+            for table in ("issue", "issue_article", "delivery")
+        }
+        edition = connection.exec_driver_sql("SELECT edition FROM issue").scalar()
+    assert counts == {"issue": 1, "issue_article": 1, "delivery": 1}
+    assert edition == "regular"
+    # And back down again, keeping the ledger too.
+    migrate.downgrade(engine, "135314e7cf60")
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM delivery").scalar() == 1

@@ -34,4 +34,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Downgrade schema."""
     with op.batch_alter_table('issue', schema=None) as batch_op:
+        # The column's CHECK constraint goes first, or SQLite's copy of the table keeps it.
+        batch_op.drop_constraint(op.f('ck_issue_issue_edition'), type_='check')
         batch_op.drop_column('edition')
