@@ -47,6 +47,7 @@ DAILY = "0 7 * * *"
 ZONE = "Europe/Kyiv"
 MONDAY = datetime(2025, 6, 2, 4, 0, tzinfo=UTC)  # 07:00 in Kyiv (UTC+3)
 DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
 
 
 def daily_newsletter(session: Session, *, allow: bool = True) -> int:
@@ -118,7 +119,14 @@ def test_moving_a_newsletter_with_the_choice_to_a_weekly_schedule_is_refused(
 
 @pytest.mark.parametrize(
     ("cron", "more_often"),
-    [("0 7 * * *", True), ("0 8 * * 1,4", True), ("0 8 * * 1", False), ("0 8 1 * *", False)],
+    [
+        ("0 7 * * *", True),
+        ("0 8 * * 1,4", True),
+        ("0 8 * * 1", False),
+        ("0 8 1 * *", False),
+        # Three days a month: more than twice in some fortnights, never more than weekly.
+        ("0 9 1-3 * *", False),
+    ],
 )
 def test_more_often_than_weekly(cron: str, more_often: bool) -> None:
     assert Schedule(cron, ZONE).more_often_than_weekly() is more_often
@@ -212,12 +220,13 @@ def test_the_weekly_key_follows_the_newsletters_zone(runtime: Runtime) -> None:
         )
 
 
-def test_a_summary_with_no_weekly_reader_is_skipped_and_its_articles_roll_over(
+def test_a_summary_with_no_reader_is_skipped_and_one_with_too_few_articles_rolls_over(
     runtime: Runtime,
 ) -> None:
     week = 7 * DAY
     with transaction(runtime.sessions) as session:
         newsletter_id = daily_newsletter(session)
+        update_newsletter(session, SLUG, NewsletterChanges(min_articles=2))
         add_reader(session, "daily@example.org", None)
         reader = add_reader(session, "weekly@example.org", "weekly")
         public_id = session.get_one(Subscriber, reader).public_id
@@ -228,22 +237,75 @@ def test_a_summary_with_no_weekly_reader_is_skipped_and_its_articles_roll_over(
                 frequency=frequency,
             )  # fmt: skip
 
-        first_story = add_article(session, "First story", MONDAY - DAY)
-        first = plan_issue(session, newsletter_id, MONDAY, edition=Edition.WEEKLY)
-        assert articles_of(session, first.issue_id) == {first_story}
+        def summary(weeks: int) -> tuple[IssueStatus, str | None, set[int]]:
+            result = plan_issue(
+                session, newsletter_id, MONDAY + weeks * week, edition=Edition.WEEKLY
+            )
+            return result.status, result.skip_reason, articles_of(session, result.issue_id)
+
+        first = [add_article(session, f"First {n}", MONDAY - DAY * (n + 1)) for n in range(2)]
+        assert summary(0) == (IssueStatus.PLANNED, None, set(first))
         # The only weekly reader switches to every issue: next week's summary has no one.
+        # Its week counts as covered: that reader got its article as a regular issue.
         choose("daily")
-        second_story = add_article(session, "Second story", MONDAY + 3 * DAY)
-        empty = plan_issue(session, newsletter_id, MONDAY + week, edition=Edition.WEEKLY)
-        assert (empty.status, empty.deliveries) == (IssueStatus.SKIPPED, 0)
-        assert empty.skip_reason == "no reader chose the weekly summary"
-        # They come back: the summary after brings what the skipped one would have.
+        add_article(session, "Read as a regular issue", MONDAY + 3 * DAY)
+        add_article(session, "Also read as a regular issue", MONDAY + 4 * DAY)
+        assert summary(1)[:2] == (IssueStatus.SKIPPED, "no reader chose the weekly summary")
         choose("weekly")
-        third_story = add_article(session, "Third story", MONDAY + week + 3 * DAY)
-        third = plan_issue(session, newsletter_id, MONDAY + 2 * week, edition=Edition.WEEKLY)
-        assert third.status is IssueStatus.PLANNED
-        assert articles_of(session, third.issue_id) == {second_story, third_story}
-        assert audience(session, third.issue_id) == {reader}
+        # One article is fewer than the minimum of two: skipped, and it rolls over.
+        quiet = add_article(session, "A quiet week", MONDAY + week + 3 * DAY)
+        status, reason, _ = summary(2)
+        assert status is IssueStatus.SKIPPED
+        assert reason is not None
+        assert reason.startswith("1 new article(s)")
+        busy = add_article(session, "A busy week", MONDAY + 2 * week + 3 * DAY)
+        status, _, carried = summary(3)
+        assert status is IssueStatus.PLANNED
+        assert carried == {quiet, busy}
+
+
+def test_a_summary_after_weeks_without_the_choice_covers_one_week(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as session:
+        newsletter_id = daily_newsletter(session)
+        add_reader(session, "weekly@example.org", "weekly")
+        add_article(session, "Spring", MONDAY - DAY)
+        plan_issue(session, newsletter_id, MONDAY, edition=Edition.WEEKLY)
+        update_newsletter(session, SLUG, NewsletterChanges(allow_frequency=False))
+        for week in range(1, 9):  # two months of regular issues only
+            add_article(session, f"Week {week}", MONDAY + week * 7 * DAY - DAY)
+        update_newsletter(session, SLUG, NewsletterChanges(allow_frequency=True))
+        last_week = add_article(session, "Last week", MONDAY + 9 * 7 * DAY - DAY)
+        result = plan_issue(session, newsletter_id, MONDAY + 9 * 7 * DAY, edition=Edition.WEEKLY)
+        assert articles_of(session, result.issue_id) == {last_week}
+
+
+def test_switching_the_choice_on_mid_week_waits_for_the_next_week(runtime: Runtime) -> None:
+    with transaction(runtime.sessions) as session:
+        newsletter_id = daily_newsletter(session, allow=False)
+        add_reader(session, "weekly@example.org", None)
+        wednesday = MONDAY + 2 * DAY + timedelta(minutes=1)
+        update_newsletter(session, SLUG, NewsletterChanges(allow_frequency=True))
+        assert due_editions(session, wednesday) == [(newsletter_id, Edition.REGULAR)]
+        next_monday = MONDAY + 7 * DAY + timedelta(minutes=1)
+        assert due_editions(session, next_monday) == [
+            (newsletter_id, Edition.REGULAR),
+            (newsletter_id, Edition.WEEKLY),
+        ]
+        # Missed by a down scheduler at 07:00, still due later that Monday.
+        assert (newsletter_id, Edition.WEEKLY) in due_editions(session, next_monday + 5 * HOUR)
+
+
+def test_an_older_weekly_newsletter_with_the_choice_can_still_be_renamed(
+    runtime: Runtime,
+) -> None:
+    with transaction(runtime.sessions) as session:
+        create_newsletter(session, "weekly", "Weekly", cron="0 8 * * 1")
+        # As an earlier version allowed: the choice on a weekly schedule.
+        newsletter_by_slug(session, "weekly").allow_frequency = True
+    with transaction(runtime.sessions) as session:
+        update_newsletter(session, "weekly", NewsletterChanges(name="The Weekly"))
+    with runtime.sessions() as session:
+        assert newsletter_by_slug(session, "weekly").name == "The Weekly"
 
 
 def test_withdrawing_the_choice_sends_weekly_readers_every_issue(runtime: Runtime) -> None:
@@ -273,17 +335,17 @@ def test_planning_the_summary_twice_makes_one_issue(runtime: Runtime) -> None:
 
 
 def test_the_scheduler_sends_the_summary_only_to_weekly_readers(
-    tmp_path: Path, database_url: str
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Beat's tick a minute after the week's first scheduled time; sending runs for real.
+    tick = MONDAY + timedelta(minutes=1)
+    monkeypatch.setattr(tasks, "utcnow", lambda: tick)
     with installed_runtime(tmp_path, database_url) as runtime:
-        now = datetime.now(UTC)
         with transaction(runtime.sessions) as session:
-            # Every minute, so "now" is always just after a tick.
-            create_newsletter(session, SLUG, "Morning Brief", cron="* * * * *", timezone=ZONE)
-            update_newsletter(session, SLUG, NewsletterChanges(allow_frequency=True))
+            daily_newsletter(session)
             add_reader(session, "every@example.org", None)
             add_reader(session, "weekly@example.org", "weekly")
-            add_article(session, "Yesterday's story", now - DAY)
+            add_article(session, "Yesterday's story", MONDAY - DAY)
         tasks.plan_due_issues()
         received = {
             str(message["To"]): message
@@ -301,6 +363,13 @@ def test_the_scheduler_sends_the_summary_only_to_weekly_readers(
         for address, edition in (("every", Edition.REGULAR), ("weekly", Edition.WEEKLY)):
             message_id = str(received[f"{address}@example.org"]["Message-ID"])
             assert message_id.startswith(f"<{issues[edition].public_id}.")
+        # The choice withdrawn after beat enqueued the summary: the task plans nothing.
+        with transaction(runtime.sessions) as session:
+            update_newsletter(session, SLUG, NewsletterChanges(allow_frequency=False))
+            newsletter_id = newsletter_by_slug(session, SLUG).id
+        tasks.plan_newsletter(newsletter_id, "weekly")
+        with runtime.sessions() as session:
+            assert len(session.scalars(select(Issue)).all()) == 2
 
 
 def cli(folder: Path, database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -352,6 +421,12 @@ def test_operator_commands_for_the_weekly_summary(tmp_path: Path, database_url: 
     forced = ok("digest", "preview", SLUG, "--as", "weekly@example.org", "--regular")
     assert "(weekly summary)" not in forced
     sent = ok("digest", "send", SLUG, "--weekly")
+    regular_only = cli(tmp_path, database_url, "newsletters", "edit", SLUG, "--no-allow-frequency")
+    assert regular_only.returncode == 0, regular_only.stderr
+    # Without the choice the weekly reader gets every issue, and the preview says so.
+    withdrawn = ok("digest", "preview", SLUG, "--as", "weekly@example.org")
+    assert "(weekly summary)" not in withdrawn
+    ok("newsletters", "edit", SLUG, "--allow-frequency")
     assert "1 article(s), 1 reader(s)" in sent
     regular = ok("digest", "send", SLUG)
     assert "1 article(s), 1 reader(s)" in regular

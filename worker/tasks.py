@@ -6,11 +6,16 @@ its unique key and sending claims rows from the ledger.
 
 from __future__ import annotations
 
+import logging
+
 from gazette import digests, feeds, notices, sending
+from gazette.errors import GazetteError
 from gazette.runtime import current_runtime
 from gazette.store.db import transaction
 from gazette.store.models import Edition, utcnow
 from worker.app import app
+
+logger = logging.getLogger(__name__)
 
 
 def enqueue_issue(issue_id: int) -> int:
@@ -32,8 +37,13 @@ def enqueue_issue(issue_id: int) -> int:
 @app.task(name="gazette.plan_newsletter", ignore_result=True, acks_late=True)
 def plan_newsletter(newsletter_id: int, edition: str = Edition.REGULAR.value) -> None:
     """Plan the newsletter's issue (of an edition) for the current period, then enqueue it."""
-    with transaction(current_runtime().sessions) as session:
-        result = digests.plan_issue(session, newsletter_id, utcnow(), edition=Edition(edition))
+    try:
+        with transaction(current_runtime().sessions) as session:
+            result = digests.plan_issue(session, newsletter_id, utcnow(), edition=Edition(edition))
+    except GazetteError as error:
+        # The weekly choice was withdrawn after beat enqueued this: nothing to send.
+        logger.warning("not planning newsletter %s (%s): %s", newsletter_id, edition, error)
+        return
     enqueue_issue(result.issue_id)
 
 

@@ -41,6 +41,7 @@ class PlanResult:
 
 # Subscription.frequency values; NULL means the newsletter's own schedule.
 WEEKLY_FREQUENCY = "weekly"
+NO_WEEKLY_READER = "no reader chose the weekly summary"
 
 
 def period_key(newsletter: Newsletter, now: datetime, edition: Edition = Edition.REGULAR) -> str:
@@ -92,12 +93,23 @@ def window_start(
 ) -> datetime | None:
     """Where the edition's next issue starts: its previous cutoff (None: the beginning).
 
-    The first weekly summary covers the week before it, not the whole back catalogue.
+    A weekly summary covers the week before it. It reaches further back only over
+    summaries skipped for too few articles, whose articles roll over; not over weeks
+    without a summary (the choice was not offered) or without a weekly reader, whose
+    articles those readers received as regular issues.
     """
-    since = previous_cutoff(session, newsletter_id, issue_id, edition)
-    if since is None and edition is Edition.WEEKLY:
-        return now - timedelta(days=7)
-    return since
+    if edition is Edition.REGULAR:
+        return previous_cutoff(session, newsletter_id, issue_id, edition)
+    week_ago = now - timedelta(days=7)
+    weekly = (Issue.newsletter_id == newsletter_id) & (Issue.edition == Edition.WEEKLY)
+    if issue_id is not None:
+        weekly = weekly & (Issue.id != issue_id)
+    latest = session.scalar(select(func.max(Issue.cutoff_at)).where(weekly))
+    if latest is None or latest < now - timedelta(days=8):
+        return week_ago
+    carried = (Issue.status != IssueStatus.SKIPPED) | (Issue.skip_reason == NO_WEEKLY_READER)
+    since = session.scalar(select(func.max(Issue.cutoff_at)).where(weekly, carried))
+    return since if since is not None else week_ago
 
 
 def select_articles(
@@ -232,8 +244,8 @@ def plan_issue(
             f"{articles} new article(s), fewer than the minimum of {newsletter.min_articles}",
         )
     if edition is Edition.WEEKLY and not _has_audience(session, newsletter, edition):
-        # Recorded as skipped, so its articles stay unsent for the first weekly reader.
-        return _skip(session, issue, articles, "no reader chose the weekly summary")
+        # Recorded, so the week counts as covered: nobody was waiting for its summary.
+        return _skip(session, issue, articles, NO_WEEKLY_READER)
     deliveries = _freeze_audience(session, newsletter, issue)
     session.flush()
     return PlanResult(issue.id, True, issue.status, articles, deliveries)
@@ -288,7 +300,12 @@ def due_editions(session: Session, now: datetime) -> list[tuple[int, Edition]]:
     """Return (newsletter, edition) pairs whose current period has no issue yet."""
     due: list[tuple[int, Edition]] = []
     for newsletter in session.scalars(select(Newsletter).order_by(Newsletter.id)):
+        schedule = Schedule(newsletter.schedule_cron, newsletter.timezone)
         for edition in editions(newsletter):
+            # The summary goes out at the week's first tick, not whenever the choice is
+            # switched on mid-week (it would repeat days its readers already received).
+            if edition is Edition.WEEKLY and not schedule.first_tick_of_week(now):
+                continue
             key = period_key(newsletter, now, edition)
             exists = session.scalar(
                 select(Issue.id).where(

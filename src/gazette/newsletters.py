@@ -33,23 +33,31 @@ class Schedule:
         return next(CronSim(self.cron, start, reverse=True))
 
     def fires_within(self, start: datetime, days: int) -> int:
-        """How many times the schedule fires in the ``days`` after ``start`` (capped at 64)."""
+        """How many times the schedule fires in the ``days`` after ``start`` (capped at 128)."""
         local = start.astimezone(zoneinfo.ZoneInfo(self.timezone))
         end = local + timedelta(days=days)
         count = 0
         for fire in CronSim(self.cron, local):
-            if fire > end or count >= 64:
+            if fire > end or count >= 128:
                 break
             count += 1
         return count
 
     def more_often_than_weekly(self) -> bool:
-        """True when the schedule fires more than twice in any fortnight from now.
+        """True when the schedule fires more than once a week over the next eight weeks.
 
         A weekly summary is only a choice for readers of a newsletter that sends more
         often than weekly; twice a week or daily qualifies, weekly or rarer does not.
+        Eight weeks, so a monthly burst (days 1-3 of each month) does not pass or fail
+        by the date it is asked on.
         """
-        return self.fires_within(datetime.now(UTC), 14) > 2
+        return self.fires_within(datetime.now(UTC), 56) > 8
+
+    def first_tick_of_week(self, now: datetime) -> bool:
+        """True when the last fire at or before ``now`` is the first of its ISO week."""
+        last = self.last_fire(now)
+        before = self.last_fire(last - timedelta(minutes=1))
+        return before.isocalendar()[:2] != last.isocalendar()[:2]
 
 
 def check_schedule(cron: str, timezone: str) -> Schedule:
@@ -172,7 +180,11 @@ def update_newsletter(session: Session, slug: str, changes: NewsletterChanges) -
         if changes.allow_frequency is not None
         else newsletter.allow_frequency
     )
-    if allow:
+    # Checked only when the schedule or the choice changes: a rename must not fail on
+    # a combination an older version allowed.
+    choice_changed = allow and not newsletter.allow_frequency
+    schedule_changed = (cron, timezone) != (newsletter.schedule_cron, newsletter.timezone)
+    if allow and (choice_changed or schedule_changed):
         _check_frequency_choice(slug, schedule)
     low = changes.min_articles if changes.min_articles is not None else newsletter.min_articles
     high = changes.max_articles if changes.max_articles is not None else newsletter.max_articles

@@ -13,7 +13,7 @@ from gazette.composer import Composer, Personalised, Reader, SendContext, articl
 from gazette.digests import WEEKLY_FREQUENCY, editions, select_articles, window_start
 from gazette.errors import GazetteError
 from gazette.newsletters import newsletter_by_slug
-from gazette.store.models import Edition, Subscription, Topic, subscription_topic
+from gazette.store.models import Edition, Newsletter, Subscription, Topic, subscription_topic
 from gazette.subscribers import subscriber_by_email
 
 SAMPLE_READER = Reader(public_id="preview", email="reader@example.org", name="", language="en")
@@ -68,7 +68,7 @@ def preview(
     """
     newsletter = newsletter_by_slug(session, newsletter_slug)
     if edition is None:
-        edition = _edition_of(session, as_email, newsletter.id) if as_email else Edition.REGULAR
+        edition = _edition_of(session, as_email, newsletter) if as_email else Edition.REGULAR
     if edition not in editions(newsletter):
         raise GazetteError(
             f"{newsletter_slug} has no weekly edition: its readers cannot choose a frequency."
@@ -97,13 +97,15 @@ def preview(
     return Preview(reader, len(article_ids), personal, composed[1], edition)
 
 
-def _edition_of(session: Session, email: str, newsletter_id: int) -> Edition:
+def _edition_of(session: Session, email: str, newsletter: Newsletter) -> Edition:
     """The edition a reader receives: weekly only if they chose it and it is offered."""
+    if Edition.WEEKLY not in editions(newsletter):
+        return Edition.REGULAR
     subscriber = subscriber_by_email(session, email)
     frequency = session.scalar(
         select(Subscription.frequency).where(
             Subscription.subscriber_id == subscriber.id,
-            Subscription.newsletter_id == newsletter_id,
+            Subscription.newsletter_id == newsletter.id,
         )
     )
     return Edition.WEEKLY if frequency == WEEKLY_FREQUENCY else Edition.REGULAR
