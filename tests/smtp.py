@@ -78,10 +78,12 @@ def free_port() -> int:
 class SMTPServer:
     """aiosmtpd on 127.0.0.1 on a free port, started and stopped by a fixture."""
 
-    def __init__(self, handler: RecordingHandler) -> None:
+    def __init__(self, handler: RecordingHandler, *, smtputf8: bool = False) -> None:
         self.handler = handler
         self.port = free_port()
-        self._controller = Controller(handler, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(
+            handler, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=smtputf8
+        )
 
     def start(self) -> None:
         self._controller.start()

@@ -426,6 +426,31 @@ def test_refusals_are_delivery_errors_and_the_session_goes_on(
     assert [m.recipients for m in relay.messages] == [["next@example.org"]]
 
 
+@pytest.mark.parametrize("offered", [True, False])
+def test_an_internationalised_address_goes_by_smtputf8_or_is_refused_clearly(
+    offered: bool,
+) -> None:
+    """GAZETTE_SMTPUTF8 lets readers with such addresses in; sending must not crash."""
+    server = SMTPServer(RecordingHandler(), smtputf8=offered)
+    server.start()
+    conn = connection(server)
+    try:
+        if offered:
+            conn.send(SENDER, "оксана@приклад.укр", b"Subject: hi\r\n\r\nbody\r\n")
+        else:
+            with pytest.raises(DeliveryError) as caught:
+                conn.send(SENDER, "оксана@приклад.укр", b"Subject: hi\r\n\r\nbody\r\n")
+            assert (caught.value.code, caught.value.permanent) == (553, True)
+            assert "does not offer SMTPUTF8" in caught.value.detail
+        # Either way the session goes on for the next reader.
+        conn.send(SENDER, "next@example.org", b"Subject: next\r\n\r\nbody\r\n")
+    finally:
+        conn.close()
+        server.stop()
+    expected = [["оксана@приклад.укр"], ["next@example.org"]] if offered else [["next@example.org"]]
+    assert [m.recipients for m in server.messages] == expected
+
+
 def test_421_after_data_reconnects_once_then_defers(relay: SMTPServer) -> None:
     handler = relay.handler
     assert isinstance(handler, CommandLog)

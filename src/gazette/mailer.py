@@ -187,6 +187,15 @@ def transmit(client: smtplib.SMTP, sender: str, recipient: str, message: bytes) 
     """
     client.ehlo_or_helo_if_needed()
     options = [f"size={len(message)}"] if client.does_esmtp and client.has_extn("size") else []
+    if not (sender.isascii() and recipient.isascii()):
+        # An internationalised address (GAZETTE_SMTPUTF8) travels only as RFC 6531 allows.
+        if not client.has_extn("smtputf8"):
+            raise smtplib.SMTPRecipientsRefused(
+                {recipient: (553, b"the relay does not offer SMTPUTF8 for this address")}
+            )
+        options.append("SMTPUTF8")
+        if client.has_extn("8bitmime"):
+            options.append("BODY=8BITMIME")
     code, reply = client.mail(sender, options)
     if code != 250:
         _end_transaction(client, code)
