@@ -31,7 +31,7 @@ from gazette.store.models import (
     Suppression,
     utcnow,
 )
-from gazette.subscribers import LANGUAGES, Origin, email_hash
+from gazette.subscribers import LANGUAGES, Origin, email_hash, event_row
 from gazette.text import clean_line
 
 CHUNK = 1000
@@ -330,15 +330,11 @@ def _event(
     now: object,
     **detail: str,
 ) -> dict[str, object]:
-    return {
-        "subscriber_id": subscriber_id,
-        "newsletter_id": newsletter_id,
-        "kind": kind,
-        "source": origin.source,
-        "ip": origin.ip,
-        "detail": dict(detail),
-        "created_at": now,
-    }
+    # One timestamp for the whole import, so its events sort together.
+    row = event_row(
+        kind, origin, subscriber_id=subscriber_id, newsletter_id=newsletter_id, **detail
+    )
+    return {**row, "created_at": now}
 
 
 def neutralise(value: str) -> str:

@@ -103,15 +103,27 @@ def record_event(
     """
     session.execute(
         _INSERT_EVENT,
-        {
-            "subscriber_id": subscriber_id,
-            "newsletter_id": newsletter_id,
-            "kind": kind,
-            "source": origin.source,
-            "ip": origin.ip,
-            "detail": dict(detail),
-        },
+        event_row(kind, origin, subscriber_id=subscriber_id, newsletter_id=newsletter_id, **detail),
     )
+
+
+def event_row(
+    kind: str,
+    origin: Origin,
+    *,
+    subscriber_id: int | None,
+    newsletter_id: int | None = None,
+    **detail: str,
+) -> dict[str, object]:
+    """The column values of one audit event, for record_event and for bulk imports."""
+    return {
+        "subscriber_id": subscriber_id,
+        "newsletter_id": newsletter_id,
+        "kind": kind,
+        "source": origin.source,
+        "ip": origin.ip,
+        "detail": dict(detail),
+    }
 
 
 def is_suppressed(session: Session, address: str) -> bool:
