@@ -12,8 +12,10 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cache
+from typing import cast
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Table, Update, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.bounces import record_bounce
@@ -88,19 +90,19 @@ class _Recipient:
 def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipient]:
     """Load the claimed rows whose subscription is still active, in id order.
 
-    Two queries per chunk whatever its size: the rows, then the topics their readers
-    chose.
+    One query per chunk whatever its size: the rows joined to the topics their readers
+    chose (a reader with several topics comes back once per topic, and is folded here).
     """
     rows = session.execute(
         select(
             Delivery.id,
             Delivery.subscriber_id,
             Delivery.attempts,
-            Subscription.id,
             Subscriber.public_id,
             Subscriber.email,
             Subscriber.name,
             Subscriber.language,
+            Topic.slug,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .join(Issue, Issue.id == Delivery.issue_id)
@@ -111,6 +113,8 @@ def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipien
                 Subscription.newsletter_id == Issue.newsletter_id,
             ),
         )
+        .outerjoin(subscription_topic, subscription_topic.c.subscription_id == Subscription.id)
+        .outerjoin(Topic, Topic.id == subscription_topic.c.topic_id)
         .where(
             Delivery.id.in_(delivery_ids),
             Delivery.status == DeliveryStatus.SENDING,
@@ -118,17 +122,20 @@ def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipien
         )
         .order_by(Delivery.id)
     ).all()
-    chosen: dict[int, set[str]] = {}
-    for subscription_id, slug in session.execute(
-        select(subscription_topic.c.subscription_id, Topic.slug)
-        .join(Topic, Topic.id == subscription_topic.c.topic_id)
-        .where(subscription_topic.c.subscription_id.in_([row[3] for row in rows]))
-    ):
-        chosen.setdefault(subscription_id, set()).add(slug)
+    by_delivery: dict[int, tuple[tuple[int, int, str, str, str, str], set[str]]] = {}
+    for delivery_id, subscriber_id, attempts, public_id, email, name, lang, slug in rows:
+        entry = by_delivery.get(delivery_id)
+        if entry is None:
+            entry = ((subscriber_id, attempts, public_id, email, name, lang), set())
+            by_delivery[delivery_id] = entry
+        if slug is not None:
+            entry[1].add(slug)
     recipients = []
-    for delivery_id, subscriber_id, attempts, subscription_id, public_id, email, name, lang in rows:
-        topics = frozenset(chosen.get(subscription_id, ()))
-        reader = Reader(public_id, email, name, lang, topics)
+    for delivery_id, (
+        (subscriber_id, attempts, public_id, email, name, lang),
+        topics,
+    ) in by_delivery.items():
+        reader = Reader(public_id, email, name, lang, frozenset(topics))
         recipients.append(_Recipient(delivery_id, subscriber_id, attempts, reader))
     return recipients
 
@@ -156,33 +163,25 @@ def send_batch(
             .where(Issue.id == issue_id, Issue.status == IssueStatus.PLANNED)
             .values(status=IssueStatus.SENDING, started_at=utcnow())
         )
-    leased_at = utcnow()
+    lease = _Lease(claimed, ctx.lease)
     with factory() as session:
         composer = composer_for(session, ctx, issue_id)
     counts: Counter[str] = Counter()
+    outcome: _ChunkOutcome | None = None
     with ctx.transport.connect() as connection:
         for start in range(0, len(claimed), RECORD_CHUNK):
             chunk = claimed[start : start + RECORD_CHUNK]
-            # Re-read per chunk so an unsubscribe that lands mid-send is honoured.
-            with factory() as session:
+            # One short transaction per chunk records the chunk just sent, then re-reads
+            # the next one's readers, so an unsubscribe that lands mid-send is honoured.
+            with factory() as session, session.begin():
+                if outcome is not None:
+                    _record(session, outcome, lease, start)
                 recipients = _recipients(session, chunk)
             outcome = _send_chunk(connection, composer, ctx, chunk, recipients)
-            rest = claimed[start + RECORD_CHUNK :]
-            with factory() as session, session.begin():
-                session.execute(update(Delivery), outcome.updates)
-                for subscriber_id, hard, detail in outcome.bounces:
-                    record_bounce(session, subscriber_id, hard=hard, detail=detail)
-                # A slow batch (a low send rate, a slow relay) must not outlive its lease,
-                # or the sweep would hand rows still being sent to another task; renewing
-                # once half the lease has gone keeps that to a few updates per batch.
-                if rest and utcnow() - leased_at > ctx.lease / 2:
-                    leased_at = utcnow()
-                    session.execute(
-                        update(Delivery)
-                        .where(Delivery.id.in_(rest), Delivery.status == DeliveryStatus.SENDING)
-                        .values(lease_until=leased_at + ctx.lease)
-                    )
             counts.update(outcome.counts)
+        if outcome is not None:
+            with factory() as session, session.begin():
+                _record(session, outcome, lease, len(claimed))
     return BatchResult(
         len(claimed), counts["sent"], counts["retry"], counts["failed"], counts["skipped"]
     )
@@ -193,6 +192,63 @@ class _ChunkOutcome:
     updates: list[dict[str, object]] = field(default_factory=list)
     bounces: list[tuple[int, bool, str]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+
+
+class _Lease:
+    """When a batch's claimed rows last had their lease set, to renew it in time."""
+
+    def __init__(self, claimed: list[int], length: timedelta) -> None:
+        self.claimed = claimed
+        self.length = length
+        self.set_at = utcnow()
+
+    def renew_if_due(self, session: Session, sent_up_to: int) -> None:
+        """Extend the lease of the rows not sent yet once half of it has gone.
+
+        A slow batch (a low send rate, a slow relay) must not outlive its lease, or the
+        sweep would hand rows still being sent to another task; renewing at half-time
+        keeps that to a few updates per batch.
+        """
+        rest = self.claimed[sent_up_to:]
+        if not rest or utcnow() - self.set_at <= self.length / 2:
+            return
+        self.set_at = utcnow()
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id.in_(rest), Delivery.status == DeliveryStatus.SENDING)
+            .values(lease_until=self.set_at + self.length)
+        )
+
+
+_delivery = cast(Table, Delivery.__table__)
+
+
+@cache
+def _ledger_update(columns: frozenset[str]) -> Update:
+    """UPDATE delivery SET <columns> WHERE id = :row_id, built once per set of columns.
+
+    A Core statement over the table: executemany without the ORM's per-row bookkeeping,
+    which cost more than the database itself on the sending path.
+    """
+    return (
+        update(_delivery)
+        .where(_delivery.c.id == bindparam("row_id"))
+        .values({name: bindparam(name) for name in sorted(columns)})
+    )
+
+
+def _record(session: Session, outcome: _ChunkOutcome, lease: _Lease, sent_up_to: int) -> None:
+    """Write one chunk's results to the ledger, count its bounces, renew the lease."""
+    grouped: dict[frozenset[str], list[dict[str, object]]] = {}
+    for row in outcome.updates:
+        values = {name: value for name, value in row.items() if name != "id"}
+        values["row_id"] = row["id"]
+        grouped.setdefault(frozenset(row) - {"id"}, []).append(values)
+    for columns, rows in grouped.items():
+        session.execute(_ledger_update(columns), rows)
+    for subscriber_id, hard, detail in outcome.bounces:
+        record_bounce(session, subscriber_id, hard=hard, detail=detail)
+    lease.renew_if_due(session, sent_up_to)
 
 
 def _send_chunk(
