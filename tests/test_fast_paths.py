@@ -27,7 +27,7 @@ from gazette.articles import clean_html
 from gazette.composer import Composer, Reader, SendContext, prepare
 from gazette.config import MailURL
 from gazette.mailer import DeliveryError, MaildirTransport, SMTPConnection, dot_stuffed, transmit
-from gazette.mime import BodyTemplate, Envelope, build_message, quoted_printable
+from gazette.mime import BodyTemplate, DotSafe, Envelope, build_message, quoted_printable
 from gazette.ratelimit import make_throttle
 from gazette.rendering import ArticleView, IssueView, RenderedMessage, Renderer
 from gazette.store.models import Newsletter, utcnow
@@ -501,3 +501,48 @@ def test_a_digest_arrives_byte_identical(
     finally:
         conn.close()
     assert [m.data for m in relay.messages] == sent
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    subject=st.text(alphabet=".\n\r x=é", max_size=200),
+    name=st.text(alphabet='.\n\r x"<é', max_size=80),
+    body=st.text(alphabet=".\n\r x=é\t", max_size=400),
+)
+def test_built_messages_never_start_a_line_with_a_dot(subject: str, name: str, body: str) -> None:
+    # build_message marks its output DotSafe, so transmit sends it without stuffing:
+    # the mark must hold whatever the subject, the reader's name and the bodies hold.
+    envelope = Envelope(
+        from_name=name, from_address="news@example.org", to_name=name,
+        to_address="reader@example.org", subject=subject, message_id="m@example.org",
+        date=datetime(2026, 1, 5, 9, 0), list_id="news.example.org", list_name=name,
+        unsubscribe_url="https://example.org/unsubscribe/abc",
+    )  # fmt: skip
+    message = build_message(envelope, body, f"<p>{body}</p>", "BOUNDARY")
+    assert isinstance(message, DotSafe)
+    assert dot_stuffed(message) == message
+
+
+def test_transmit_still_stuffs_plain_bytes_and_sends_dot_safe_ones_as_they_are() -> None:
+    plain = b"Subject: x\r\n\r\n.starts with a dot\r\n..two\r\nend\r\n"
+    server = SMTPServer(RecordingHandler())
+    server.start()
+    client = smtplib.SMTP("127.0.0.1", server.port, timeout=10)
+    try:
+        transmit(client, "news@example.org", "a@example.org", plain)
+        safe = build_message(
+            Envelope(
+                from_name="News", from_address="news@example.org", to_name="",
+                to_address="b@example.org", subject=".dot", message_id="m@example.org",
+                date=datetime(2026, 1, 5, 9, 0),
+            ),
+            ".text\n.", "<p>.</p>", "BOUNDARY",
+        )  # fmt: skip
+        transmit(client, "news@example.org", "b@example.org", safe)
+    finally:
+        client.quit()
+        server.stop()
+    received = {m.recipients[0]: m.data for m in server.messages}
+    # The relay undoes the stuffing: each side gets back exactly the bytes handed over.
+    assert received["a@example.org"] == plain
+    assert received["b@example.org"] == bytes(safe)

@@ -230,7 +230,7 @@ class Composer:
             list_name=prepared.from_name,
             unsubscribe_url=unsubscribe_url,
         )
-        message = build_message(envelope, text, html, parts.boundary)
+        message: bytes = build_message(envelope, text, html, parts.boundary)
         if self._ctx.signer is not None:
             message = self._ctx.signer.sign(message)
         return mid, message

@@ -32,6 +32,15 @@ QuotedPrintable = NewType("QuotedPrintable", bytes)
 """A body already encoded by quoted_printable (CRLF lines, none starting with ".")."""
 
 
+class DotSafe(bytes):
+    """A whole message in which no line starts with ".", as build_message writes them.
+
+    SMTP's DATA would otherwise need a "." doubled at each line start (RFC 5321 4.5.2);
+    proving there is none costs a scan of every message (about 50 us for a digest), so
+    messages built here carry the proof in their type and the SMTP client skips it.
+    """
+
+
 def _encoded_words(text: str) -> list[str]:
     """Split ``text`` into B-encoded words without cutting a character in two."""
     words: list[str] = []
@@ -226,12 +235,14 @@ def build_message(
     text: str | QuotedPrintable,
     html: str | QuotedPrintable,
     boundary: str,
-) -> bytes:
+) -> DotSafe:
     """Return a multipart/alternative message (text, then HTML) as CRLF bytes.
 
     Each body is a string, or already quoted_printable-encoded (a digest encodes its
     shared lines once per render, not per reader). ``boundary`` must not occur in either
     body; a digest uses a fixed random string chosen once per issue and language.
+    Header values are cleaned to one line and folded with a leading blank, and bodies
+    never start a line with ".", so the result is DotSafe.
     """
     headers = [
         f"From: {format_address(envelope.from_name, envelope.from_address)}",
@@ -255,15 +266,17 @@ def build_message(
         f"--{boundary}{CRLF}Content-Type: text/%s; charset=utf-8{CRLF}"
         f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
     )
-    return b"".join(
-        (
-            head,
-            (part_head % "plain").encode("ascii"),
-            _encoded(text),
-            CRLF.encode(),
-            (part_head % "html").encode("ascii"),
-            _encoded(html),
-            f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
+    return DotSafe(
+        b"".join(
+            (
+                head,
+                (part_head % "plain").encode("ascii"),
+                _encoded(text),
+                CRLF.encode(),
+                (part_head % "html").encode("ascii"),
+                _encoded(html),
+                f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
+            )
         )
     )
 

@@ -58,7 +58,7 @@ def send_confirmation(
         message_id=f"confirm.{secrets.token_hex(12)}@{domain}",
         date=utcnow(),
     )
-    message = build_message(envelope, text, html, rendered.boundary)
+    message: bytes = build_message(envelope, text, html, rendered.boundary)
     if ctx.signer is not None:
         message = ctx.signer.sign(message)
     try:
