@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import re
 import smtplib
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -546,3 +547,109 @@ def test_transmit_still_stuffs_plain_bytes_and_sends_dot_safe_ones_as_they_are()
     # The relay undoes the stuffing: each side gets back exactly the bytes handed over.
     assert received["a@example.org"] == plain
     assert received["b@example.org"] == bytes(safe)
+
+
+# --- send_each: the next message built while the relay answers ------------------------
+
+STREAM = [
+    "first@example.org", "refused@example.org", "later@example.org", "rejected@example.org",
+    "full@example.org", "shutdown@example.org", "closing@example.org", "last@example.org",
+]  # fmt: skip
+
+
+def _outcome(failure: DeliveryError | None) -> tuple[int | None, bool] | None:
+    return None if failure is None else (failure.code, failure.permanent)
+
+
+def test_send_each_gives_each_message_the_outcome_send_gives_it(relay: SMTPServer) -> None:
+    messages = [
+        (n, SENDER, r, f"Subject: {n}\r\n\r\nbody\r\n".encode()) for n, r in enumerate(STREAM)
+    ]
+    conn = connection(relay)
+    try:
+        one_at_a_time = []
+        for _key, sender, recipient, message in messages:
+            try:
+                conn.send(sender, recipient, message)
+            except DeliveryError as failure:
+                one_at_a_time.append(_outcome(failure))
+            else:
+                one_at_a_time.append(None)
+        delivered_by_send = [m.recipients for m in relay.messages]
+        relay.messages.clear()
+        streamed = [(key, _outcome(failure)) for key, failure in conn.send_each(iter(messages))]
+    finally:
+        conn.close()
+    assert streamed == list(enumerate(one_at_a_time))
+    assert one_at_a_time == [
+        None, (550, True), (451, False), (554, True), (552, False), (421, False), (421, False),
+        None,
+    ]  # fmt: skip
+    assert [m.recipients for m in relay.messages] == delivered_by_send
+
+
+def test_send_each_builds_the_next_message_before_reading_the_last_reply() -> None:
+    built_second = threading.Event()
+    seen_before_reply: list[bool] = []
+
+    def slow_first_reply(_recipient: str, count: int) -> str | None:
+        # The relay holds its reply to the first message until the client has built
+        # the second (or 5 s pass): only a client that builds ahead gets there first.
+        if count == 1:
+            seen_before_reply.append(built_second.wait(5))
+        return None
+
+    server = SMTPServer(RecordingHandler(data_script=slow_first_reply))
+    server.start()
+    conn = connection(server)
+
+    def stream() -> Iterator[tuple[int, str, str, bytes]]:
+        yield 1, SENDER, "one@example.org", b"Subject: 1\r\n\r\none\r\n"
+        built_second.set()
+        yield 2, SENDER, "two@example.org", b"Subject: 2\r\n\r\ntwo\r\n"
+
+    try:
+        outcomes = list(conn.send_each(stream()))
+    finally:
+        conn.close()
+        server.stop()
+    assert outcomes == [(1, None), (2, None)]
+    assert seen_before_reply == [True]
+    assert [m.recipients for m in server.messages] == [["one@example.org"], ["two@example.org"]]
+
+
+@pytest.mark.parametrize("drops", [1, 2])
+def test_send_each_retries_a_hang_up_after_the_dot_once(drops: int) -> None:
+    handler = DropAfterDotHandler(drops=drops)
+    relay = SMTPServer(handler)
+    relay.start()
+    conn = connection(relay)
+    try:
+        outcomes = [
+            (key, _outcome(failure))
+            for key, failure in conn.send_each(
+                iter(
+                    [
+                        (1, SENDER, "reader@example.org", DOTTED),
+                        (2, SENDER, "next@example.org", b"x"),
+                    ]
+                )
+            )
+        ]
+    finally:
+        conn.close()
+        relay.stop()
+    first = None if drops == 1 else (None, False)
+    assert outcomes == [(1, first), (2, None)]
+    # The relay took the first message before each hang-up: every retry is a copy.
+    assert [m.recipients[0] for m in handler.messages] == ["reader@example.org"] * 2 + [
+        "next@example.org"
+    ]
+
+
+def test_maildir_send_each_writes_each_message(tmp_path: Path) -> None:
+    transport = MaildirTransport(tmp_path / "outbox")
+    with transport.connect() as conn:
+        outcomes = list(conn.send_each(iter([(k, SENDER, f"{k}@example.org", b"m") for k in "ab"])))
+    assert outcomes == [("a", None), ("b", None)]
+    assert len(list((tmp_path / "outbox" / "new").iterdir())) == 2

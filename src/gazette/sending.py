@@ -9,7 +9,7 @@ their lease expires. Results are recorded in short transactions, a chunk at a ti
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -270,38 +270,43 @@ def _send_chunk(
             )  # fmt: skip
             outcome.counts["skipped"] += 1
     sender = composer.prepared.from_address
-    for recipient in recipients:
-        composed = composer.compose(recipient.reader, now)
-        if composed is None:
+
+    def messages() -> Iterator[tuple[tuple[_Recipient, str], str, str, bytes]]:
+        # Read one ahead by send_each: each message is built while the relay answers
+        # for the one before.
+        for recipient in recipients:
+            composed = composer.compose(recipient.reader, now)
+            if composed is None:
+                outcome.updates.append(
+                    {"id": recipient.delivery_id, "status": DeliveryStatus.SKIPPED,
+                     "last_error": "no article matches the reader's topics", "lease_until": None}
+                )  # fmt: skip
+                outcome.counts["skipped"] += 1
+                continue
+            mid, message = composed
+            ctx.throttle.wait()
+            yield (recipient, mid), sender, recipient.reader.email, message
+
+    for (recipient, mid), failure in connection.send_each(messages()):
+        if failure is None:
             outcome.updates.append(
-                {"id": recipient.delivery_id, "status": DeliveryStatus.SKIPPED,
-                 "last_error": "no article matches the reader's topics", "lease_until": None}
+                {"id": recipient.delivery_id, "status": DeliveryStatus.SENT, "message_id": mid,
+                 "sent_at": utcnow(), "lease_until": None, "last_error": None}
             )  # fmt: skip
-            outcome.counts["skipped"] += 1
+            outcome.counts["sent"] += 1
             continue
-        mid, message = composed
-        ctx.throttle.wait()
-        try:
-            connection.send(sender, recipient.reader.email, message)
-        except DeliveryError as failure:
-            row = _failure_update(recipient, failure, now, composer.prepared.planned_at)
-            outcome.updates.append(row)
-            if row["status"] == DeliveryStatus.FAILED:
-                outcome.counts["failed"] += 1
-                # 5xx (but 552) is a hard bounce; a retry period run out is a soft one.
-                outcome.bounces.append((recipient.subscriber_id, failure.permanent, failure.detail))
-            else:
-                outcome.counts["retry"] += 1
-                if failure.code == 552:
-                    # Mailbox full: retried, but counted, so a mailbox that stays full
-                    # ends the subscription after the soft-bounce limit.
-                    outcome.bounces.append((recipient.subscriber_id, False, failure.detail))
-            continue
-        outcome.updates.append(
-            {"id": recipient.delivery_id, "status": DeliveryStatus.SENT, "message_id": mid,
-             "sent_at": utcnow(), "lease_until": None, "last_error": None}
-        )  # fmt: skip
-        outcome.counts["sent"] += 1
+        row = _failure_update(recipient, failure, now, composer.prepared.planned_at)
+        outcome.updates.append(row)
+        if row["status"] == DeliveryStatus.FAILED:
+            outcome.counts["failed"] += 1
+            # 5xx (but 552) is a hard bounce; a retry period run out is a soft one.
+            outcome.bounces.append((recipient.subscriber_id, failure.permanent, failure.detail))
+        else:
+            outcome.counts["retry"] += 1
+            if failure.code == 552:
+                # Mailbox full: retried, but counted, so a mailbox that stays full
+                # ends the subscription after the soft-bounce limit.
+                outcome.bounces.append((recipient.subscriber_id, False, failure.detail))
     return outcome
 
 
