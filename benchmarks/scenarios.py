@@ -638,8 +638,9 @@ def scenario_web(ctx: Context) -> None:
     seconds = ctx.sizes.web_seconds
     folder = ctx.folder("web")
     ctx.setup["Web"] = (
-        f"wrk -t2 -c50 -d{seconds}s --latency; gazette serve (waitress, 8 threads) on "
-        f"PostgreSQL; {ctx.sizes.web_readers:,} readers with a planned issue"
+        f"wrk -t2 -c50 -d{seconds}s --latency; gazette serve --processes {web.PROCESSES} "
+        f"(waitress, 8 threads each) on PostgreSQL; {ctx.sizes.web_readers:,} readers with "
+        "a planned issue"
     )
     with web.serving(ctx.sizes.web_readers, folder) as (server, runtime):
         get_runs = []

@@ -106,8 +106,14 @@ class Server:
     process: subprocess.Popen[bytes]
 
 
+# `gazette serve --processes`: one per core, as docs/deployment.md recommends.
+PROCESSES = 2
+
+
 @contextmanager
-def serving(readers: int, folder: Path) -> Iterator[tuple[Server, Runtime]]:
+def serving(
+    readers: int, folder: Path, processes: int = PROCESSES
+) -> Iterator[tuple[Server, Runtime]]:
     """A PostgreSQL installation with ``readers`` readers and a planned issue, served."""
     folder.mkdir(parents=True, exist_ok=True)
     with data.pg_schema() as url:
@@ -125,7 +131,10 @@ def serving(readers: int, folder: Path) -> Iterator[tuple[Server, Runtime]]:
             port = free_port()
             log = (folder / "serve.log").open("ab")
             process = subprocess.Popen(
-                [sys.executable, "-m", "gazette", "serve", "--port", str(port)],
+                [
+                    *(sys.executable, "-m", "gazette", "serve"),
+                    *("--port", str(port), "--processes", str(processes)),
+                ],
                 cwd=ROOT,
                 env=child_env(env),
                 stdout=log,
@@ -135,8 +144,8 @@ def serving(readers: int, folder: Path) -> Iterator[tuple[Server, Runtime]]:
             try:
                 wait_for_port(port, 60, process)
                 base = f"http://127.0.0.1:{port}"
-                # Compile the templates and open the pool before the clock runs.
-                for _ in range(3):
+                # Compile the templates and open the pools before the clock runs.
+                for _ in range(3 * processes):
                     with urllib.request.urlopen(f"{base}/subscribe", timeout=30) as response:
                         response.read()
                 yield Server(base, paths, process), runtime
