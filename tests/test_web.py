@@ -542,6 +542,19 @@ def test_simultaneous_one_click_posts_unsubscribe_once(site: Site) -> None:
     assert after.events["unsubscribed"] == len(readers)
 
 
+@pytest.mark.parametrize("slug", ["gone-list", "Not A Slug!"])
+def test_a_signed_link_to_a_newsletter_that_is_gone_changes_nothing(site: Site, slug: str) -> None:
+    """A real reader's token naming a newsletter that no longer exists (or never could)."""
+    rt = site.runtime
+    public_id = add_reader(rt, "still.here@example.org", confirmed=True)
+    before = snapshot(rt)
+    path = f"/unsubscribe/{rt.tokens.mint(Purpose.UNSUBSCRIBE, public_id, slug)}"
+    response = site.browser(cookies=False).post(path, [("List-Unsubscribe", "One-Click")])
+    assert response.status == 404, response.text
+    assert f"There is no newsletter {slug!r}." in visible_text(response)
+    assert snapshot(rt) == before
+
+
 def test_a_confirmation_that_failed_to_send_can_be_asked_for_again(site: Site) -> None:
     """The relay refuses the first confirmation for a moment; the reader tries again."""
     site.smtp.handler.data_script = lambda _rcpt, count: (
