@@ -341,6 +341,107 @@ def test_import_of_a_utf8_file_with_a_bom_and_crlf_line_ends(cli: Cli) -> None:
     assert set(cli.statuses().values()) == {"pending"}
 
 
+def test_import_numbers_and_reads_rows_as_the_file_lays_them_out(cli: Cli) -> None:
+    # Blank lines, a record over two lines, a short row, a long row, an over-long field in
+    # a named and in an unnamed column: each row is read, and numbered, by its own line.
+    path = cli.folder / "layout.csv"
+    path.write_text(
+        "email,name,language,notes,\n"
+        "ada@example.org,Ada,en,,\n"
+        "\n"
+        "\n"
+        'bob@example.org,"Bob\nSmith",uk,,\n'
+        "carol@example.org,Carol\n"
+        "dave@example.org,Dave,en,,,extra\n"
+        f"erin@example.org,Erin,en,{'z' * 10_001},\n"
+        f"fay@example.org,Fay,ja,,{'y' * 10_001}\n"
+        "gus@example.org,Gus,xx,,\n"
+        "\n"
+        "not-an-address,Nobody,en,,\n",
+        encoding="utf-8",
+    )
+    first = cli.ok("subscribers", "import", str(path))
+    assert first.stderr.splitlines() == [
+        f"{path}:8: more fields than the header row",
+        f"{path}:9: a field is over 10000 characters",
+        f"{path}:11: language 'xx' is not one of en, uk, ja",
+        f"{path}:13: 'not-an-address' is not a valid email address "
+        "(An email address must have an @-sign).",
+    ]
+    assert "4 added, 0 updated, 0 unchanged" in summary(first)
+    assert cli.readers() == {
+        "ada@example.org": ("Ada", "en"),
+        "bob@example.org": ("Bob Smith", "uk"),
+        "carol@example.org": ("Carol", "en"),
+        "fay@example.org": ("Fay", "ja"),
+    }
+    assert set(cli.statuses().values()) == {"pending"}
+
+    # With consent held, pending readers are confirmed and a new one subscribed: their
+    # events follow the file's order.
+    again = write_csv(
+        cli.folder / "again.csv",
+        [["email", "name"], ["ada@example.org", "Ada"], ["new@example.org", "New"],
+         ["bob@example.org", "Bob"]],
+    )  # fmt: skip
+    line = summary(cli.ok("subscribers", "import", str(again), "--confirmed"))
+    assert "1 added, 2 updated, 0 unchanged" in line
+    with cli.session() as session:
+        events = session.execute(
+            select(Event.kind, Subscriber.email)
+            .join(Subscriber, Subscriber.id == Event.subscriber_id)
+            .order_by(Event.id.desc())
+            .limit(3)
+        ).all()
+    assert [tuple(e) for e in reversed(events)] == [
+        ("confirmed", "ada@example.org"),
+        ("subscribed", "new@example.org"),
+        ("confirmed", "bob@example.org"),
+    ]
+    assert cli.statuses() == {
+        "ada@example.org": "active",
+        "bob@example.org": "active",
+        "new@example.org": "active",
+        "carol@example.org": "pending",
+        "fay@example.org": "pending",
+    }
+    assert cli.readers()["bob@example.org"] == ("Bob", "uk")
+
+    # Into a second newsletter: readers already stored (with lower ids) and a new one
+    # are subscribed, their events again in the file's order.
+    cli.ok("newsletters", "add", "monthly", "--name", "Monthly")
+    third = write_csv(
+        cli.folder / "monthly.csv",
+        [["email"], ["carol@example.org"], ["zed@example.org"], ["ada@example.org"]],
+    )
+    line = summary(cli.ok("subscribers", "import", str(third), "--newsletter", "monthly"))
+    assert "1 added, 2 updated, 0 unchanged" in line
+    with cli.session() as session:
+        events = session.execute(
+            select(Event.kind, Subscriber.email)
+            .join(Subscriber, Subscriber.id == Event.subscriber_id)
+            .order_by(Event.id.desc())
+            .limit(3)
+        ).all()
+        subscriptions = session.execute(
+            select(Subscriber.email)
+            .join(Subscription, Subscription.subscriber_id == Subscriber.id)
+            .join(Newsletter, Newsletter.id == Subscription.newsletter_id)
+            .where(Newsletter.slug == "monthly")
+            .order_by(Subscription.id)
+        ).all()
+    assert [tuple(e) for e in reversed(events)] == [
+        ("subscribed", "carol@example.org"),
+        ("subscribed", "zed@example.org"),
+        ("subscribed", "ada@example.org"),
+    ]
+    assert [email for (email,) in subscriptions] == [
+        "carol@example.org",
+        "zed@example.org",
+        "ada@example.org",
+    ]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_import_of_100000_rows_with_1_percent_bad_is_reported_by_line(cli: Cli) -> None:

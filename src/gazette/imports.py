@@ -13,17 +13,19 @@ import csv
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, NamedTuple
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import BindParameter, Dialect, Table, insert, literal, select
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import UserDefinedType
 
 from gazette.addresses import AddressError, normalise_address
 from gazette.errors import GazetteError
 from gazette.newsletters import newsletter_by_slug
 from gazette.store.models import (
-    Event,
+    Base,
     Newsletter,
     Subscriber,
     Subscription,
@@ -38,6 +40,15 @@ CHUNK = 1000
 MAX_FIELD = 10_000
 # Spreadsheets run a cell that starts with one of these as a formula.
 FORMULA_LEAD = ("=", "+", "-", "@", "\t", "\r")
+# Core inserts over the tables, built once: the ORM's bulk path costs per-row bookkeeping
+# an import of new readers does not need (column types and defaults still apply).
+_SUBSCRIBER_TABLE = Base.metadata.tables["subscriber"]
+_SUBSCRIPTION_TABLE = Base.metadata.tables["subscription"]
+_EVENT_TABLE = Base.metadata.tables["event"]
+_INSERT_SUBSCRIBERS = insert(_SUBSCRIBER_TABLE).returning(
+    _SUBSCRIBER_TABLE.c.id, _SUBSCRIBER_TABLE.c.email
+)
+_INSERT_EVENTS = insert(_EVENT_TABLE)
 EXPORT_COLUMNS = ("email", "name", "language", "newsletter", "status", "created_at", "confirmed_at")
 
 
@@ -70,8 +81,7 @@ class ImportReport:
         )
 
 
-@dataclass(frozen=True)
-class _Row:
+class _Row(NamedTuple):
     line: int
     email: str
     name: str
@@ -114,6 +124,18 @@ def _check_encoding(path: Path) -> None:
                 ) from None
 
 
+def _records(reader: csv.DictReader[str]) -> Iterator[tuple[int, list[str]]]:
+    """The rows after the header, each with the line it ends on, as ``reader`` gives them.
+
+    DictReader's own iteration builds a dict per row; this reads its underlying csv
+    reader instead, skipping blank rows as it does.
+    """
+    rows = reader.reader
+    for row in rows:
+        if row:
+            yield rows.line_num, row
+
+
 def check_file(path: Path) -> int:
     """Read the whole file once; return its row count or raise GazetteError on line N."""
     source = str(path)
@@ -125,9 +147,9 @@ def check_file(path: Path) -> int:
         count = 0
         start = reader.line_num + 1
         try:
-            for _row in reader:
+            for line, _row in _records(reader):
                 count += 1
-                start = reader.line_num + 1
+                start = line + 1
         except csv.Error as exc:
             raise GazetteError(
                 f"{source} is not valid CSV: the record that starts on line {start} ({exc})."
@@ -138,32 +160,45 @@ def check_file(path: Path) -> int:
 def _rows(path: Path, report: ImportReport, smtputf8: bool) -> Iterator[_Row]:
     with _open_text(path) as handle:
         reader, columns = _reader(handle, str(path))
-        for record in reader:
-            line = reader.line_num
-            if None in record:
+        header = reader.fieldnames or []
+        width = len(header)
+        # As in DictReader, a name repeated in the header row reads its last column. A
+        # column the file lacks sits at ``width``, past the end of every row it accepts,
+        # so it reads as empty, as does a column past the end of a short row.
+        last = {name: at for at, name in enumerate(header)}
+        named = [last[original] for original in columns.values()]
+        email_at = last[columns["email"]]
+        name_at = last[columns["name"]] if "name" in columns else width
+        language_at = last[columns["language"]] if "language" in columns else width
+        for line, record in _records(reader):
+            fields = len(record)
+            if fields > width:
                 report.rejected.append(RejectedRow(line, "more fields than the header row"))
                 continue
-            values = {key: (record.get(original) or "") for key, original in columns.items()}
-            if any(len(v) > MAX_FIELD for v in values.values()):
+            # Only a named column's field counts; most rows have no long field at all.
+            if max(map(len, record)) > MAX_FIELD and any(
+                at < fields and len(record[at]) > MAX_FIELD for at in named
+            ):
                 report.rejected.append(RejectedRow(line, f"a field is over {MAX_FIELD} characters"))
                 continue
-            raw_email = values["email"]
+            raw_email = record[email_at] if email_at < fields else ""
             try:
                 email = normalise_address(raw_email, allow_smtputf8=smtputf8)
             except AddressError as exc:
                 report.rejected.append(RejectedRow(line, str(exc)))
                 continue
             # Empty when the file does not say: an existing reader keeps their language.
-            language = (values.get("language") or "").strip().lower()
+            raw_language = record[language_at] if language_at < fields else ""
+            language = raw_language.strip().lower()
             if language and language not in LANGUAGES:
                 report.rejected.append(
                     RejectedRow(
-                        line,
-                        f"language {values.get('language')!r} is not one of {', '.join(LANGUAGES)}",
+                        line, f"language {raw_language!r} is not one of {', '.join(LANGUAGES)}"
                     )
                 )
                 continue
-            yield _Row(line, email, clean_line(values.get("name", ""), 200), language)
+            name = record[name_at] if name_at < fields else ""
+            yield _Row(line, email, clean_line(name, 200), language)
 
 
 def _chunks(rows: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
@@ -239,16 +274,20 @@ def _import_chunk(
     }
     new_rows = [r for e, r in by_email.items() if e not in existing and e not in suppressed]
     report.skipped_suppressed += len(suppressed)
-    events: list[dict[str, object]] = []
+    ids: dict[str, int] = {}
     if new_rows:
+        common: dict[str, object] = {"created_at": now, "attributes": {}}
+        if confirmed:
+            # New readers imported with consent held: record when and how it was given.
+            common.update(confirmed_at=now, consent_at=now, consent_source=origin.source)
+        default_language = newsletter.default_language
+        shared = _shared(_SUBSCRIBER_TABLE, session.connection().dialect, common)
         created = session.execute(
-            insert(Subscriber).returning(Subscriber.id, Subscriber.email),
-            [{"email": r.email, "name": r.name, "created_at": now, "attributes": {},
-              "language": r.language or newsletter.default_language} for r in new_rows],
+            _INSERT_SUBSCRIBERS.values(shared),
+            [{"email": r.email, "name": r.name, "language": r.language or default_language}
+             for r in new_rows],
         ).all()  # fmt: skip
         ids = {email: sid for sid, email in created}
-    else:
-        ids = {}
     ids.update({email: s.id for email, s in existing.items()})
     subscriptions = {
         sub.subscriber_id: sub
@@ -259,8 +298,15 @@ def _import_chunk(
             )
         )
     }
-    status = SubscriptionStatus.ACTIVE if confirmed else SubscriptionStatus.PENDING
-    new_subscriptions: list[dict[str, object]] = []
+    # One event per imported reader: a bulk import of 100,000 rows must not write three
+    # audit rows each. It says whether consent was held.
+    consent = {"consent": "held by operator"} if confirmed else {}
+    subscribed = _event(None, newsletter.id, "subscribed", origin, now, **consent)
+    # Readers to subscribe, and so to give a "subscribed" event, in the file's order.
+    to_subscribe: list[int] = []
+    # A subscriber id for each "subscribed" event; a whole row for any other.
+    events: list[dict[str, object]] = []
+    confirmations = 0
     for email, row in by_email.items():
         if email in suppressed:
             continue
@@ -278,21 +324,8 @@ def _import_chunk(
             if row.language and row.language != subscriber.language:
                 subscriber.language, changed = row.language, True
         if subscription is None:
-            new_subscriptions.append(
-                {
-                    "subscriber_id": subscriber_id,
-                    "newsletter_id": newsletter.id,
-                    "status": status,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-            # One event per imported reader: a bulk import of 100,000 rows must not
-            # write three audit rows each. It says whether consent was held.
-            consent = {"consent": "held by operator"} if confirmed else {}
-            events.append(
-                _event(subscriber_id, newsletter.id, "subscribed", origin, now, **consent)
-            )
+            to_subscribe.append(subscriber_id)
+            events.append({"subscriber_id": subscriber_id})
             if confirmed and subscriber is not None and subscriber.confirmed_at is None:
                 subscriber.confirmed_at = now
             if subscriber is None:
@@ -304,26 +337,81 @@ def _import_chunk(
             subscription.status = SubscriptionStatus.ACTIVE
             events.append(_event(subscriber_id, newsletter.id, "confirmed", origin, now,
                                  consent="held by operator"))  # fmt: skip
+            confirmations += 1
             changed = True
         if changed:
             report.updated += 1
         else:
             report.unchanged += 1
-    if new_subscriptions:
-        session.execute(insert(Subscription), new_subscriptions)
-    if confirmed and new_rows:
-        # New readers imported with consent held: record when and how it was given.
+    # Only readers this chunk created, so none can have gone since they were read.
+    created_only = len(to_subscribe) == len(new_rows)
+    if to_subscribe:
+        status = SubscriptionStatus.ACTIVE if confirmed else SubscriptionStatus.PENDING
+        common = {"newsletter_id": newsletter.id, "status": status,
+                  "created_at": now, "updated_at": now}  # fmt: skip
+        _insert_each(session, _SUBSCRIPTION_TABLE, common, to_subscribe, created_only)
+    if events and not confirmations:
+        common = {key: value for key, value in subscribed.items() if key != "subscriber_id"}
+        _insert_each(session, _EVENT_TABLE, common, to_subscribe, created_only)
+    elif events:
+        # Both kinds in one statement, so the events' ids keep the file's order.
+        session.execute(_INSERT_EVENTS, [{**subscribed, **event} for event in events])
+
+
+def _insert_each(
+    session: Session,
+    table: Table,
+    common: dict[str, object],
+    subscriber_ids: list[int],
+    created_only: bool,
+) -> None:
+    """Insert a row of ``common`` values for each reader, in the order of ``subscriber_ids``.
+
+    Readers the chunk created have ascending ids: one INSERT ... SELECT over them in id
+    order then writes the same rows, numbered in the same order, without a set of
+    parameters to build and convert for each one.
+    """
+    shared = _shared(table, session.connection().dialect, common)
+    if created_only and all(a < b for a, b in pairwise(subscriber_ids)):
+        readers = _SUBSCRIBER_TABLE.c.id
+        each = select(readers, *shared.values()).where(readers.in_(subscriber_ids))
         session.execute(
-            update(Subscriber)
-            .where(Subscriber.email.in_([r.email for r in new_rows]))
-            .values(confirmed_at=now, consent_at=now, consent_source=origin.source)
+            insert(table).from_select(["subscriber_id", *shared], each.order_by(readers))
         )
-    if events:
-        session.execute(insert(Event), events)
+    else:
+        session.execute(
+            insert(table).values(shared), [{"subscriber_id": i} for i in subscriber_ids]
+        )
+
+
+class _Converted(UserDefinedType[object]):
+    """A value already put through its column type's bind processing: passed on as it is."""
+
+    cache_ok = True
+
+
+def _shared(
+    table: Table, dialect: Dialect, values: dict[str, object]
+) -> dict[str, BindParameter[Any]]:
+    """Bind values every row of a chunk shares, each through its column's type just once.
+
+    Given in each row's parameters, the same timestamp or JSON document would be
+    converted again for every row. Converted here, the driver receives what the
+    column's type would have given it, so the stored values are the same.
+    """
+    shared: dict[str, BindParameter[Any]] = {}
+    for name, value in values.items():
+        column_type = table.c[name].type
+        process = column_type.dialect_impl(dialect).bind_processor(dialect)
+        if process is None:
+            shared[name] = literal(value, column_type)
+        else:
+            shared[name] = literal(process(value), _Converted())
+    return shared
 
 
 def _event(
-    subscriber_id: int,
+    subscriber_id: int | None,
     newsletter_id: int | None,
     kind: str,
     origin: Origin,
