@@ -108,11 +108,12 @@ class Server:
 
 # `gazette serve --processes`: one per core, as docs/deployment.md recommends.
 PROCESSES = 2
+THREADS = 8
 
 
 @contextmanager
 def serving(
-    readers: int, folder: Path, processes: int = PROCESSES
+    readers: int, folder: Path, processes: int = PROCESSES, threads: int = THREADS
 ) -> Iterator[tuple[Server, Runtime]]:
     """A PostgreSQL installation with ``readers`` readers and a planned issue, served."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -134,6 +135,7 @@ def serving(
                 [
                     *(sys.executable, "-m", "gazette", "serve"),
                     *("--port", str(port), "--processes", str(processes)),
+                    *("--threads", str(threads)),
                 ],
                 cwd=ROOT,
                 env=child_env(env),
