@@ -472,10 +472,10 @@ def _diagnosis(profile: ProfileSummary) -> list[str]:
     database = shares.get("database (SQLAlchemy, driver)", 0.0)
     if database >= 0.10:
         out.append(
-            f"- **Database ({database:.0%}).** Per 50-message chunk, one transaction: a "
-            "Core executemany UPDATE of the ledger for the chunk just sent, then one query "
-            "for the next chunk's readers and their topics; larger chunks would cut this "
-            "at the price of more re-sent messages after a crash."
+            f"- **Database ({database:.0%}).** Per 50-message chunk, in one pool checkout: "
+            "a Core executemany UPDATE of the ledger for the chunk just sent (committed), "
+            "then one query for the next chunk's readers and their topics; larger chunks "
+            "would cut this at the price of more re-sent messages after a crash."
         )
     smtp = shares.get("SMTP client (smtplib, sockets)", 0.0)
     if smtp >= 0.10:
