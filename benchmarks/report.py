@@ -237,14 +237,18 @@ def limits(figures: Sequence[Figure], info: RunInfo) -> list[str]:
     else:
         out.append("Every target with a figure in this run is met.")
         out.append("")
+    # Only the load before the first scenario tells of other work: by the end it counts
+    # the benchmark's own processes and threads (the last scenario runs 50 connections).
     busy_at = [
-        float(v.split(",")[0]) for k, v in info.machine.items() if k.startswith("Load average")
+        float(v.split(",")[0])
+        for k, v in info.machine.items()
+        if k.startswith("Load average at the start")
     ]
     cores = os.cpu_count() or 1
     if busy_at and max(busy_at) > cores / 2:
         out.append(
-            f"**A shared machine.** Other work ran alongside this run (1-minute load average "
-            f"up to {max(busy_at):.1f} on {cores} cores), so absolute rates, latencies, "
+            f"**A shared machine.** Other work was running when this run started (1-minute "
+            f"load average {max(busy_at):.1f} on {cores} cores), so absolute rates, latencies, "
             "their spread, and even CPU time per message (shared cores do less per CPU "
             "second) are worse than on an idle machine; ratios of figures taken in the "
             "same run are the more robust numbers."
@@ -472,10 +476,10 @@ def _diagnosis(profile: ProfileSummary) -> list[str]:
     database = shares.get("database (SQLAlchemy, driver)", 0.0)
     if database >= 0.10:
         out.append(
-            f"- **Database ({database:.0%}).** Per 50-message chunk, one transaction: a "
-            "Core executemany UPDATE of the ledger for the chunk just sent, then one query "
-            "for the next chunk's readers and their topics; larger chunks would cut this "
-            "at the price of more re-sent messages after a crash."
+            f"- **Database ({database:.0%}).** Per 50-message chunk, in one pool checkout: "
+            "a Core executemany UPDATE of the ledger for the chunk just sent (committed), "
+            "then one query for the next chunk's readers and their topics; larger chunks "
+            "would cut this at the price of more re-sent messages after a crash."
         )
     smtp = shares.get("SMTP client (smtplib, sockets)", 0.0)
     if smtp >= 0.10:

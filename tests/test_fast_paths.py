@@ -653,3 +653,41 @@ def test_maildir_send_each_writes_each_message(tmp_path: Path) -> None:
         outcomes = list(conn.send_each(iter([(k, SENDER, f"{k}@example.org", b"m") for k in "ab"])))
     assert outcomes == [("a", None), ("b", None)]
     assert len(list((tmp_path / "outbox" / "new").iterdir())) == 2
+
+
+@dataclass
+class ClosingAtFirstMail(DropAfterDotHandler):
+    """Says 421 to the session's first MAIL, then behaves as DropAfterDotHandler."""
+
+    mails: int = 0
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        self.mails += 1
+        if self.mails == 1:
+            return "421 4.3.2 closing"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+
+def test_send_each_makes_two_attempts_at_most_whichever_step_fails() -> None:
+    # Attempt 1 ends at MAIL (421); attempt 2 reaches the final dot and the relay hangs
+    # up. That was the second attempt: the message waits for a later retry, no third copy.
+    handler = ClosingAtFirstMail(drops=1)
+    relay = SMTPServer(handler)
+    relay.start()
+    conn = connection(relay)
+    try:
+        outcomes = [
+            (key, _outcome(failure))
+            for key, failure in conn.send_each(
+                iter([(1, SENDER, "reader@example.org", b"Subject: 1\r\n\r\none\r\n")])
+            )
+        ]
+    finally:
+        conn.close()
+        relay.stop()
+    assert outcomes == [(1, (None, False))]
+    assert [m.recipients for m in handler.messages] == [["reader@example.org"]]

@@ -66,7 +66,9 @@ def _wait_until(predicate: object, seconds: float, what: str) -> None:
 
 
 @contextmanager
-def serving(tmp_path: Path, processes: int) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+def serving(
+    tmp_path: Path, processes: int, host: str = "127.0.0.1"
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     env = _env(tmp_path)
     init = subprocess.run(
         [*GAZETTE, "init"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
@@ -75,7 +77,7 @@ def serving(tmp_path: Path, processes: int) -> Iterator[tuple[subprocess.Popen[b
     port = free_port()
     with (tmp_path / "out.log").open("w") as out, (tmp_path / "err.log").open("w") as err:
         process = subprocess.Popen(
-            [*GAZETTE, "serve", "--port", str(port), "--processes", str(processes)],
+            [*GAZETTE, "serve", "--host", host, "--port", str(port), "--processes", str(processes)],
             env=env,
             cwd=tmp_path,
             stdout=out,
@@ -119,8 +121,10 @@ def test_a_process_that_dies_stops_the_set_with_a_failing_status(tmp_path: Path)
         assert f"process {first} exited with status -9; stopping the others." in err
 
 
-def test_one_process_serves_without_forking(tmp_path: Path) -> None:
-    with serving(tmp_path, 1) as (process, port):
+# "*" is every interface and "localhost" may name both 127.0.0.1 and ::1, as in waitress.
+@pytest.mark.parametrize("host", ["127.0.0.1", "*", "localhost"])
+def test_one_process_serves_without_forking(tmp_path: Path, host: str) -> None:
+    with serving(tmp_path, 1, host) as (process, port):
         assert _children(process.pid) == []
         assert _healthy(port)
         process.send_signal(signal.SIGTERM)

@@ -126,6 +126,8 @@ class SMTPConnection:
         self._max = max_per_connection
         self._client: smtplib.SMTP | None = None
         self._sent_on_client = 0
+        # Whether the last message _start sent took its second (last) attempt.
+        self._retried = False
 
     def _open(self) -> smtplib.SMTP:
         url = self._url
@@ -215,26 +217,30 @@ class SMTPConnection:
                     continue
                 return DeliveryError(f"connection failed: {exc}", permanent=False)
             self._sent_on_client += 1
+            self._retried = attempt == 2
             return None
         raise AssertionError("unreachable: the last attempt returns")
 
     def _finish(self, sender: str, recipient: str, message: bytes) -> DeliveryError | None:
         """Read the final reply of the message _start(wait=False) left open.
 
-        A dropped connection or a 421 here is the first attempt failing, as in send():
-        the message is sent once more, whole, on a new connection.
+        A dropped connection or a 421 here ends the attempt _start made, as in send():
+        after a first attempt the message is sent once more, whole, on a new
+        connection; after the second it is left for a later retry.
         """
-        if self._client is None:
-            return self._start(sender, recipient, message, wait=True, retry=False)
         try:
+            if self._client is None:
+                raise smtplib.SMTPServerDisconnected("the connection was closed")  # noqa: TRY301
             transmit_finish(self._client)
         except smtplib.SMTPResponseException as exc:
-            if exc.smtp_code != 421:
-                return self._refused(exc)
+            if exc.smtp_code == 421 and not self._retried:
+                self.close()
+                return self._start(sender, recipient, message, wait=True, retry=False)
+            return self._refused(exc)
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self.close()
-            return self._start(sender, recipient, message, wait=True, retry=False)
-        except (smtplib.SMTPServerDisconnected, OSError):
-            self.close()
+            if self._retried:
+                return DeliveryError(f"connection failed: {exc}", permanent=False)
             return self._start(sender, recipient, message, wait=True, retry=False)
         return None
 

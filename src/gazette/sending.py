@@ -171,12 +171,15 @@ def send_batch(
     with ctx.transport.connect() as connection:
         for start in range(0, len(claimed), RECORD_CHUNK):
             chunk = claimed[start : start + RECORD_CHUNK]
-            # One short transaction per chunk records the chunk just sent, then re-reads
-            # the next one's readers, so an unsubscribe that lands mid-send is honoured.
-            with factory() as session, session.begin():
+            # The chunk just sent is recorded (and committed) before the next one's
+            # readers are re-read, so an unsubscribe that lands mid-send is honoured and
+            # a failed read cannot take recorded results with it.
+            with factory() as session:
                 if outcome is not None:
-                    _record(session, outcome, lease, start)
-                recipients = _recipients(session, chunk)
+                    with session.begin():
+                        _record(session, outcome, lease, start)
+                with session.begin():
+                    recipients = _recipients(session, chunk)
             outcome = _send_chunk(connection, composer, ctx, chunk, recipients)
             counts.update(outcome.counts)
         if outcome is not None:

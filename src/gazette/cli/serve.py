@@ -41,7 +41,7 @@ def serve(host: str, port: int, threads: int, processes: int) -> None:
     from gazette.web.server import serve as run_server
 
     rt = runtime()
-    sock = listen(host, port)
+    sockets = listen(host, port)
     # Each serving process opens its own database connections: none may cross a fork.
     rt.engine.dispose()
     plural = "es" if processes > 1 else ""
@@ -51,7 +51,7 @@ def serve(host: str, port: int, threads: int, processes: int) -> None:
     )
     status = run_server(
         lambda: create_app(rt),
-        sock,
+        sockets,
         threads=threads,
         processes=processes,
         options=server_options(rt.settings),

@@ -26,59 +26,102 @@ from gazette.errors import GazetteError
 WSGIApp = Callable[..., Any]
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """Bind and listen on ``host``:``port``, or say in one sentence why that is impossible."""
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Bind and listen on every address ``host`` names, as waitress would itself.
+
+    "*" means every interface. A name with IPv4 and IPv6 addresses gets a socket for
+    each (IPv6 ones IPv6-only, so the two never clash). Binding here, once, before
+    any fork, lets every serving process accept from the same sockets and turns a
+    port in use into one sentence.
+    """
     try:
-        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        found = socket.getaddrinfo(
+            None if host == "*" else host,
+            port,
+            socket.AF_UNSPEC,
+            socket.SOCK_STREAM,
+            socket.IPPROTO_TCP,
+            socket.AI_PASSIVE,
+        )
     except socket.gaierror as exc:
         raise GazetteError(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
-    family, kind, proto, _name, address = info[0]
-    sock = socket.socket(family, kind, proto)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[str, int]] = set()
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(1024)
+        for family, kind, proto, _name, address in found:
+            # getaddrinfo may repeat an address (or give it with another zone index).
+            key = (str(address[0]).split("%", 1)[0], int(address[1]))
+            if key in seen:
+                continue
+            seen.add(key)
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(1024)
     except OSError as exc:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise GazetteError(f"Cannot listen on {host}:{port}: {exc.strerror}.") from None
-    return sock
+    return sockets
 
 
 def serve(
     make_app: Callable[[], WSGIApp],
-    sock: socket.socket,
+    sockets: list[socket.socket],
     *,
     threads: int,
     processes: int,
     options: dict[str, Any],
 ) -> int:
-    """Serve ``make_app()`` on ``sock`` until stopped; return the exit status.
+    """Serve ``make_app()`` on ``sockets`` until stopped; return the exit status.
 
     ``make_app`` runs in each serving process, after the fork, so no database
     connection or thread is ever shared between processes.
     """
     if processes == 1:
-        waitress.serve(make_app(), sockets=[sock], threads=threads, **options)
+        waitress.serve(make_app(), sockets=sockets, threads=threads, **options)
         return 0
     children: set[int] = set()
-    for _ in range(processes):
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child's coverage is not collected
-            _child(make_app, sock, threads, options)
-        children.add(pid)
-    sock.close()
-    return _supervise(children)
+    stopping: list[bool] = []
+    # Signals wait until the parent's handlers are in place: one arriving between two
+    # forks would otherwise kill the parent and leave the forked servers running.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        for _ in range(processes):
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child's coverage is not collected
+                _child(make_app, sockets, threads, options)
+            children.add(pid)
+    except BaseException:
+        _signal_all(children, signal.SIGTERM)
+        raise
+    finally:
+        for sock in sockets:
+            sock.close()
+        _install_handlers(children, stopping)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    return _supervise(children, stopping)
+
+
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def _child(
-    make_app: Callable[[], WSGIApp], sock: socket.socket, threads: int, options: dict[str, Any]
+    make_app: Callable[[], WSGIApp],
+    sockets: list[socket.socket],
+    threads: int,
+    options: dict[str, Any],
 ) -> None:  # pragma: no cover - runs in a forked process
     status = 1
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         # Ctrl-C reaches the whole process group: the parent alone decides what stops.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        waitress.serve(make_app(), sockets=[sock], threads=threads, **options)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        waitress.serve(make_app(), sockets=sockets, threads=threads, **options)
         status = 0
     except BaseException as exc:  # report, then leave without unwinding into the parent's code
         print(f"gazette serve: process {os.getpid()} failed: {exc!r}", file=sys.stderr)
@@ -87,17 +130,19 @@ def _child(
         os._exit(status)
 
 
-def _supervise(children: set[int]) -> int:
-    """Wait for the children; stop them all on a signal or when one dies on its own."""
-    stopping = False
+def _install_handlers(children: set[int], stopping: list[bool]) -> None:
+    """On SIGTERM or SIGINT, mark the set as stopping and pass SIGTERM to every child."""
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        stopping.append(True)
         _signal_all(children, signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    for signum in _STOP_SIGNALS:
+        signal.signal(signum, stop)
+
+
+def _supervise(children: set[int], stopping: list[bool]) -> int:
+    """Wait for the children; once one dies on its own, stop the rest and return 1."""
     status = 0
     while children:
         pid, wait_status = os.wait()
@@ -112,7 +157,7 @@ def _supervise(children: set[int]) -> int:
             file=sys.stderr,
             flush=True,
         )
-        stopping = True
+        stopping.append(True)
         status = 1
         _signal_all(children, signal.SIGTERM)
     return status
