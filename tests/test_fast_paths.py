@@ -13,6 +13,7 @@ import re
 import smtplib
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email import message_from_bytes, policy
@@ -398,6 +399,24 @@ def connection(relay: SMTPServer) -> SMTPConnection:
     )
 
 
+@contextmanager
+def talking_to(handler: RecordingHandler) -> Iterator[SMTPConnection]:
+    """A relay on loopback with ``handler``, and a connection to it; both closed after."""
+    relay = SMTPServer(handler)
+    relay.start()
+    conn = connection(relay)
+    try:
+        yield conn
+    finally:
+        conn.close()
+        relay.stop()
+
+
+def streamed(conn: SMTPConnection, messages: list[tuple[int, str, str, bytes]]) -> list[object]:
+    """send_each's (key, (code, permanent) or None) for each message."""
+    return [(key, _outcome(failure)) for key, failure in conn.send_each(iter(messages))]
+
+
 @pytest.mark.parametrize(
     ("recipient", "code", "permanent"),
     [
@@ -470,19 +489,13 @@ def test_421_after_data_reconnects_once_then_defers(relay: SMTPServer) -> None:
 @pytest.mark.parametrize("drops", [1, 2])
 def test_a_dropped_connection_is_retried_once(drops: int) -> None:
     handler = DropAfterDotHandler(drops=drops)
-    relay = SMTPServer(handler)
-    relay.start()
-    conn = connection(relay)
-    try:
+    with talking_to(handler) as conn:
         if drops == 1:
             conn.send(SENDER, "reader@example.org", DOTTED)
         else:
             with pytest.raises(DeliveryError) as caught:
                 conn.send(SENDER, "reader@example.org", DOTTED)
             assert (caught.value.code, caught.value.permanent) == (None, False)
-    finally:
-        conn.close()
-        relay.stop()
     # The relay took the message before hanging up, so a retry is a second copy.
     assert [m.data for m in handler.messages] == [DOTTED + b"\r\n"] * 2
 
@@ -599,46 +612,28 @@ def test_send_each_builds_the_next_message_before_reading_the_last_reply() -> No
             seen_before_reply.append(built_second.wait(5))
         return None
 
-    server = SMTPServer(RecordingHandler(data_script=slow_first_reply))
-    server.start()
-    conn = connection(server)
+    handler = RecordingHandler(data_script=slow_first_reply)
 
     def stream() -> Iterator[tuple[int, str, str, bytes]]:
         yield 1, SENDER, "one@example.org", b"Subject: 1\r\n\r\none\r\n"
         built_second.set()
         yield 2, SENDER, "two@example.org", b"Subject: 2\r\n\r\ntwo\r\n"
 
-    try:
+    with talking_to(handler) as conn:
         outcomes = list(conn.send_each(stream()))
-    finally:
-        conn.close()
-        server.stop()
     assert outcomes == [(1, None), (2, None)]
     assert seen_before_reply == [True]
-    assert [m.recipients for m in server.messages] == [["one@example.org"], ["two@example.org"]]
+    assert [m.recipients for m in handler.messages] == [["one@example.org"], ["two@example.org"]]
 
 
 @pytest.mark.parametrize("drops", [1, 2])
 def test_send_each_retries_a_hang_up_after_the_dot_once(drops: int) -> None:
     handler = DropAfterDotHandler(drops=drops)
-    relay = SMTPServer(handler)
-    relay.start()
-    conn = connection(relay)
-    try:
-        outcomes = [
-            (key, _outcome(failure))
-            for key, failure in conn.send_each(
-                iter(
-                    [
-                        (1, SENDER, "reader@example.org", DOTTED),
-                        (2, SENDER, "next@example.org", b"x"),
-                    ]
-                )
-            )
-        ]
-    finally:
-        conn.close()
-        relay.stop()
+    with talking_to(handler) as conn:
+        outcomes = streamed(
+            conn,
+            [(1, SENDER, "reader@example.org", DOTTED), (2, SENDER, "next@example.org", b"x")],
+        )
     first = None if drops == 1 else (None, False)
     assert outcomes == [(1, first), (2, None)]
     # The relay took the first message before each hang-up: every retry is a copy.
@@ -676,18 +671,7 @@ def test_send_each_makes_two_attempts_at_most_whichever_step_fails() -> None:
     # Attempt 1 ends at MAIL (421); attempt 2 reaches the final dot and the relay hangs
     # up. That was the second attempt: the message waits for a later retry, no third copy.
     handler = ClosingAtFirstMail(drops=1)
-    relay = SMTPServer(handler)
-    relay.start()
-    conn = connection(relay)
-    try:
-        outcomes = [
-            (key, _outcome(failure))
-            for key, failure in conn.send_each(
-                iter([(1, SENDER, "reader@example.org", b"Subject: 1\r\n\r\none\r\n")])
-            )
-        ]
-    finally:
-        conn.close()
-        relay.stop()
+    with talking_to(handler) as conn:
+        outcomes = streamed(conn, [(1, SENDER, "reader@example.org", b"Subject: 1\r\n\r\none\r\n")])
     assert outcomes == [(1, (None, False))]
     assert [m.recipients for m in handler.messages] == [["reader@example.org"]]
