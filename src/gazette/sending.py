@@ -13,6 +13,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
+from itertools import groupby
+from operator import itemgetter
 from typing import cast
 
 from sqlalchemy import Table, Update, and_, bindparam, func, select, update
@@ -122,20 +124,13 @@ def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipien
         )
         .order_by(Delivery.id)
     ).all()
-    by_delivery: dict[int, tuple[tuple[int, int, str, str, str, str], set[str]]] = {}
-    for delivery_id, subscriber_id, attempts, public_id, email, name, lang, slug in rows:
-        entry = by_delivery.get(delivery_id)
-        if entry is None:
-            entry = ((subscriber_id, attempts, public_id, email, name, lang), set())
-            by_delivery[delivery_id] = entry
-        if slug is not None:
-            entry[1].add(slug)
     recipients = []
-    for delivery_id, (
-        (subscriber_id, attempts, public_id, email, name, lang),
-        topics,
-    ) in by_delivery.items():
-        reader = Reader(public_id, email, name, lang, frozenset(topics))
+    # Ordered by delivery id, so a reader's rows (one per chosen topic) are adjacent.
+    for delivery_id, group in groupby(rows, key=itemgetter(0)):
+        same = list(group)
+        _, subscriber_id, attempts, public_id, email, name, language, _slug = same[0]
+        topics = frozenset(row[-1] for row in same if row[-1] is not None)
+        reader = Reader(public_id, email, name, language, topics)
         recipients.append(_Recipient(delivery_id, subscriber_id, attempts, reader))
     return recipients
 
@@ -192,6 +187,7 @@ def send_batch(
 
 @dataclass
 class _ChunkOutcome:
+    # One dict per row: "row_id" and the columns to set, as _ledger_update binds them.
     updates: list[dict[str, object]] = field(default_factory=list)
     bounces: list[tuple[int, bool, str]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
@@ -236,7 +232,7 @@ def _ledger_update(columns: frozenset[str]) -> Update:
     return (
         update(_delivery)
         .where(_delivery.c.id == bindparam("row_id"))
-        .values({name: bindparam(name) for name in sorted(columns)})
+        .values({name: bindparam(name) for name in sorted(columns - {"row_id"})})
     )
 
 
@@ -244,9 +240,7 @@ def _record(session: Session, outcome: _ChunkOutcome, lease: _Lease, sent_up_to:
     """Write one chunk's results to the ledger, count its bounces, renew the lease."""
     grouped: dict[frozenset[str], list[dict[str, object]]] = {}
     for row in outcome.updates:
-        values = {name: value for name, value in row.items() if name != "id"}
-        values["row_id"] = row["id"]
-        grouped.setdefault(frozenset(row) - {"id"}, []).append(values)
+        grouped.setdefault(frozenset(row), []).append(row)
     for columns, rows in grouped.items():
         session.execute(_ledger_update(columns), rows)
     for subscriber_id, hard, detail in outcome.bounces:
@@ -268,7 +262,7 @@ def _send_chunk(
     for delivery_id in chunk:
         if delivery_id not in active:
             outcome.updates.append(
-                {"id": delivery_id, "status": DeliveryStatus.SKIPPED,
+                {"row_id": delivery_id, "status": DeliveryStatus.SKIPPED,
                  "last_error": "no longer subscribed", "lease_until": None}
             )  # fmt: skip
             outcome.counts["skipped"] += 1
@@ -281,7 +275,7 @@ def _send_chunk(
             composed = composer.compose(recipient.reader, now)
             if composed is None:
                 outcome.updates.append(
-                    {"id": recipient.delivery_id, "status": DeliveryStatus.SKIPPED,
+                    {"row_id": recipient.delivery_id, "status": DeliveryStatus.SKIPPED,
                      "last_error": "no article matches the reader's topics", "lease_until": None}
                 )  # fmt: skip
                 outcome.counts["skipped"] += 1
@@ -293,7 +287,7 @@ def _send_chunk(
     for (recipient, mid), failure in connection.send_each(messages()):
         if failure is None:
             outcome.updates.append(
-                {"id": recipient.delivery_id, "status": DeliveryStatus.SENT, "message_id": mid,
+                {"row_id": recipient.delivery_id, "status": DeliveryStatus.SENT, "message_id": mid,
                  "sent_at": utcnow(), "lease_until": None, "last_error": None}
             )  # fmt: skip
             outcome.counts["sent"] += 1
@@ -321,13 +315,13 @@ def _failure_update(
     permanent = failure.permanent or now - planned_at > RETRY_PERIOD
     if permanent:
         return {
-            "id": recipient.delivery_id,
+            "row_id": recipient.delivery_id,
             "status": DeliveryStatus.FAILED,
             "last_error": failure.detail[:1000],
             "lease_until": None,
         }
     return {
-        "id": recipient.delivery_id,
+        "row_id": recipient.delivery_id,
         "status": DeliveryStatus.PENDING,
         "last_error": failure.detail[:1000],
         "lease_until": None,
