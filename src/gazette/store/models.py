@@ -189,6 +189,10 @@ class Newsletter(Base):
     allow_frequency: Mapped[bool] = mapped_column(Boolean, default=False)
     template_set: Mapped[str] = mapped_column(String(80), default="digest")
     default_language: Mapped[str] = mapped_column(String(16), default="en")
+    # How far back an issue looks for articles its edition has not carried yet.
+    max_age_days: Mapped[int] = mapped_column(Integer, default=14, server_default="14")
+    # "all": every reader gets every article; "own": each reader gets their languages'.
+    article_languages: Mapped[str] = mapped_column(String(8), default="all", server_default="all")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     topics: Mapped[list[Topic]] = relationship(secondary=newsletter_topic)
@@ -211,6 +215,8 @@ class Subscriber(Base):
     consent_ip: Mapped[str | None] = mapped_column(String(64))
     bounce_count: Mapped[int] = mapped_column(Integer, default=0)
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Languages read besides ``language``, chosen on the preferences page.
+    extra_languages: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
 
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="subscriber")
 
@@ -256,6 +262,8 @@ class Feed(Base):
     poll_interval_seconds: Mapped[int] = mapped_column(Integer, default=900)
     last_polled_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    # Overrides the language the feed declares (``feeds add --language``).
+    language: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
