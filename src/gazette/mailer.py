@@ -2,12 +2,15 @@
 
 The only module that knows SMTP. A sending batch opens one connection and reuses it for
 every message; each send either returns or raises a failure classed as transient
-(retry later) or permanent (do not retry), following Mailman's rules.
+(retry later) or permanent (do not retry), and as the reader's or the relay's doing
+(see ``classify``: the one place that decides whether a reply can count as a bounce).
 """
 
 from __future__ import annotations
 
+import enum
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -24,14 +27,50 @@ from gazette.mime import DotSafe
 K = TypeVar("K")
 
 
-class DeliveryError(Exception):
-    """A message the relay did not accept; ``permanent`` says whether to retry."""
+class Fault(enum.Enum):
+    """Who a refusal is about: only the reader's own can count as a bounce."""
 
-    def __init__(self, detail: str, *, permanent: bool, code: int | None = None) -> None:
+    # A reply to the reader's RCPT TO or to the message's DATA that names the mailbox.
+    READER = "reader"
+    # The relay or the operator: login, MAIL FROM, TLS, the connection, or a policy reply.
+    RELAY = "relay"
+
+
+# How a relay-level failure's detail starts, by the step that failed; the ledger keeps
+# the detail, so a pending row whose last_error starts so waits on the relay, not on
+# the reader (see gazette.sending.relay_refusal).
+RELAY_STEPS = (
+    "connection failed", "TLS failed", "greeting refused", "login refused", "sender refused",
+)  # fmt: skip
+
+
+class DeliveryError(Exception):
+    """A message the relay did not accept: whether to retry, and whose fault it was.
+
+    ``session`` marks a refusal of the whole SMTP session (login, MAIL FROM, TLS, an
+    unreachable relay): no later message on this connection can fare better.
+    """
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        permanent: bool,
+        code: int | None = None,
+        fault: Fault = Fault.RELAY,
+        session: bool = False,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.permanent = permanent
         self.code = code
+        self.fault = fault
+        self.session = session
+
+    @property
+    def hard_bounce(self) -> bool:
+        """True when the reader's mailbox is dead: a permanent refusal about the reader."""
+        return self.fault is Fault.READER and self.permanent
 
 
 def _reply_text(reply: bytes | str) -> str:
@@ -41,6 +80,53 @@ def _reply_text(reply: bytes | str) -> str:
 def is_permanent(code: int) -> bool:
     """5xx is permanent except 552 (mailbox full, often transient in practice)."""
     return 500 <= code < 600 and code != 552
+
+
+_ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\S)")
+
+
+def enhanced_code(reply: str) -> tuple[int, int, int] | None:
+    """The RFC 3463 enhanced status code a reply text starts with, if it has one."""
+    match = _ENHANCED.match(reply)
+    if match is None:
+        return None
+    klass, subject, detail = match.groups()
+    return int(klass), int(subject), int(detail)
+
+
+def classify(code: int, reply: str) -> DeliveryError:
+    """The failure a reply to a reader's RCPT TO or to the message's DATA stands for.
+
+    The enhanced code decides whose it is (RFC 3463): X.1 (addressing) and X.2
+    (mailbox) are the reader's; X.3 (mail system), X.4 (routing), X.5 (protocol),
+    X.6 (content) and X.7 (policy, authentication) are not the reader's doing and
+    never count as a bounce. A reply without one counts as the reader's, as relays
+    have always said "550 no such user". A 421 is the relay closing the session.
+    Only 5xx other than 552 is permanent; a permanent policy refusal is not retried
+    (the same message would be refused again) but leaves the reader subscribed.
+    """
+    detail = f"{code} {reply}".strip()
+    enhanced = enhanced_code(reply)
+    fault = Fault.READER
+    if code == 421 or (enhanced is not None and enhanced[1] not in (1, 2)):
+        fault = Fault.RELAY
+    return DeliveryError(detail, permanent=is_permanent(code), code=code, fault=fault)
+
+
+def relay_failure(step: str, exc: BaseException) -> DeliveryError:
+    """A failure of the session itself (``step`` is one of RELAY_STEPS): wait and retry.
+
+    Never the reader's: the deliveries stay pending with a backoff, and the batch stops
+    using the connection, since every later message would meet the same refusal.
+    """
+    if isinstance(exc, smtplib.SMTPResponseException):
+        words = f"{exc.smtp_code} {_reply_text(exc.smtp_error)}".strip()
+        code: int | None = exc.smtp_code
+    else:
+        words, code = str(exc) or type(exc).__name__, None
+    return DeliveryError(
+        f"{step}: {words}", permanent=False, code=code, fault=Fault.RELAY, session=True
+    )
 
 
 class Connection(Protocol):
@@ -118,6 +204,27 @@ class MaildirTransport:
         yield MaildirConnection(self.root)
 
 
+class _OpenError(Exception):
+    """Opening a session failed at ``step``; ``retry`` when a second try may succeed."""
+
+    def __init__(self, step: str, cause: BaseException, *, retry: bool | None = None) -> None:
+        super().__init__(step)
+        self.step = step
+        self.cause = cause
+        if retry is None:
+            # A dropped or refused connection, or a 421, may pass; a 535 will not.
+            code = getattr(cause, "smtp_code", None)
+            retry = code == 421 or not isinstance(cause, smtplib.SMTPResponseException)
+            retry = retry and not isinstance(cause, smtplib.SMTPNotSupportedError)
+        self.retry = retry
+
+
+def _drop(client: smtplib.SMTP | None) -> None:
+    """Close a half-opened session without a word: the relay already said no."""
+    if client is not None:
+        client.close()
+
+
 class SMTPConnection:
     """One SMTP session, reconnected when the relay drops it or says 421."""
 
@@ -130,18 +237,36 @@ class SMTPConnection:
         self._retried = False
 
     def _open(self) -> smtplib.SMTP:
+        """Connect, start TLS and log in; raise _OpenError naming the step that failed."""
         url = self._url
-        client: smtplib.SMTP
-        if url.scheme == "smtps":
-            client = smtplib.SMTP_SSL(
-                url.host, url.port, timeout=url.timeout, context=ssl.create_default_context()
-            )
-        else:
-            client = smtplib.SMTP(url.host, url.port, timeout=url.timeout)
-            if url.starttls:
-                client.starttls(context=ssl.create_default_context())
-        if url.username:
-            client.login(url.username, url.password)
+        client: smtplib.SMTP | None = None
+        step = "connection failed"
+        try:
+            if url.scheme == "smtps":
+                client = smtplib.SMTP_SSL(
+                    url.host, url.port, timeout=url.timeout, context=ssl.create_default_context()
+                )
+            else:
+                client = smtplib.SMTP(url.host, url.port, timeout=url.timeout)
+                if url.starttls:
+                    step = "TLS failed"
+                    client.starttls(context=ssl.create_default_context())
+            if url.username:
+                step = "login refused"
+                client.login(url.username, url.password)
+        except smtplib.SMTPConnectError as exc:
+            raise _OpenError("greeting refused", exc) from exc
+        except ssl.SSLError as exc:
+            # A certificate or handshake failure: the same on every try.
+            _drop(client)
+            raise _OpenError("TLS failed", exc, retry=False) from exc
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            _drop(client)
+            raise _OpenError("connection failed", exc) from exc
+        except smtplib.SMTPException as exc:
+            # A 535 to AUTH, a relay that offers no STARTTLS or AUTH, a 454 to STARTTLS.
+            _drop(client)
+            raise _OpenError(step, exc) from exc
         return client
 
     def close(self) -> None:
@@ -193,18 +318,31 @@ class SMTPConnection:
         if self._client is not None and self._sent_on_client >= self._max:
             self.close()
         for attempt in (1, 2) if retry else (2,):
-            try:
-                if self._client is None:
+            if self._client is None:
+                try:
                     self._client = self._open()
-                    self._sent_on_client = 0
+                except _OpenError as failed:
+                    if failed.retry and attempt == 1:
+                        continue
+                    return relay_failure(failed.step, failed.cause)
+                self._sent_on_client = 0
+            try:
                 if wait:
                     transmit(self._client, sender, recipient, message)
                 else:
                     transmit_start(self._client, sender, recipient, message)
             except smtplib.SMTPRecipientsRefused as exc:
                 code, reply = exc.recipients[recipient]
-                return DeliveryError(
-                    f"{code} {_reply_text(reply)}", permanent=is_permanent(code), code=code
+                return classify(code, _reply_text(reply))
+            except (smtplib.SMTPSenderRefused, smtplib.SMTPHeloError) as exc:
+                # MAIL FROM or EHLO refused: the relay's answer to the operator's
+                # sender or host, the same for every reader; the batch stops here.
+                self.close()
+                if exc.smtp_code == 421 and attempt == 1:
+                    continue
+                sender_refused = isinstance(exc, smtplib.SMTPSenderRefused)
+                return relay_failure(
+                    "sender refused" if sender_refused else "greeting refused", exc
                 )
             except smtplib.SMTPResponseException as exc:
                 if exc.smtp_code == 421 and attempt == 1:
@@ -245,12 +383,9 @@ class SMTPConnection:
         return None
 
     def _refused(self, exc: smtplib.SMTPResponseException) -> DeliveryError:
+        """A reply about this message (to RCPT TO, DATA or its end), classified."""
         self._reset_after(exc.smtp_code)
-        return DeliveryError(
-            f"{exc.smtp_code} {_reply_text(exc.smtp_error)}",
-            permanent=is_permanent(exc.smtp_code),
-            code=exc.smtp_code,
-        )
+        return classify(exc.smtp_code, _reply_text(exc.smtp_error))
 
     def _reset_after(self, code: int) -> None:
         # After a rejected transaction the session is still usable once RSET clears it.
@@ -296,7 +431,7 @@ def transmit_start(client: smtplib.SMTP, sender: str, recipient: str, message: b
         # An internationalised address (GAZETTE_SMTPUTF8) travels only as RFC 6531 allows.
         if not client.has_extn("smtputf8"):
             raise smtplib.SMTPRecipientsRefused(
-                {recipient: (553, b"the relay does not offer SMTPUTF8 for this address")}
+                {recipient: (553, b"5.6.7 the relay does not offer SMTPUTF8 for this address")}
             )
         options.append("SMTPUTF8")
         if client.has_extn("8bitmime"):

@@ -17,12 +17,12 @@ from itertools import groupby
 from operator import itemgetter
 from typing import cast
 
-from sqlalchemy import Table, Update, and_, bindparam, func, select, update
+from sqlalchemy import Table, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.bounces import record_bounce
 from gazette.composer import Composer, Reader, SendContext, composer_for, message_id
-from gazette.mailer import Connection, DeliveryError
+from gazette.mailer import RELAY_STEPS, Connection, DeliveryError, Fault
 from gazette.store.models import (
     Delivery,
     DeliveryStatus,
@@ -54,6 +54,9 @@ class BatchResult:
     retry: int
     failed: int
     skipped: int
+    # The relay's words when it refused the session (login, MAIL FROM, TLS, connection)
+    # and the batch stopped; the rows it did not send wait for a retry.
+    relay_error: str | None = None
 
 
 def claim(session: Session, issue_id: int, low: int, high: int, lease: timedelta) -> list[int]:
@@ -163,6 +166,7 @@ def send_batch(
         composer = composer_for(session, ctx, issue_id)
     counts: Counter[str] = Counter()
     outcome: _ChunkOutcome | None = None
+    halted: DeliveryError | None = None
     with ctx.transport.connect() as connection:
         for start in range(0, len(claimed), RECORD_CHUNK):
             chunk = claimed[start : start + RECORD_CHUNK]
@@ -177,12 +181,24 @@ def send_batch(
                     recipients = _recipients(session, chunk)
             outcome = _send_chunk(connection, composer, ctx, chunk, recipients)
             counts.update(outcome.counts)
+            if outcome.halted is not None:
+                # The relay refused the session: every later message would meet the
+                # same refusal, so the rest of the batch waits with the same backoff.
+                halted = outcome.halted
+                rest = _left_waiting(
+                    claimed[start + RECORD_CHUNK :], halted, outcome.halted_attempts,
+                    utcnow(), composer.prepared.planned_at,
+                )  # fmt: skip
+                outcome.updates.extend(rest)
+                counts.update(_counted(row) for row in rest)
+                break
         if outcome is not None:
             with factory() as session, session.begin():
                 _record(session, outcome, lease, len(claimed))
     return BatchResult(
-        len(claimed), counts["sent"], counts["retry"], counts["failed"], counts["skipped"]
-    )
+        len(claimed), counts["sent"], counts["retry"], counts["failed"], counts["skipped"],
+        halted.detail if halted is not None else None,
+    )  # fmt: skip
 
 
 @dataclass
@@ -191,6 +207,9 @@ class _ChunkOutcome:
     updates: list[dict[str, object]] = field(default_factory=list)
     bounces: list[tuple[int, bool, str]] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    # The session-level refusal that stopped the batch, and its row's attempt count.
+    halted: DeliveryError | None = None
+    halted_attempts: int = 1
 
 
 class _Lease:
@@ -272,6 +291,8 @@ def _send_chunk(
         # Read one ahead by send_each: each message is built while the relay answers
         # for the one before.
         for recipient in recipients:
+            if outcome.halted is not None:
+                return
             composed = composer.compose(recipient.reader, now)
             if composed is None:
                 outcome.updates.append(
@@ -284,6 +305,7 @@ def _send_chunk(
             ctx.throttle.wait()
             yield (recipient, mid), sender, recipient.reader.email, message
 
+    planned_at = composer.prepared.planned_at
     for (recipient, mid), failure in connection.send_each(messages()):
         if failure is None:
             outcome.updates.append(
@@ -292,41 +314,103 @@ def _send_chunk(
             )  # fmt: skip
             outcome.counts["sent"] += 1
             continue
-        row = _failure_update(recipient, failure, now, composer.prepared.planned_at)
+        row = _failure_update(recipient.delivery_id, recipient.attempts, failure, now, planned_at)
         outcome.updates.append(row)
-        if row["status"] == DeliveryStatus.FAILED:
-            outcome.counts["failed"] += 1
-            # 5xx (but 552) is a hard bounce; a retry period run out is a soft one.
-            outcome.bounces.append((recipient.subscriber_id, failure.permanent, failure.detail))
-        else:
-            outcome.counts["retry"] += 1
-            if failure.code == 552:
-                # Mailbox full: retried, but counted, so a mailbox that stays full
-                # ends the subscription after the soft-bounce limit.
-                outcome.bounces.append((recipient.subscriber_id, False, failure.detail))
+        outcome.counts[_counted(row)] += 1
+        if failure.session and outcome.halted is None:
+            outcome.halted, outcome.halted_attempts = failure, recipient.attempts
+        bounce = _bounce_of(failure, row)
+        if bounce is not None:
+            outcome.bounces.append((recipient.subscriber_id, bounce, failure.detail))
+    if outcome.halted is not None:
+        # Readers the halt came before: claimed and loaded, never handed to the relay.
+        done = {row["row_id"] for row in outcome.updates}
+        untried = [r.delivery_id for r in recipients if r.delivery_id not in done]
+        rest = _left_waiting(untried, outcome.halted, outcome.halted_attempts, now, planned_at)
+        outcome.updates.extend(rest)
+        outcome.counts.update(_counted(row) for row in rest)
     return outcome
 
 
+def _counted(row: dict[str, object]) -> str:
+    """The batch count a refused row adds to: failed for good, or left to retry."""
+    return "failed" if row["status"] == DeliveryStatus.FAILED else "retry"
+
+
+def _bounce_of(failure: DeliveryError, row: dict[str, object]) -> bool | None:
+    """Whether a refusal counts against the reader: True hard, False soft, None not at all.
+
+    Only a reply about the reader (mailer.classify) counts: a permanent one is a hard
+    bounce; a transient one that outlived the retry period, or a 552 (mailbox full,
+    retried but counted so that a mailbox that stays full ends the subscription after
+    the soft-bounce limit), a soft one. Refusals of the session, policy replies and
+    connection failures never count, however long they last.
+    """
+    if failure.fault is not Fault.READER:
+        return None
+    if row["status"] == DeliveryStatus.FAILED:
+        return failure.permanent
+    return False if failure.code == 552 else None
+
+
 def _failure_update(
-    recipient: _Recipient, failure: DeliveryError, now: datetime, planned_at: datetime
+    delivery_id: int, attempts: int, failure: DeliveryError, now: datetime, planned_at: datetime
 ) -> dict[str, object]:
-    """Ledger update for a refused message: failed for good, or pending with a backoff."""
-    # Transient failures are retried until the retry period, counted from planning, ends.
+    """Ledger update for a refused message: failed for good, or pending with a backoff.
+
+    Transient failures (the relay's included) are retried until the retry period,
+    counted from planning, ends; then the row fails, without a bounce unless the
+    refusal was about the reader.
+    """
     permanent = failure.permanent or now - planned_at > RETRY_PERIOD
     if permanent:
         return {
-            "row_id": recipient.delivery_id,
+            "row_id": delivery_id,
             "status": DeliveryStatus.FAILED,
             "last_error": failure.detail[:1000],
             "lease_until": None,
         }
     return {
-        "row_id": recipient.delivery_id,
+        "row_id": delivery_id,
         "status": DeliveryStatus.PENDING,
         "last_error": failure.detail[:1000],
         "lease_until": None,
-        "next_attempt_at": _retry_at(recipient.attempts, now),
+        "next_attempt_at": _retry_at(attempts, now),
     }
+
+
+def _left_waiting(
+    delivery_ids: Sequence[int],
+    failure: DeliveryError,
+    attempts: int,
+    now: datetime,
+    planned_at: datetime,
+) -> list[dict[str, object]]:
+    """Ledger updates for claimed rows a session-level refusal kept from being tried.
+
+    They wait exactly as the row that met the refusal does (its backoff, its reason);
+    they never count against their readers.
+    """
+    return [_failure_update(row_id, attempts, failure, now, planned_at) for row_id in delivery_ids]
+
+
+def relay_refusal(session: Session, issue_id: int) -> str | None:
+    """The relay's words for why some of the issue's rows wait, if the relay refused them.
+
+    A row held back by a refused login, a refused sender, TLS or an unreachable relay is
+    pending with a reason naming that step (mailer.RELAY_STEPS); a reader's own
+    deferral (a 451, a full mailbox) is not reported here.
+    """
+    return session.scalar(
+        select(Delivery.last_error)
+        .where(
+            Delivery.issue_id == issue_id,
+            Delivery.status == DeliveryStatus.PENDING,
+            or_(*(Delivery.last_error.startswith(f"{step}:") for step in RELAY_STEPS)),
+        )
+        .order_by(Delivery.id.desc())
+        .limit(1)
+    )
 
 
 def reclaim_expired(session: Session, now: datetime | None = None) -> int:

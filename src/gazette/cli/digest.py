@@ -16,6 +16,7 @@ from gazette.digests import IssueStats, in_flight, issue_stats, plan_issue
 from gazette.errors import GazetteError
 from gazette.mailer import DeliveryError
 from gazette.newsletters import newsletter_by_slug
+from gazette.sending import relay_refusal
 from gazette.store.db import transaction
 from gazette.store.models import Edition, utcnow
 from gazette.subscribers import check_address
@@ -68,6 +69,10 @@ def send(newsletter: str, extra: bool, wait: bool, weekly: bool) -> None:
     weekly frequency (the scheduler plans it at the first tick of each week). With no
     broker configured the send runs in-process and returns when done.
 
+    When the relay refuses the session (a wrong password, a refused sender, TLS, or
+    no answer at all), the deliveries stay pending and are retried later, nobody is
+    counted as bounced, and the command exits 1 with the relay's words.
+
     \b
     Example:
       gazette digest send weekly --now --wait
@@ -99,6 +104,15 @@ def send(newsletter: str, extra: bool, wait: bool, weekly: bool) -> None:
             f"Issue {stats.issue_id}: {stats.sent} sent, {stats.failed} failed, "
             f"{stats.skipped} skipped, {stats.pending} pending."
         )
+        with rt.sessions() as session:
+            refusal = relay_refusal(session, plan.issue_id)
+        if refusal is not None:
+            words = " ".join(refusal.split())
+            raise GazetteError(
+                f"The relay {rt.settings.smtp.redacted()} refused to send issue "
+                f"{plan.issue_id} ({words}); its {stats.pending} pending deliveries are "
+                "kept and retried later."
+            )
 
 
 def in_flight_now(sessions: sessionmaker[Session], issue_id: int) -> bool:
@@ -134,7 +148,12 @@ def status(issues: tuple[int, ...], limit: int, as_json: bool) -> None:
       gazette digest status --json
     """
     with runtime().sessions() as session:
-        rows = [_describe(s) for s in issue_stats(session, list(issues) or None, limit)]
+        # Issues asked for by id are all shown, however many: --limit is for the newest.
+        found = issue_stats(session, list(issues) or None, max(limit, len(issues)))
+    missing = sorted(set(issues) - {s.issue_id for s in found})
+    if missing:
+        raise GazetteError(f"There is no issue {missing[0]}; `gazette digest status` lists them.")
+    rows = [_describe(s) for s in found]
     if as_json:
         print_json({"issues": rows})
         return

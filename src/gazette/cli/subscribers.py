@@ -197,6 +197,27 @@ def remove(email: str, slug: str | None) -> None:
     click.echo(f"{subscriber.email}: {changed} subscription(s) ended.")
 
 
+@subscribers.command()
+@click.argument("email")
+def unbounce(email: str) -> None:
+    """Give back the subscriptions bounces ended (for a bounce made by mistake).
+
+    Each returns to the status it had, the bounce count restarts from zero and a
+    bounce suppression is lifted; the change is recorded in the reader's history.
+
+    \b
+    Example:
+      gazette subscribers unbounce ada@example.org
+    """
+    from gazette.bounces import unbounce as unbounce_reader
+
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        result = unbounce_reader(session, email, CLI)
+    pending = f", {result.pending} pending confirmation" if result.pending else ""
+    click.echo(f"{result.email}: {result.reactivated} subscription(s) active again{pending}.")
+
+
 @subscribers.command(name="forget")
 @click.argument("email")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
