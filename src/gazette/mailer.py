@@ -101,14 +101,16 @@ def classify(code: int, reply: str) -> DeliveryError:
     (mailbox) are the reader's; X.3 (mail system), X.4 (routing), X.5 (protocol),
     X.6 (content) and X.7 (policy, authentication) are not the reader's doing and
     never count as a bounce. A reply without one counts as the reader's, as relays
-    have always said "550 no such user". A 421 is the relay closing the session.
+    have always said "550 no such user". A 421 is the relay closing the session; other
+    4xx replies stay the reader's (a deferral that outlives the retry period is a soft
+    bounce, as before).
     Only 5xx other than 552 is permanent; a permanent policy refusal is not retried
     (the same message would be refused again) but leaves the reader subscribed.
     """
     detail = f"{code} {reply}".strip()
     enhanced = enhanced_code(reply)
     fault = Fault.READER
-    if code == 421 or (enhanced is not None and enhanced[1] not in (1, 2)):
+    if code == 421 or (code >= 500 and enhanced is not None and enhanced[1] not in (1, 2)):
         fault = Fault.RELAY
     return DeliveryError(detail, permanent=is_permanent(code), code=code, fault=fault)
 
@@ -260,13 +262,17 @@ class SMTPConnection:
             # A certificate or handshake failure: the same on every try.
             _drop(client)
             raise _OpenError("TLS failed", exc, retry=False) from exc
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        except smtplib.SMTPServerDisconnected as exc:
             _drop(client)
             raise _OpenError("connection failed", exc) from exc
         except smtplib.SMTPException as exc:
             # A 535 to AUTH, a relay that offers no STARTTLS or AUTH, a 454 to STARTTLS.
+            # (Caught before OSError, of which SMTPException is a subclass.)
             _drop(client)
             raise _OpenError(step, exc) from exc
+        except OSError as exc:
+            _drop(client)
+            raise _OpenError("connection failed", exc) from exc
         return client
 
     def close(self) -> None:
