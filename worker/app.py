@@ -15,6 +15,10 @@ app = Celery("gazette", include=["worker.tasks"])
 # Redis redelivers an unacknowledged task after this long; every time limit stays well
 # under it so a slow task is never handed to a second worker while still running.
 VISIBILITY_TIMEOUT = 3600
+# Without a broker tasks run eagerly, yet Celery still opens a producer on the broker
+# URL to serialise them; kombu warns "No hostname was supplied" for a bare memory://,
+# so the in-memory transport is named with the host it would default to anyway.
+EAGER_BROKER = "memory://localhost/"
 TASK_TIME_LIMIT = 900
 
 
@@ -24,11 +28,11 @@ def configure(settings: Settings) -> None:
     Safe to call again with other settings (the CLI and tests do): connections opened
     for the previous broker are dropped, or tasks would still be published there.
     """
-    if app.conf.broker_url != (settings.broker_url or "memory://"):
+    if app.conf.broker_url != (settings.broker_url or EAGER_BROKER):
         _drop_broker_connections()
     tick = float(settings.beat_interval)
     app.conf.update(
-        broker_url=settings.broker_url or "memory://",
+        broker_url=settings.broker_url or EAGER_BROKER,
         task_always_eager=settings.eager,
         # Several installations (or test runs) can share one Redis without taking
         # each other's tasks.

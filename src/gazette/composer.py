@@ -18,6 +18,7 @@ from gazette.mailer import Transport
 from gazette.mime import Envelope, build_message
 from gazette.ratelimit import Throttle
 from gazette.rendering import ArticleView, IssueView, RenderedMessage, Renderer
+from gazette.senders import split_sender
 from gazette.store.models import Article, Issue, IssueArticle, Newsletter, Topic, article_topic
 from gazette.text import html_to_text
 from gazette.tokens import Purpose, Tokens
@@ -121,14 +122,15 @@ def prepare(
     articles: tuple[ArticleView, ...],
 ) -> PreparedIssue:
     """Assemble the shared part of an issue's messages."""
-    from_address = newsletter.from_address or ctx.default_from
+    sender = split_sender(newsletter.from_address or ctx.default_from)
+    from_address = sender.address
     # RFC 2919: the identifier stays plain; only the name before it may be encoded.
     list_id = (newsletter.list_id or f"{newsletter.slug}.{domain_of(from_address)}").strip("<>")
     return PreparedIssue(
         issue_public_id=issue_public_id,
         newsletter_slug=newsletter.slug,
         list_id=list_id,
-        from_name=newsletter.name,
+        from_name=sender.name or newsletter.name,
         from_address=from_address,
         planned_at=planned_at,
         template_set=newsletter.template_set or "digest",

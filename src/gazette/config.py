@@ -72,11 +72,20 @@ class Settings:
     dkim_key: bytes | None = None
     dkim_selector: str | None = None
     dkim_domain: str | None = None
+    # The name given with GAZETTE_FROM_ADDRESS ("Name <address>"), or none.
+    from_name: str = ""
 
     @property
     def eager(self) -> bool:
         """Tasks run in-process when no broker is configured (the embedded default)."""
         return self.broker_url is None
+
+    @property
+    def sender(self) -> str:
+        """The default sender as one value: ``Name <address>``, or the bare address."""
+        from gazette.senders import Sender
+
+        return Sender(self.from_name, self.from_address).stored
 
     @property
     def database_url_redacted(self) -> str:
@@ -232,14 +241,34 @@ def _broker_url(raw: str | None) -> str | None:
     return raw
 
 
-def _from_address(raw: str) -> str:
+def _from_address(raw: str) -> tuple[str, str]:
+    """The sender name (may be empty) and bare address of GAZETTE_FROM_ADDRESS."""
     # Imported here so importing config stays cheap for tools that only read settings.
-    from gazette.addresses import AddressError, normalise_address
+    from gazette.senders import parse_sender
 
-    try:
-        return normalise_address(raw, allow_smtputf8=False)
-    except AddressError as exc:
-        raise ConfigError(f"{PREFIX}FROM_ADDRESS={raw!r} is not usable: {exc}") from None
+    sender = parse_sender(raw, f"{PREFIX}FROM_ADDRESS")
+    return sender.name, sender.address
+
+
+# The example key in .env.example: a copy of it signs links anyone could forge.
+PLACEHOLDER_SECRET = "change-me-to-a-long-random-string"  # noqa: S105 (refused, never used)
+
+
+def _secret_keys(raw: str) -> tuple[str, ...]:
+    """GAZETTE_SECRET_KEYS as a tuple, refusing short keys and the example's placeholder."""
+    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
+    if not keys or any(len(k) < 16 for k in keys):
+        raise ConfigError(
+            f"{PREFIX}SECRET_KEYS must list keys of at least 16 characters, "
+            "newest first, separated by commas."
+        )
+    if PLACEHOLDER_SECRET in keys:
+        raise ConfigError(
+            f"{PREFIX}SECRET_KEYS still holds the placeholder {PLACEHOLDER_SECRET!r} from "
+            '.env.example; replace it with a key of your own (python -c "import secrets; '
+            'print(secrets.token_urlsafe(32))").'
+        )
+    return keys
 
 
 def _queue(raw: str) -> str:
@@ -299,14 +328,10 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     if keys_raw is None:
         secret_keys: tuple[str, ...] = (_embedded_secret(var_dir),)
     else:
-        secret_keys = tuple(k.strip() for k in keys_raw.split(",") if k.strip())
-        short = [k for k in secret_keys if len(k) < 16]
-        if not secret_keys or short:
-            raise ConfigError(
-                f"{PREFIX}SECRET_KEYS must list keys of at least 16 characters, "
-                "newest first, separated by commas."
-            )
-    from_address = _from_address(_get(env, "FROM_ADDRESS") or "newsletter@localhost.localdomain")
+        secret_keys = _secret_keys(keys_raw)
+    from_name, from_address = _from_address(
+        _get(env, "FROM_ADDRESS") or "newsletter@localhost.localdomain"
+    )
     dkim_key, dkim_selector, dkim_domain = _dkim(env, from_address)
     template_raw = _get(env, "TEMPLATE_DIR")
     template_dir = Path(template_raw).resolve() if template_raw else None
@@ -318,6 +343,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         smtp=smtp,
         base_url=_base_url(_get(env, "BASE_URL") or "http://localhost:8000"),
         from_address=from_address,
+        from_name=from_name,
         dkim_key=dkim_key,
         dkim_selector=dkim_selector,
         dkim_domain=dkim_domain,

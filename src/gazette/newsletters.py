@@ -93,6 +93,13 @@ def newsletter_by_slug(session: Session, slug: str) -> Newsletter:
     return newsletter
 
 
+def _sender(raw: str | None) -> str | None:
+    """A from address as stored: checked, ``Name <address>`` or bare; empty means none."""
+    from gazette.senders import parse_sender
+
+    return parse_sender(raw).stored if raw and raw.strip() else None
+
+
 def create_newsletter(
     session: Session,
     slug: str,
@@ -126,7 +133,7 @@ def create_newsletter(
         timezone=timezone,
         min_articles=min_articles,
         max_articles=max_articles,
-        from_address=from_address,
+        from_address=_sender(from_address),
         list_id=list_id,
         allow_frequency=allow_frequency,
     )
@@ -197,7 +204,7 @@ def update_newsletter(session: Session, slug: str, changes: NewsletterChanges) -
     if changes.name is not None:
         newsletter.name = changes.name.strip() or newsletter.name
     if changes.from_address is not None:
-        newsletter.from_address = changes.from_address or None
+        newsletter.from_address = _sender(changes.from_address)
     if changes.list_id is not None:
         newsletter.list_id = changes.list_id or None
     if changes.allow_frequency is not None:

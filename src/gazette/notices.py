@@ -11,6 +11,7 @@ from gazette.composer import SendContext
 from gazette.mailer import DeliveryError
 from gazette.mime import Envelope, build_message
 from gazette.ratelimit import RateLimiter
+from gazette.senders import split_sender
 from gazette.store.models import Newsletter, Subscriber, utcnow
 from gazette.subscribers import Origin, record_event
 from gazette.tokens import Purpose
@@ -47,10 +48,11 @@ def send_confirmation(
         confirm_url=confirm_url,
     )
     text, html = rendered.personalise(subscriber.name, "", "")
-    from_address = newsletter.from_address or ctx.default_from
+    sender = split_sender(newsletter.from_address or ctx.default_from)
+    from_address = sender.address
     domain = from_address.rpartition("@")[2]
     envelope = Envelope(
-        from_name=newsletter.name,
+        from_name=sender.name or newsletter.name,
         from_address=from_address,
         to_name=subscriber.name,
         to_address=subscriber.email,

@@ -6,14 +6,22 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from gazette.composer import Composer, Personalised, Reader, SendContext, article_views, prepare
 from gazette.digests import WEEKLY_FREQUENCY, editions, select_articles, window_start
 from gazette.errors import GazetteError
 from gazette.newsletters import newsletter_by_slug
-from gazette.store.models import Edition, Newsletter, Subscription, Topic, subscription_topic
+from gazette.store.models import (
+    Edition,
+    Issue,
+    IssueArticle,
+    Newsletter,
+    Subscription,
+    Topic,
+    subscription_topic,
+)
 from gazette.subscribers import subscriber_by_email
 
 SAMPLE_READER = Reader(public_id="preview", email="reader@example.org", name="", language="en")
@@ -28,6 +36,8 @@ class Preview:
     personal: Personalised
     message: bytes
     edition: Edition = Edition.REGULAR
+    # The issue whose articles were shown when nothing new was due (latest_if_none).
+    from_issue: int | None = None
 
 
 def _reader_for(session: Session, email: str, newsletter_id: int) -> Reader:
@@ -58,13 +68,16 @@ def preview(
     as_email: str | None = None,
     to: str | None = None,
     edition: Edition | None = None,
+    latest_if_none: bool = False,
 ) -> Preview:
     """Compose the message the newsletter's next issue would bring, for a reader or a sample.
 
     Nothing is written: no issue, no ledger rows. ``to`` addresses the message to
     someone else (a test send) while keeping the chosen reader's language and topics.
     Without an explicit ``edition``, the reader's own (the weekly summary when they
-    chose it) is shown.
+    chose it) is shown. With ``latest_if_none``, a newsletter with nothing new shows
+    its latest issue's articles instead, so a template or relay can be tested again
+    after a send.
     """
     newsletter = newsletter_by_slug(session, newsletter_slug)
     if edition is None:
@@ -75,6 +88,9 @@ def preview(
         )
     since = window_start(session, newsletter.id, now, edition)
     article_ids = select_articles(session, newsletter, now, since, edition=edition)
+    from_issue = None
+    if not article_ids and latest_if_none:
+        from_issue, article_ids = _latest_articles(session, newsletter.id, edition)
     if not article_ids:
         last = "weekly summary" if edition is Edition.WEEKLY else "issue"
         raise GazetteError(f"{newsletter_slug} has no new articles since its last {last}.")
@@ -94,7 +110,31 @@ def preview(
     composed = composer.compose(reader, now)
     if personal is None or composed is None:
         raise GazetteError(f"No new article matches the topics {reader.email} chose.")
-    return Preview(reader, len(article_ids), personal, composed[1], edition)
+    return Preview(reader, len(article_ids), personal, composed[1], edition, from_issue)
+
+
+def _latest_articles(
+    session: Session, newsletter_id: int, edition: Edition
+) -> tuple[int | None, list[int]]:
+    """The latest issue (of this edition) that carried articles, and those, in order."""
+    issue_id = session.scalar(
+        select(Issue.id)
+        .where(
+            Issue.newsletter_id == newsletter_id,
+            Issue.edition == edition,
+            exists().where(IssueArticle.issue_id == Issue.id),
+        )
+        .order_by(Issue.planned_at.desc(), Issue.id.desc())
+        .limit(1)
+    )
+    if issue_id is None:
+        return None, []
+    articles = session.scalars(
+        select(IssueArticle.article_id)
+        .where(IssueArticle.issue_id == issue_id)
+        .order_by(IssueArticle.position)
+    )
+    return issue_id, list(articles)
 
 
 def _edition_of(session: Session, email: str, newsletter: Newsletter) -> Edition:

@@ -50,7 +50,7 @@ def build_runtime(settings: Settings) -> Runtime:
         renderer=renderer,
         send_context=SendContext(
             base_url=settings.base_url,
-            default_from=settings.from_address,
+            default_from=settings.sender,
             tokens=tokens,
             renderer=renderer,
             transport=make_transport(settings.smtp, settings.messages_per_connection),

@@ -16,6 +16,7 @@ from gazette.digests import IssueStats, in_flight, issue_stats, plan_issue
 from gazette.errors import GazetteError
 from gazette.mailer import DeliveryError
 from gazette.newsletters import newsletter_by_slug
+from gazette.senders import split_sender
 from gazette.sending import relay_refusal
 from gazette.store.db import transaction
 from gazette.store.models import Edition, utcnow
@@ -238,6 +239,9 @@ def preview(
 def test_send(newsletter: str, to: str, as_email: str | None, weekly: bool | None) -> None:
     """Send the preview to one address, through the configured transport.
 
+    With no new articles, the latest issue's articles are used, so templates and the
+    relay can be tested again after a send.
+
     \b
     Example:
       gazette digest test weekly --to editor@example.org
@@ -247,16 +251,22 @@ def test_send(newsletter: str, to: str, as_email: str | None, weekly: bool | Non
     with rt.sessions() as session:
         result = previews.preview(
             session, rt.send_context, newsletter, utcnow(), as_email=as_email, to=address,
-            edition=_edition(weekly),
+            edition=_edition(weekly), latest_if_none=True,
         )  # fmt: skip
     with rt.send_context.transport.connect() as connection:
         try:
-            connection.send(rt.send_context.default_from, address, result.message)
+            sender = split_sender(rt.send_context.default_from).address
+            connection.send(sender, address, result.message)
         except DeliveryError as error:
             raise GazetteError(
                 f"The relay refused the test message to {address}: {error.detail}"
             ) from None
-    click.echo(f"Test of {newsletter} sent to {address} via {rt.settings.smtp.redacted()}.")
+    again = (
+        f" (nothing new since issue {result.from_issue}: its articles were used)"
+        if result.from_issue is not None
+        else ""
+    )
+    click.echo(f"Test of {newsletter} sent to {address} via {rt.settings.smtp.redacted()}{again}.")
 
 
 def _edition(weekly: bool | None) -> Edition | None:

@@ -56,7 +56,10 @@ def newsletters() -> None:
 )
 @click.option("--min-articles", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--max-articles", default=20, show_default=True, type=click.IntRange(1))
-@click.option("--from-address", help="Sender address (default: GAZETTE_FROM_ADDRESS).")
+@click.option(
+    "--from-address",
+    help='Sender: news@example.org or "Name <news@example.org>" (default: GAZETTE_FROM_ADDRESS).',
+)
 @click.option("--list-id", help="List-Id header value.")
 @click.option(
     "--allow-frequency",
