@@ -66,7 +66,8 @@ def parse_sender(raw: str, what: str = "The from address") -> Sender:
     hint = 'use news@example.org or "Name <news@example.org>"'
     if "<" in address or ">" in address or (match is None and ("<" in text or ">" in text)):
         raise SenderError(f"{what} {raw!r} is not a sender address; {hint}.")
-    if _CONTROL.search(name) or len(name) > NAME_LIMIT:
+    # A line break anywhere could start a header of its own: one line, or nothing.
+    if _CONTROL.search(text) or len(name) > NAME_LIMIT:
         raise SenderError(
             f"{what} {raw!r} has a sender name that is not one line of at most "
             f"{NAME_LIMIT} characters."
