@@ -212,9 +212,10 @@ class Views:
         return sent_page
 
     def confirm(self, token: str) -> Response:
-        """GET shows one button; POST confirms. Link scanners that only GET change nothing."""
+        """POST confirms; any other method (GET, HEAD) only shows the button."""
         claims = self.claims(Purpose.CONFIRM, token)
-        if request.method == "GET":
+        # Only POST acts: link scanners and prefetchers GET and HEAD, and must change nothing.
+        if request.method != "POST":
             return self.page("confirm", language=self.reader_language(claims), token=token)
         if not self.csrf_ok():
             return self.message(
@@ -228,9 +229,9 @@ class Views:
         return self.page("confirmed", language=language)
 
     def unsubscribe(self, token: str) -> Response:
-        """GET shows one button; POST unsubscribes: also the RFC 8058 one-click target."""
+        """POST unsubscribes (also the RFC 8058 one-click target); GET and HEAD only show."""
         claims = self.claims(Purpose.UNSUBSCRIBE, token)
-        if request.method == "GET":
+        if request.method != "POST":
             return self.page("unsubscribe", language=self.reader_language(claims), token=token)
         # No CSRF check: mail providers POST "List-Unsubscribe=One-Click" without
         # cookies, and the signed token already proves the link came from the reader's mail.
