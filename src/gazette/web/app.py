@@ -31,7 +31,7 @@ from gazette.subscribers import (
     update_preferences,
 )
 from gazette.tokens import Purpose, TokenClaims, TokenError
-from gazette.web.csrf import COOKIE, FIELD, CsrfGuard
+from gazette.web.csrf import FIELD, CsrfGuard
 
 log = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
@@ -55,7 +55,9 @@ class Views:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
-        self.csrf = CsrfGuard(runtime.settings.secret_keys)
+        self.csrf = CsrfGuard(
+            runtime.settings.secret_keys, secure=runtime.settings.base_url.startswith("https://")
+        )
 
     # -- helpers -------------------------------------------------------------------
 
@@ -69,16 +71,17 @@ class Views:
         self, template: str, status: int = 200, language: str | None = None, **context: Any
     ) -> Response:
         """Render a page with a CSRF token for its forms and the security headers."""
-        cookie = request.cookies.get(COOKIE) or self.csrf.new_cookie()
+        cookie = request.cookies.get(self.csrf.cookie) or self.csrf.new_cookie()
         body = self.rt.renderer.render_page(
             template, self.language(language), csrf_field=FIELD,
             csrf_token=self.csrf.token_for(cookie), **context,
         )  # fmt: skip
         response = Response(body, status=status, mimetype="text/html")
-        if request.cookies.get(COOKIE) != cookie:
+        if request.cookies.get(self.csrf.cookie) != cookie:
+            # Path=/ and no Domain, as the __Host- prefix (used over https) requires.
             response.set_cookie(
-                COOKIE, cookie, httponly=True, samesite="Lax",
-                secure=self.rt.settings.base_url.startswith("https://"),
+                self.csrf.cookie, cookie, path="/", domain=None, httponly=True,
+                samesite="Lax", secure=self.csrf.secure,
             )  # fmt: skip
         return response
 
@@ -97,7 +100,7 @@ class Views:
 
     def csrf_ok(self) -> bool:
         """True when the posted form carries the token bound to this visitor's cookie."""
-        return self.csrf.valid(request.cookies.get(COOKIE), request.form.get(FIELD))
+        return self.csrf.valid(request.cookies.get(self.csrf.cookie), request.form.get(FIELD))
 
     def claims(self, purpose: Purpose, token: str) -> TokenClaims:
         """Read a link's token; a bad one raises TokenError, shown as a 400 page."""
