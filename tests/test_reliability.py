@@ -67,7 +67,7 @@ from gazette.subscribers import Origin, subscribe
 from gazette.text import clean_line
 from gazette.tokens import Purpose, TokenClaims, TokenError, Tokens
 from gazette.web import create_app, server_options
-from gazette.web.csrf import COOKIE, FIELD
+from gazette.web.csrf import FIELD, SECURE_COOKIE
 from tests.figures import record
 from tests.http import Browser, LiveServer, Page, serve
 from tests.reliability_helpers import (
@@ -1115,7 +1115,7 @@ def test_reliability_one_address_from_fifty_ips_gets_one_confirmation(
     with site(tmp_path, database_url, proxy_hops="1", subscribe_limit_per_ip="100000") as web:
         browser = web.browser()
         fields = form_token(browser)
-        cookie = {"Cookie": f"{COOKIE}={browser.cookie(COOKIE)}"}
+        cookie = {"Cookie": f"{SECURE_COOKIE}={browser.cookie(SECURE_COOKIE)}"}
         requests = [
             (
                 [*fields, ("email", variants[n % 3])],
@@ -1160,7 +1160,7 @@ def test_reliability_many_addresses_from_one_ip_get_429_after_the_limit(
     with site(tmp_path, database_url, proxy_hops="1", subscribe_limit_per_ip=str(limit)) as web:
         browser = web.browser()
         fields = form_token(browser)
-        cookie = {"Cookie": f"{COOKIE}={browser.cookie(COOKIE)}"}
+        cookie = {"Cookie": f"{SECURE_COOKIE}={browser.cookie(SECURE_COOKIE)}"}
         # The client forges an X-Forwarded-For of its own; the proxy appends the real IP.
         requests = [
             (

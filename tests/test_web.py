@@ -41,7 +41,8 @@ from gazette.store.models import (
 from gazette.subscribers import Origin, forget, subscribe
 from gazette.tokens import Purpose
 from gazette.web import create_app, server_options
-from gazette.web.csrf import COOKIE, FIELD
+from gazette.web.csrf import COOKIE, FIELD, SECURE_COOKIE
+from gazette.web.csrf import LIFETIME as CSRF_LIFETIME
 from tests.concurrency import at_once
 from tests.conftest import make_env
 from tests.http import Browser, LiveServer, Page, serve
@@ -246,12 +247,15 @@ def test_subscribe_confirm_then_one_click_unsubscribe(site: Site, encoding: str)
     assert form.input_types[FIELD] == "hidden"
     assert form.value(FIELD)
     assert form.value("newsletter") == SLUG
-    cookie = browser.cookie(COOKIE)
+    cookie = browser.cookie(SECURE_COOKIE)  # the base URL is https: a __Host- cookie
     assert cookie
     set_cookie = form_page.headers["Set-Cookie"]
+    assert set_cookie.startswith(f"{SECURE_COOKIE}=")
     assert "HttpOnly" in set_cookie
     assert "SameSite=Lax" in set_cookie
-    assert "Secure" in set_cookie  # the base URL is https
+    assert "Secure" in set_cookie
+    assert "Path=/;" in set_cookie or set_cookie.endswith("Path=/")
+    assert "Domain" not in set_cookie
 
     sent = browser.submit(form, email=EMAIL, name="Oksana", language="uk")
     assert sent.status == 200
@@ -370,7 +374,7 @@ def test_subscribe_without_a_matching_csrf_token_is_refused(site: Site, case: st
         other = site.browser()
         _, other_token = subscribe_form(other)
         assert other_token != token
-        assert other.cookie(COOKIE) != browser.cookie(COOKIE)
+        assert other.cookie(SECURE_COOKIE) != browser.cookie(SECURE_COOKIE)
         swapped = [(k, other_token if k == FIELD else v) for k, v in fields]
         response = browser.post("/subscribe", swapped)
     else:
@@ -966,3 +970,86 @@ def test_pages_work_without_javascript(make_site: SiteFactory) -> None:
         for form in page.forms():
             assert form.method == "post", name
             assert 'type="submit"' in page.text, name
+
+
+# --- CSRF lifetime and cookie, the confirmation's greeting (issue 16) ------------------
+
+
+def test_a_form_older_than_the_csrf_lifetime_is_refused(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_714_550_400]  # 2024-05-01
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda _self: now[0])
+    lifetime = int(CSRF_LIFETIME.total_seconds())
+    browser = site.browser()
+
+    page, _ = subscribe_form(browser)
+    now[0] += lifetime - 60  # filled in slowly, still in time
+    assert browser.submit(page.form("/subscribe"), email=EMAIL).status == 200
+
+    page, _ = subscribe_form(browser)
+    now[0] += lifetime + 1
+    late = browser.submit(page.form("/subscribe"), email=ACTIVE_EMAIL)
+    assert late.status == 403, late.text
+    assert title_of(late) == "Form expired"
+    assert find_subscriber(site.runtime, ACTIVE_EMAIL) is None
+    # Reloading the page gives a fresh token for the same cookie, and it works.
+    page, _ = subscribe_form(browser)
+    assert browser.submit(page.form("/subscribe"), email=ACTIVE_EMAIL).status == 200
+    assert status_of(site.runtime, ACTIVE_EMAIL) == SubscriptionStatus.PENDING
+
+
+def test_over_plain_http_the_cookie_has_no_host_prefix(make_site: SiteFactory) -> None:
+    """__Host- cookies must be Secure, which a plain-http site cannot set."""
+    site = make_site(base_url="http://news.example.org")
+    browser = site.browser()
+    page, _ = subscribe_form(browser)
+    set_cookie = page.headers["Set-Cookie"]
+    assert set_cookie.startswith(f"{COOKIE}=")
+    assert "Secure" not in set_cookie
+    assert browser.cookie(SECURE_COOKIE) is None
+    assert browser.submit(page.form("/subscribe"), email=EMAIL).status == 200
+    assert status_of(site.runtime, EMAIL) == SubscriptionStatus.PENDING
+
+
+@pytest.mark.parametrize(
+    ("name", "quoted"),
+    [
+        ("Oksana", "Oksana"),
+        ("Tom & Jerry <3", None),
+        ("Tom & Jerry", "Tom & Jerry"),
+        ("Win a prize at evil.example today", None),
+        ("Claim: https://evil.example/x", None),
+        ("admin@news.example.org says hi", None),
+        (
+            "María de los Ángeles Fernández de Córdoba y Sotomayor",
+            "María de los Ángeles Fernández de",
+        ),
+        ("Dear customer " * 14, "Dear customer Dear customer Dear"),
+        ("x" * 200, None),
+        ("", None),
+    ],
+)
+def test_the_confirmation_quotes_only_a_short_plain_name(
+    site: Site, name: str, quoted: str | None
+) -> None:
+    """A stranger types the name and the mail goes out from the publisher's domain."""
+    browser = site.browser()
+    page, _ = subscribe_form(browser)
+    assert browser.submit(page.form("/subscribe"), email=EMAIL, name=name).status == 200
+    [received] = site.smtp.messages
+    greeting = f"Hello, {quoted}!" if quoted else "Hello!"
+    text = plain_body(received)
+    assert greeting in text.splitlines()
+    message = received.parsed()
+    assert isinstance(message, EmailMessage)
+    html_part = message.get_body(("html",))
+    assert html_part is not None
+    html_body = html_part.get_content()
+    assert f'<p style="margin:16px 0;">{html.escape(greeting)}</p>' in html_body
+    assert message["To"].addresses[0].display_name == (quoted or "")
+    if name:
+        # The stored name is untouched: only what the mail quotes is capped.
+        subscriber = find_subscriber(site.runtime, EMAIL)
+        assert subscriber is not None
+        assert subscriber.name == name.strip()

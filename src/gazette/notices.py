@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import timedelta
 
@@ -14,11 +15,17 @@ from gazette.ratelimit import RateLimiter
 from gazette.senders import split_sender
 from gazette.store.models import Newsletter, Subscriber, utcnow
 from gazette.subscribers import Origin, record_event
+from gazette.text import clean_line
 from gazette.tokens import Purpose
 
 # A reader who asks again and again still gets one confirmation an hour at most, so the
 # form cannot be used to flood someone else's inbox.
 CONFIRMATION_INTERVAL = timedelta(hours=1)
+# The name on the sign-up form is typed by whoever fills it in, not necessarily the
+# mailbox's owner, and the confirmation goes out from the publisher's domain: it quotes
+# at most this much of it, and nothing that reads as a link or an address.
+GREETING_MAX = 40
+_NOT_A_NAME = re.compile(r"[<>@/\\:]|www\.|\w\.\w{2,}", re.IGNORECASE)
 
 
 def send_confirmation(
@@ -47,14 +54,15 @@ def send_confirmation(
         newsletter_name=newsletter.name,
         confirm_url=confirm_url,
     )
-    text, html = rendered.personalise(subscriber.name, "", "")
+    name = greeting_name(subscriber.name)
+    text, html = rendered.personalise(name, "", "")  # escaped in the HTML part
     sender = split_sender(newsletter.from_address or ctx.default_from)
     from_address = sender.address
     domain = from_address.rpartition("@")[2]
     envelope = Envelope(
         from_name=sender.name or newsletter.name,
         from_address=from_address,
-        to_name=subscriber.name,
+        to_name=name,
         to_address=subscriber.email,
         subject=rendered.subject,
         message_id=f"confirm.{secrets.token_hex(12)}@{domain}",
@@ -76,3 +84,20 @@ def send_confirmation(
             newsletter_id=newsletter.id,
         )  # fmt: skip
     return True
+
+
+def greeting_name(name: str) -> str:
+    """The part of a sign-up name the confirmation may quote, or "" to greet without one.
+
+    One line, its leading words up to GREETING_MAX characters (never a word cut in
+    two), with at least one letter; none at all when it holds anything a mail client
+    could make a link of or an address: "<", ">", "@", "/", "\\", ":", "www." or a
+    domain-like "word.word".
+    """
+    line = clean_line(name, 200)
+    if _NOT_A_NAME.search(line) or not any(ch.isalpha() for ch in line):
+        return ""
+    if len(line) > GREETING_MAX:
+        head = line[: GREETING_MAX + 1]
+        line = head.rsplit(" ", 1)[0] if " " in head else ""
+    return line

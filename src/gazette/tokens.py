@@ -8,9 +8,11 @@ rotate keys without breaking links already in readers' inboxes.
 from __future__ import annotations
 
 import base64
+import binascii
 import enum
 import hmac
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,6 +38,11 @@ MAX_AGE: dict[Purpose, timedelta | None] = {
     Purpose.UNSUBSCRIBE: None,
     Purpose.PREFERENCES: None,
 }
+
+
+# A token as mint() writes it: three parts of unpadded URL-safe base64 (itsdangerous marks
+# a compressed payload with a leading "."; mint never compresses, the library might have).
+_TOKEN_SHAPE = re.compile(r"\.?([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)\.([A-Za-z0-9_-]+)")
 
 
 class TokenError(GazetteError):
@@ -85,6 +92,10 @@ class Tokens:
 
     def read(self, purpose: Purpose, token: str, max_age: timedelta | None = None) -> TokenClaims:
         """Return the claims of a valid token, or raise TokenError saying why it is not."""
+        if not _canonical(token):
+            # itsdangerous decodes leniently (stray characters dropped, padding and unused
+            # low bits ignored), so one signature has many spellings: only ours is a token.
+            raise TokenError("This link is not valid.")
         age = max_age if max_age is not None else MAX_AGE[purpose]
         seconds = int(age.total_seconds()) if age is not None else None
         try:
@@ -105,3 +116,22 @@ class Tokens:
 def _b64(data: bytes) -> bytes:
     """URL-safe base64 without padding, as itsdangerous writes every token part."""
     return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _canonical(token: str) -> bool:
+    """True when ``token`` is spelt exactly as mint() spells it: each part re-encodes to itself.
+
+    The alphabet check rejects padding, escapes and characters base64 would skip; the
+    round trip rejects a last character whose unused bits are not zero.
+    """
+    match = _TOKEN_SHAPE.fullmatch(token)
+    if match is None:
+        return False
+    for part in match.groups():
+        try:
+            decoded = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        except binascii.Error:  # a length no base64 has (4n + 1)
+            return False
+        if _b64(decoded).decode("ascii") != part:
+            return False
+    return True

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 import click
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,6 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from gazette.cli.output import LiteralConsole
 from gazette.config import load_settings
 from gazette.errors import ConfigError, GazetteError
 from gazette.runtime import Runtime, build_runtime, use_runtime
@@ -74,12 +74,12 @@ def runtime(*, require_schema: bool = True) -> Runtime:
     return built
 
 
-def console() -> Console:
-    """Return the console for human output (stdout).
+def console() -> LiteralConsole:
+    """Return the console for human output (stdout): values print literally, never as markup.
 
     Off a terminal rich would wrap tables at 80 columns; a pipe or a log gets full rows.
     """
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    return LiteralConsole(width=None if sys.stdout.isatty() else 200)
 
 
 @contextmanager
@@ -89,12 +89,12 @@ def progress(total: int | None, description: str) -> Iterator[Callable[[int], No
     Off a terminal (cron, CI, a pipe) nothing is drawn; the command prints its summary
     line either way.
     """
-    out = Console(stderr=True)
+    out = LiteralConsole(stderr=True)
     if not out.is_terminal:
         yield lambda _done: None
         return
     columns = (
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
         TaskProgressColumn(), TimeRemainingColumn(),
     )  # fmt: skip
     with Progress(*columns, console=out, transient=False) as bar:

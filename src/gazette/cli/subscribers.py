@@ -12,6 +12,7 @@ from sqlalchemy import func, select, true
 
 from gazette import imports
 from gazette.cli.app import EXIT_FAILED, console, main, print_json, progress, runtime
+from gazette.cli.output import strong
 from gazette.errors import GazetteError
 from gazette.newsletters import newsletter_by_slug
 from gazette.runtime import Runtime
@@ -166,7 +167,7 @@ def show(email: str, as_json: bool) -> None:
         print_json(document)
         return
     out = console()
-    out.print(f"[bold]{document['email']}[/bold] {document['name']} ({document['language']})")
+    out.print(strong(document["email"]), document["name"], f"({document['language']})")
     for key, value in document["subscriptions"].items():
         out.print(f"  {key}: {value}")
     table = Table("at", "event", "source", "ip")

@@ -6,9 +6,13 @@
 from typing import Any
 
 from gazette.config import Settings
-from gazette.web.app import create_app
+from gazette.web.app import MAX_BODY, create_app
 
-__all__ = ["create_app", "server_options"]
+__all__ = ["MAX_BODY", "SERVER_MAX_BODY", "create_app", "server_options"]
+
+# Over the app's limit by a margin, so that a form a little too large still gets the
+# app's own (translated, headed) 413 page, and anything larger is never read.
+SERVER_MAX_BODY = 2 * MAX_BODY
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
@@ -16,5 +20,12 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
     Waitress strips X-Forwarded-* headers unless told to keep them; behind
     GAZETTE_PROXY_HOPS proxies they are kept, and the app's ProxyFix trusts that many.
+    Waitress would buffer a body of up to 1 GiB (to disk) before the app saw it; here
+    it refuses one over twice the app's limit as soon as the headers or the chunks say
+    so, unread. Between the two limits the app answers with its own 413 page.
     """
-    return {"ident": "gazette", "clear_untrusted_proxy_headers": settings.proxy_hops == 0}
+    return {
+        "ident": "gazette",
+        "clear_untrusted_proxy_headers": settings.proxy_hops == 0,
+        "max_request_body_size": SERVER_MAX_BODY,
+    }

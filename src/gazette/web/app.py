@@ -31,10 +31,12 @@ from gazette.subscribers import (
     update_preferences,
 )
 from gazette.tokens import Purpose, TokenClaims, TokenError
-from gazette.web.csrf import COOKIE, FIELD, CsrfGuard
+from gazette.web.csrf import FIELD, CsrfGuard
 
 log = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
+# The largest request body the app reads: its forms are a few hundred bytes.
+MAX_BODY = 64 * 1024
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -53,7 +55,9 @@ class Views:
 
     def __init__(self, runtime: Runtime) -> None:
         self.rt = runtime
-        self.csrf = CsrfGuard(runtime.settings.secret_keys)
+        self.csrf = CsrfGuard(
+            runtime.settings.secret_keys, secure=runtime.settings.base_url.startswith("https://")
+        )
 
     # -- helpers -------------------------------------------------------------------
 
@@ -67,16 +71,17 @@ class Views:
         self, template: str, status: int = 200, language: str | None = None, **context: Any
     ) -> Response:
         """Render a page with a CSRF token for its forms and the security headers."""
-        cookie = request.cookies.get(COOKIE) or self.csrf.new_cookie()
+        cookie = request.cookies.get(self.csrf.cookie) or self.csrf.new_cookie()
         body = self.rt.renderer.render_page(
             template, self.language(language), csrf_field=FIELD,
             csrf_token=self.csrf.token_for(cookie), **context,
         )  # fmt: skip
         response = Response(body, status=status, mimetype="text/html")
-        if request.cookies.get(COOKIE) != cookie:
+        if request.cookies.get(self.csrf.cookie) != cookie:
+            # Path=/ and no Domain, as the __Host- prefix (used over https) requires.
             response.set_cookie(
-                COOKIE, cookie, httponly=True, samesite="Lax",
-                secure=self.rt.settings.base_url.startswith("https://"),
+                self.csrf.cookie, cookie, path="/", domain=None, httponly=True,
+                samesite="Lax", secure=self.csrf.secure,
             )  # fmt: skip
         return response
 
@@ -95,7 +100,7 @@ class Views:
 
     def csrf_ok(self) -> bool:
         """True when the posted form carries the token bound to this visitor's cookie."""
-        return self.csrf.valid(request.cookies.get(COOKIE), request.form.get(FIELD))
+        return self.csrf.valid(request.cookies.get(self.csrf.cookie), request.form.get(FIELD))
 
     def claims(self, purpose: Purpose, token: str) -> TokenClaims:
         """Read a link's token; a bad one raises TokenError, shown as a 400 page."""
@@ -212,9 +217,10 @@ class Views:
         return sent_page
 
     def confirm(self, token: str) -> Response:
-        """GET shows one button; POST confirms. Link scanners that only GET change nothing."""
+        """POST confirms; any other method (GET, HEAD) only shows the button."""
         claims = self.claims(Purpose.CONFIRM, token)
-        if request.method == "GET":
+        # Only POST acts: link scanners and prefetchers GET and HEAD, and must change nothing.
+        if request.method != "POST":
             return self.page("confirm", language=self.reader_language(claims), token=token)
         if not self.csrf_ok():
             return self.message(
@@ -228,9 +234,9 @@ class Views:
         return self.page("confirmed", language=language)
 
     def unsubscribe(self, token: str) -> Response:
-        """GET shows one button; POST unsubscribes: also the RFC 8058 one-click target."""
+        """POST unsubscribes (also the RFC 8058 one-click target); GET and HEAD only show."""
         claims = self.claims(Purpose.UNSUBSCRIBE, token)
-        if request.method == "GET":
+        if request.method != "POST":
             return self.page("unsubscribe", language=self.reader_language(claims), token=token)
         # No CSRF check: mail providers POST "List-Unsubscribe=One-Click" without
         # cookies, and the signed token already proves the link came from the reader's mail.
@@ -280,7 +286,7 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     """Build the WSGI app on ``runtime`` (by default, this process's, from the environment)."""
     rt = runtime or current_runtime()
     app = Flask("gazette.web")
-    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     if rt.settings.proxy_hops:
         hops = rt.settings.proxy_hops
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
@@ -300,6 +306,18 @@ def create_app(runtime: Runtime | None = None) -> Flask:
     for rule, view, methods in routes:
         app.add_url_rule(rule, view.__name__, view, methods=methods)
     app.add_url_rule("/subscribe", "subscribe_post", views.subscribe, methods=["POST"])
+
+    @app.before_request
+    def read_body_within_limit() -> None:
+        """Read a POST's body now, never past MAX_BODY: larger ones are a 413 on every route.
+
+        werkzeug refuses a Content-Length over the limit unread and stops a chunked body
+        at it, but only when a view reads the body; one-click unsubscribe does not. So
+        the app bounds what it reads by itself, whatever server runs it (waitress caps
+        bodies too; gunicorn cannot, and the proxy in front must).
+        """
+        if request.method == "POST":
+            request.get_data(cache=True, parse_form_data=True)
 
     @app.errorhandler(TokenError)
     def bad_token(error: TokenError) -> Response:
