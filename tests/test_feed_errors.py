@@ -376,7 +376,7 @@ def test_the_rejection_summary_is_replaced_by_the_next_poll(
 def test_a_malformed_feed_names_its_line_and_column_and_the_url_once(
     cli: Cli, runtime: Runtime, feeds: FeedServer
 ) -> None:
-    # A stray "<" inside the second line: expat stops at line 2, column 38 (1-based).
+    # A stray "<" on the second line: the "<" after it is its 39th character.
     document = (
         b'<?xml version="1.0"?>\n<rss version="2.0"><channel><title>A <<b</title></channel></rss>\n'
     )
@@ -389,7 +389,7 @@ def test_a_malformed_feed_names_its_line_and_column_and_the_url_once(
     line = polled.stdout.splitlines()[0]
     assert line == (
         f"Feed 1 failed: {url} is not a readable RSS or Atom feed "
-        "(line 2, column 38: not well-formed (invalid token))."
+        "(line 2, column 39: not well-formed (invalid token))."
     )
     assert line.count(url) == 1
     assert "<unknown>" not in line
