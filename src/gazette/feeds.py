@@ -5,9 +5,11 @@ from __future__ import annotations
 import calendar
 import html
 import re
+import xml.sax
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from html.entities import name2codepoint
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -30,6 +32,8 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 # How many rejection reasons a feed keeps for `feeds list`; the rest are counted.
 MAX_REASONS = 20
 _ONLY_MARKUP = re.compile(r"(?:\s*<[^<>]*>)+\s*")
+_NAMED_ENTITY = re.compile(rb"&([A-Za-z][A-Za-z0-9]{0,31});")
+_XML_ENTITIES = {"amp", "lt", "gt", "quot", "apos"}
 _HTML_START = re.compile(rb"<!doctype\s+html|<html[\s>]", re.IGNORECASE)
 
 
@@ -65,9 +69,35 @@ def _where(problem: object) -> str:
     return str(problem) if problem else "no RSS or Atom root element"
 
 
-def _repairable(problem: object) -> bool:
-    """True for a fault the lenient parser mends: an HTML entity such as &nbsp; in RSS."""
-    return isinstance(problem, SAXParseException) and "undefined entity" in problem.getMessage()
+def _spelled(match: re.Match[bytes]) -> bytes:
+    """An HTML named entity (&nbsp;) as the character reference XML knows (&#160;)."""
+    name = match.group(1).decode("ascii")
+    code = name2codepoint.get(name)
+    return b"&#%d;" % code if code and name not in _XML_ENTITIES else match.group(0)
+
+
+def _fault_beyond_entities(problem: object, document: bytes) -> object:
+    """The fault of a document with no items, or None when its only fault is HTML entities.
+
+    An RSS feed may use &nbsp; and the like, which the lenient parser mends: with no
+    items, it is an empty feed. The strict parser reports the first fault alone, so such a document is read again
+    with its HTML entities spelt as character references; what that finds (a cut, a
+    broken tag) is the fault, and its position is the same line.
+    """
+    if not isinstance(problem, SAXParseException) or "undefined entity" not in problem.getMessage():
+        return problem
+    # With no entity declared there is nothing to expand (no "billion laughs"), and
+    # xml.sax fetches no external entity by default: the parse below is safe.
+    if b"<!ENTITY" in document:
+        return problem
+    spelt = _NAMED_ENTITY.sub(_spelled, document)
+    try:
+        xml.sax.parseString(spelt, xml.sax.ContentHandler())  # noqa: S317 - see above
+    except SAXParseException as later:
+        return later
+    except (xml.sax.SAXException, ValueError, LookupError):
+        return problem
+    return None
 
 
 class _FeedLinks(HTMLParser):
@@ -120,8 +150,10 @@ def _check_readable(parsed: Any, document: bytes, source: str, content_type: str
     problem = parsed.get("bozo_exception")
     if not parsed.get("version"):
         raise GazetteError(_not_a_feed(document, source, problem, content_type))
-    if parsed.get("bozo") and not parsed.entries and not _repairable(problem):
-        raise GazetteError(f"{source} is not a readable RSS or Atom feed ({_where(problem)}).")
+    if parsed.get("bozo") and not parsed.entries:
+        fault = _fault_beyond_entities(problem, document)
+        if fault is not None:
+            raise GazetteError(f"{source} is not a readable RSS or Atom feed ({_where(fault)}).")
     # Feeds in the wild often have a stray "&" that the lenient parser repairs; a
     # document that stops early is different: what it lacks cannot be repaired.
     if isinstance(problem, SAXParseException) and _cut_short(problem):
