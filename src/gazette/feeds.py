@@ -80,9 +80,9 @@ def _fault_beyond_entities(problem: object, document: bytes) -> object:
     """The fault of a document with no items, or None when its only fault is HTML entities.
 
     An RSS feed may use &nbsp; and the like, which the lenient parser mends: with no
-    items, it is an empty feed. The strict parser reports the first fault alone, so such a document is read again
-    with its HTML entities spelt as character references; what that finds (a cut, a
-    broken tag) is the fault, and its position is the same line.
+    items, it is an empty feed. The strict parser reports the first fault alone, so such
+    a document is read again with its HTML entities spelt as character references; what
+    that finds (a cut, a broken tag) is the fault, on the same line.
     """
     if not isinstance(problem, SAXParseException) or "undefined entity" not in problem.getMessage():
         return problem
