@@ -55,7 +55,7 @@ def feeds() -> None:
 @click.option(
     "--interval",
     type=click.IntRange(1),
-    help="Minutes between polls  [default: 15; a restored feed keeps its own].",
+    help="Minutes between polls (default 15; a restored feed keeps its own).",
 )
 @click.option(
     "--no-check",
@@ -68,8 +68,8 @@ def add(
     """Register a feed; beat polls it every --interval minutes.
 
     The feed is fetched once first: a refused connection, an HTTP error or a page that
-    is not RSS or Atom is refused with the reason. The URL is stored normalised (lower-
-    case scheme and host, no default port or fragment); a second spelling of a feed is
+    is not RSS or Atom is refused with the reason. The URL is stored normalised (lower-case
+    scheme and host, no default port or fragment); a second spelling of a feed is
     refused, and the URL of a removed feed restores it.
 
     \b
