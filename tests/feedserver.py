@@ -13,10 +13,13 @@ Every server starts with these routes:
 * ``/big-declared`` streams the same 50 MB and declares its Content-Length;
 * ``/slow`` waits 5 seconds before answering;
 * ``/error`` answers 500.
+
+``dead_port_url`` gives a URL whose connection is refused (nothing listens there).
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -314,3 +317,12 @@ def serve_feeds() -> Iterator[FeedServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def dead_port_url(path: str = "/feed.xml") -> str:
+    """A URL on 127.0.0.1 whose port nothing listens on: connecting to it is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Bound and closed without listen(): the kernel answers a connect with RST.
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}{path}"

@@ -6,6 +6,7 @@ ETag and Last-Modified, so an unchanged feed costs a 304 and no parsing.
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 
 import httpx
@@ -30,6 +31,8 @@ class Fetched:
     etag: str | None
     last_modified: str | None
     url: str
+    # The media type the server declared (lower case, no parameters), if any.
+    content_type: str | None = None
 
 
 def fetch(
@@ -71,11 +74,13 @@ def fetch(
                 body += piece
                 if len(body) > max_bytes:
                     raise FetchError(f"{url} sent more than the {limit_mb} MB limit.")
+            declared_type = response.headers.get("Content-Type", "")
             return Fetched(
                 bytes(body),
                 response.headers.get("ETag"),
                 response.headers.get("Last-Modified"),
                 str(response.url),
+                declared_type.split(";")[0].strip().lower() or None,
             )
     except httpx.TooManyRedirects:
         raise FetchError(f"{url} redirects more than {MAX_REDIRECTS} times.") from None
@@ -83,5 +88,19 @@ def fetch(
         raise FetchError(f"{url} did not answer within the time limit.") from None
     except httpx.InvalidURL:
         raise FetchError(f"{url} is not a URL that can be fetched.") from None
+    except httpx.ConnectError as exc:
+        raise FetchError(_connect_failure(url, exc)) from None
     except httpx.HTTPError as exc:
         raise FetchError(f"{url} could not be fetched ({exc}).") from None
+
+
+def _connect_failure(url: str, exc: httpx.ConnectError) -> str:
+    """One sentence for a connection that never opened: refused, unknown host, or other."""
+    cause: BaseException | None = exc
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(cause, ConnectionRefusedError) or "refused" in str(exc).lower():
+        return f"Connection refused on {url}."
+    if isinstance(cause, socket.gaierror) or "name or service" in str(exc).lower():
+        return f"The host of {url} is not known (DNS lookup failed)."
+    return f"{url} could not be reached ({exc})."

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gazette.errors import GazetteError
+from gazette.errors import ConfigError, GazetteError
 from gazette.store.models import Newsletter
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
@@ -98,6 +98,21 @@ def _sender(raw: str | None) -> str | None:
     from gazette.senders import parse_sender
 
     return parse_sender(raw).stored if raw and raw.strip() else None
+def check_topics_known(session: Session, names: list[str]) -> None:
+    """Refuse a topic filter naming a topic no article or feed has (exit 2).
+
+    A misspelt topic would otherwise be created empty and every later issue skipped.
+    """
+    from gazette.articles import slugify
+    from gazette.store.models import Topic
+    from gazette.text import clean_line
+
+    known = {topic.slug: topic.name for topic in session.scalars(select(Topic))}
+    for name in names:
+        if slugify(clean_line(name, 200)) not in known:
+            listed = ", ".join(sorted(known.values(), key=str.casefold))
+            others = f"the known topics are {listed}" if known else "there are no topics yet"
+            raise ConfigError(f"There is no topic {name!r}; {others}.")
 
 
 def create_newsletter(
@@ -210,6 +225,7 @@ def update_newsletter(session: Session, slug: str, changes: NewsletterChanges) -
     if changes.allow_frequency is not None:
         newsletter.allow_frequency = changes.allow_frequency
     if changes.topics is not None:
+        check_topics_known(session, changes.topics)
         newsletter.topics = [topic_for(session, name) for name in changes.topics]
     if changes.template_set is not None:
         newsletter.template_set = changes.template_set

@@ -265,6 +265,10 @@ class Feed(Base):
     # Overrides the language the feed declares (``feeds add --language``).
     language: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set by `feeds remove`: no longer polled; its articles stay (soft removal).
+    removed_at: Mapped[datetime | None]
+    # Why the last poll rejected items, one reason a line; None when it rejected none.
+    last_rejections: Mapped[str | None] = mapped_column(Text)
 
 
 class Article(Base):
