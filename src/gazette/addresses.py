@@ -35,6 +35,9 @@ def identity_key(address: str) -> str:
     its lower-case IDNA form (what normalise_address already gives, full-width letters
     folded). Two spellings with the same key are one reader.
     """
+    if address.isascii():
+        # The common case: for ASCII text, lower() folds exactly the 26 capitals.
+        return address.lower()
     local, _, domain = address.rpartition("@")
     if not domain.isascii():
         outcome = _check_domain(domain, False, False)

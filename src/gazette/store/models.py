@@ -203,7 +203,9 @@ class Newsletter(Base):
 
 def _email_key(context: DefaultExecutionContext) -> str:
     """The identity key of the row's address, for an insert that does not give one."""
-    return identity_key(context.get_current_parameters()["email"])
+    # SQLAlchemy leaves get_current_parameters unannotated.
+    parameters: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return identity_key(parameters["email"])
 
 
 class Subscriber(Base):
