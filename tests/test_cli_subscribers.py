@@ -449,6 +449,88 @@ def test_import_numbers_and_reads_rows_as_the_file_lays_them_out(cli: Cli) -> No
     ]
 
 
+@pytest.mark.parametrize(
+    "flags", [[], ["--confirmed", "--send-confirmations"]], ids=["neither", "both"]
+)
+def test_import_makes_the_operator_choose_consent_or_confirmation_mail(
+    cli: Cli, flags: list[str]
+) -> None:
+    readers = write_csv(cli.folder / "readers.csv", [["email"], ["ada@example.org"]])
+    before = cli.counts()
+    result = cli("subscribers", "import", str(readers), *flags)
+    assert result.returncode == 2
+    sentence = one_sentence(result)
+    assert "--confirmed" in sentence
+    assert "--send-confirmations" in sentence
+    assert "complaints" in sentence
+    assert result.stdout == ""
+    assert cli.counts() == before
+    assert cli.outbox() == []
+
+
+def test_import_with_send_confirmations_mails_each_new_reader_once(cli: Cli) -> None:
+    # Three spellings of one mailbox are one reader, the first spelling kept.
+    readers = write_csv(
+        cli.folder / "readers.csv",
+        [["email", "name"], ["John@example.org", "John"], ["john@example.org", "J"],
+         ["JOHN@EXAMPLE.ORG", "JOHN"], ["mary@example.org", "Mary"]],
+    )  # fmt: skip
+    result = cli.ok(
+        "subscribers", "import", str(readers), "--send-confirmations", "--rate", "1000"
+    )  # fmt: skip
+    line = summary(result)
+    assert "2 added, 0 updated, 2 unchanged" in line
+    assert line.endswith(", 2 confirmation mails queued.")
+    assert cli.statuses() == {"John@example.org": "pending", "mary@example.org": "pending"}
+    recipients = sorted(parse(f)["To"].addresses[0].addr_spec for f in cli.outbox())
+    assert recipients == ["John@example.org", "mary@example.org"]
+    # Again, with consent: the same one reader, now active, and no more mail.
+    line = summary(cli.ok("subscribers", "import", str(readers), "--confirmed"))
+    assert "0 added, 2 updated, 2 unchanged" in line
+    assert cli.emails() == ["John@example.org", "mary@example.org"]
+    assert len(cli.outbox()) == 2
+
+
+def test_import_maps_language_tags_and_gives_the_rest_the_default(cli: Cli) -> None:
+    readers = write_csv(
+        cli.folder / "readers.csv",
+        [["email", "language"], ["hanako@example.net", "ja-JP"], ["olivia@example.org", "EN_gb"],
+         ["oksana@example.org", "uk-UA"], ["hans@example.de", "de"], ["ada@example.org", "en"]],
+    )  # fmt: skip
+    result = cli.ok("subscribers", "import", str(readers), "--confirmed")
+    assert result.stderr == ""
+    line = summary(result)
+    assert "5 added" in line
+    assert "0 rejected, 3 languages mapped, 1 given the default language en" in line
+    assert {email: language for email, (_name, language) in cli.readers().items()} == {
+        "hanako@example.net": "ja",
+        "olivia@example.org": "en",
+        "oksana@example.org": "uk",
+        "hans@example.de": "en",
+        "ada@example.org": "en",
+    }
+
+
+def test_export_for_excel_starts_with_a_byte_order_mark(cli: Cli) -> None:
+    readers = write_csv(
+        cli.folder / "readers.csv",
+        [["email", "name", "language"], ["oksana@example.org", "Оксана Коваленко", "uk"],
+         ["hanako@example.net", "佐藤 花子", "ja"], ["eq@example.org", "=1+2", "en"]],
+    )  # fmt: skip
+    cli.ok("subscribers", "import", str(readers), "--confirmed")
+    for flags, bom in (([], b""), (["--excel"], b"\xef\xbb\xbf")):
+        out = cli.folder / f"export{len(flags)}.csv"
+        cli.ok("subscribers", "export", *flags, "-o", str(out))
+        from_stdout = cli.raw("subscribers", "export", *flags).stdout
+        for data in (out.read_bytes(), from_stdout):
+            assert data.startswith(bom + b"email,name,")
+            text = data[len(bom) :].decode("utf-8")
+            names = {row[0]: row[1] for row in csv.reader(io.StringIO(text, newline=""))}
+            assert names["oksana@example.org"] == "Оксана Коваленко"
+            assert names["hanako@example.net"] == "佐藤 花子"
+            assert names["eq@example.org"] == "'=1+2"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_import_of_100000_rows_with_1_percent_bad_is_reported_by_line(cli: Cli) -> None:
