@@ -215,8 +215,9 @@ class Subscriber(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
-    # The address as the reader spelt it (normalised), shown and written to.
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    # The address as the reader first spelt it (normalised), shown and written to. Not a
+    # key of its own: ``email_key`` is unique, and so, through it, is this.
+    email: Mapped[str] = mapped_column(String(320))
     # The reader's identity: the whole address compared case-insensitively (identity_key).
     email_key: Mapped[str] = mapped_column(String(320), unique=True, default=_email_key)
     name: Mapped[str] = mapped_column(String(200), default="")

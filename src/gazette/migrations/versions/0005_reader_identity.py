@@ -107,6 +107,9 @@ def upgrade() -> None:
     with op.batch_alter_table('subscriber', schema=None) as batch_op:
         batch_op.alter_column('email_key', existing_type=sa.String(length=320), nullable=False)
         batch_op.create_unique_constraint(batch_op.f('uq_subscriber_email_key'), ['email_key'])
+        # The key is the identity and implies the address is unique too: a second unique
+        # index on the address would only cost every insert (an import writes thousands).
+        batch_op.drop_constraint(batch_op.f('uq_subscriber_email'), type_='unique')
 
 
 def _fill_keys(bind: sa.Connection) -> None:
@@ -251,5 +254,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_subscriber_alias_subscriber_id'))
     op.drop_table('subscriber_alias')
     with op.batch_alter_table('subscriber', schema=None) as batch_op:
+        batch_op.create_unique_constraint(batch_op.f('uq_subscriber_email'), ['email'])
         batch_op.drop_constraint(batch_op.f('uq_subscriber_email_key'), type_='unique')
         batch_op.drop_column('email_key')
