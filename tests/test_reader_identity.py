@@ -34,6 +34,7 @@ from gazette.subscribers import (
     subscriber_by_public_id,
     unsubscribe_link,
 )
+from gazette.tokens import Purpose
 from tests.test_web import (  # noqa: F401 - fixtures, found by pytest by name
     Site,
     SiteFactory,
@@ -327,3 +328,35 @@ def test_five_spellings_signing_up_are_one_reader_under_one_per_address_limit(
     }
     assert set(counts) == {counter, *others}
     assert [m.recipients for m in site.smtp.messages] == [["Mailbox@example.com"]]
+
+
+def test_one_click_from_a_merged_spellings_link_stops_the_one_reader(
+    database_url: str,
+    make_site: SiteFactory,  # noqa: F811 - the fixture imported above
+) -> None:
+    """Links already in inboxes name the merged readers' public ids: each still works."""
+    engine = make_engine(database_url)
+    try:
+        migrate.upgrade(engine, BEFORE)
+        _seed_duplicates(engine)
+    finally:
+        engine.dispose()
+    site: Site = make_site()  # upgrades to head: the three spellings become one reader
+    rt = site.runtime
+    path = f"/unsubscribe/{rt.tokens.mint(Purpose.UNSUBSCRIBE, 'p-third', 'monthly')}"
+    response = site.browser(cookies=False).post(path, [("List-Unsubscribe", "One-Click")])
+    assert response.status == 200, response.text
+    with rt.sessions() as session:
+        statuses = dict(
+            session.execute(
+                select(Subscription.newsletter_id, Subscription.status).where(
+                    Subscription.subscriber_id == 1
+                )
+            ).all()
+        )
+    assert statuses == {1: SubscriptionStatus.UNSUBSCRIBED, 2: SubscriptionStatus.UNSUBSCRIBED}
+    # The preferences link of another merged spelling shows the one reader's page.
+    token = rt.tokens.mint(Purpose.PREFERENCES, "p-second", "monthly")
+    page = site.browser().get(f"/preferences/{token}")
+    assert page.status == 200, page.text
+    assert "Mailbox@example.com" in page.text
