@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from gazette.addresses import identity_key
 from gazette.articles import ArticleInput, upsert_article
 from gazette.config import Settings, load_settings
 from gazette.digests import plan_issue
@@ -238,7 +239,7 @@ def _seed_postgres(
         connection = raw.driver_connection
         with connection.cursor() as cursor:
             with cursor.copy(
-                "COPY subscriber (id, public_id, email, name, language, created_at, "
+                "COPY subscriber (id, public_id, email, email_key, name, language, created_at, "
                 "confirmed_at, consent_source, consent_at, bounce_count, attributes) FROM STDIN"
             ) as copy:
                 for r in reader_rows(count, start):
@@ -247,6 +248,7 @@ def _seed_postgres(
                             r.id,
                             r.public_id,
                             r.email,
+                            identity_key(r.email),
                             r.name,
                             r.language,
                             now,
@@ -283,11 +285,21 @@ def _seed_sqlite(engine: Engine, newsletter_id: int, count: int, start: int, now
         cursor = connection.cursor()
         cursor.execute("BEGIN IMMEDIATE")
         cursor.executemany(
-            "INSERT INTO subscriber (id, public_id, email, name, language, created_at, "
-            "confirmed_at, consent_source, consent_at, bounce_count, attributes) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, 'import', ?, 0, '{}')",
+            "INSERT INTO subscriber (id, public_id, email, email_key, name, language, "
+            "created_at, confirmed_at, consent_source, consent_at, bounce_count, attributes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'import', ?, 0, '{}')",
             (
-                (r.id, r.public_id, r.email, r.name, r.language, stamp, stamp, stamp)
+                (
+                    r.id,
+                    r.public_id,
+                    r.email,
+                    identity_key(r.email),
+                    r.name,
+                    r.language,
+                    stamp,
+                    stamp,
+                    stamp,
+                )
                 for r in reader_rows(count, start)
             ),
         )

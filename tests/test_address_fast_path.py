@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import unicodedata
 from collections.abc import Iterator
 
 import email_validator
@@ -17,7 +18,14 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gazette.addresses import AddressError, _check_domain, _is_plain, normalise_address
+from gazette.addresses import (
+    AddressError,
+    _check_domain,
+    _is_plain,
+    address_and_key,
+    identity_key,
+    normalise_address,
+)
 
 Outcome = tuple[str, str]
 
@@ -170,3 +178,65 @@ def test_random_addresses_give_what_validate_email_gives(local: str, domain: str
 @given(raw=st.text(max_size=40))
 def test_random_text_gives_what_validate_email_gives(raw: str) -> None:
     assert_same(raw)
+
+
+# --- the identity key ---------------------------------------------------------------------
+
+_ASCII_SWAP = str.maketrans(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+)
+
+
+def reference_key(raw: str) -> str | None:
+    """The identity by its definition, from validate_email's own result; None if invalid."""
+    try:
+        result = validate_email(raw.strip(), check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError:
+        return None
+    local = unicodedata.normalize("NFC", result.local_part)
+    local = "".join(c.lower() if c.isascii() else c for c in local)
+    return f"{local}@{(result.ascii_domain or result.domain).lower()}"
+
+
+def test_the_identity_key_is_its_definition_for_every_tricky_address() -> None:
+    keyed = 0
+    for raw in addresses():
+        expected = reference_key(raw)
+        if expected is None:
+            continue
+        _address, key = address_and_key(raw, allow_smtputf8=True)
+        assert key == expected, raw
+        assert identity_key(key) == key, raw  # a key is its own key
+        # Swapping the case of the ASCII letters spells the same mailbox (unless a letter
+        # carries a combining mark: e + U+0301 is é, but E + U+0301 is É, another letter).
+        swapped = raw.translate(_ASCII_SWAP)
+        combined = any(unicodedata.combining(c) for c in raw)
+        if not combined and reference_key(swapped) is not None:
+            assert address_and_key(swapped, allow_smtputf8=True)[1] == key, raw
+        keyed += 1
+    assert keyed > 500
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True, database=None)
+@given(
+    local=st.one_of(st.sampled_from(LOCALS), st.text(LOCAL_CHARS, max_size=12)),
+    domain=st.one_of(st.sampled_from(DOMAINS), st.text(DOMAIN_CHARS, max_size=20)),
+)
+def test_random_addresses_have_the_identity_key_of_the_definition(local: str, domain: str) -> None:
+    raw = f"{local}@{domain}"
+    expected = reference_key(raw)
+    if expected is not None:
+        assert address_and_key(raw, allow_smtputf8=True)[1] == expected
+
+
+def test_non_ascii_letters_never_fold_into_others() -> None:
+    keys = {
+        address_and_key(raw, allow_smtputf8=True)[1]
+        for raw in ("ß@example.org", "ss@example.org", "SS@example.org", "Оксана@example.org",
+                    "оксана@example.org", "İ@example.org", "i@example.org")
+    }  # fmt: skip
+    assert keys == {
+        "ß@example.org", "ss@example.org", "Оксана@example.org", "оксана@example.org",
+        "İ@example.org", "i@example.org",
+    }  # fmt: skip

@@ -307,7 +307,7 @@ def test_import_never_resubscribes_an_unsubscribed_reader(cli: Cli) -> None:
     cli.ok("subscribers", "add", "ada@example.org", "--confirmed")
     cli.ok("subscribers", "remove", "ada@example.org")
     readers = write_csv(cli.folder / "readers.csv", [["email"], ["ada@example.org"]])
-    for flags in ([], ["--confirmed"]):
+    for flags in (["--send-confirmations", "--rate", "1000"], ["--confirmed"]):
         line = summary(cli.ok("subscribers", "import", str(readers), *flags))
         assert "0 added, 0 updated, 0 unchanged, 1 skipped as unsubscribed" in line
         assert cli.statuses() == {"ada@example.org": "unsubscribed"}
@@ -317,7 +317,7 @@ def test_import_never_resubscribes_an_unsubscribed_reader(cli: Cli) -> None:
 def test_import_without_a_language_keeps_the_language_a_reader_chose(cli: Cli) -> None:
     cli.ok("subscribers", "add", "oksana@example.org", "--language", "uk", "--confirmed")
     readers = write_csv(cli.folder / "readers.csv", [["email", "name"], ["oksana@example.org", ""]])
-    line = summary(cli.ok("subscribers", "import", str(readers)))
+    line = summary(cli.ok("subscribers", "import", str(readers), "--confirmed"))
     assert cli.readers()["oksana@example.org"][1] == "uk"
     assert "0 updated, 1 unchanged" in line
 
@@ -330,7 +330,9 @@ def test_import_of_a_utf8_file_with_a_bom_and_crlf_line_ends(cli: Cli) -> None:
         "hanako@example.net,佐藤 花子,ja\r\n"
         "olivia@example.org,Olivia,\r\n".encode()
     )
-    line = summary(cli.ok("subscribers", "import", str(path)))
+    line = summary(
+        cli.ok("subscribers", "import", str(path), "--send-confirmations", "--rate", "1000")
+    )
     assert "3 added" in line
     assert "0 rejected" in line
     assert cli.readers() == {
@@ -360,20 +362,22 @@ def test_import_numbers_and_reads_rows_as_the_file_lays_them_out(cli: Cli) -> No
         "not-an-address,Nobody,en,,\n",
         encoding="utf-8",
     )
-    first = cli.ok("subscribers", "import", str(path))
+    first = cli.ok("subscribers", "import", str(path), "--send-confirmations", "--rate", "1000")
     assert first.stderr.splitlines() == [
         f"{path}:8: more fields than the header row",
         f"{path}:9: a field is over 10000 characters",
-        f"{path}:11: language 'xx' is not one of en, uk, ja",
         f"{path}:13: 'not-an-address' is not a valid email address "
         "(An email address must have an @-sign).",
     ]
-    assert "4 added, 0 updated, 0 unchanged" in summary(first)
+    assert "5 added, 0 updated, 0 unchanged" in summary(first)
+    assert "0 languages mapped, 1 given the default language en" in summary(first)
+    # A language not offered (xx) gives the reader the default, not a rejection.
     assert cli.readers() == {
         "ada@example.org": ("Ada", "en"),
         "bob@example.org": ("Bob Smith", "uk"),
         "carol@example.org": ("Carol", "en"),
         "fay@example.org": ("Fay", "ja"),
+        "gus@example.org": ("Gus", "en"),
     }
     assert set(cli.statuses().values()) == {"pending"}
 
@@ -404,6 +408,7 @@ def test_import_numbers_and_reads_rows_as_the_file_lays_them_out(cli: Cli) -> No
         "new@example.org": "active",
         "carol@example.org": "pending",
         "fay@example.org": "pending",
+        "gus@example.org": "pending",
     }
     assert cli.readers()["bob@example.org"] == ("Bob", "uk")
 
@@ -414,7 +419,9 @@ def test_import_numbers_and_reads_rows_as_the_file_lays_them_out(cli: Cli) -> No
         cli.folder / "monthly.csv",
         [["email"], ["carol@example.org"], ["zed@example.org"], ["ada@example.org"]],
     )
-    line = summary(cli.ok("subscribers", "import", str(third), "--newsletter", "monthly"))
+    line = summary(
+        cli.ok("subscribers", "import", str(third), "--newsletter", "monthly", "--confirmed")
+    )
     assert "1 added, 2 updated, 0 unchanged" in line
     with cli.session() as session:
         events = session.execute(
@@ -440,6 +447,88 @@ def test_import_numbers_and_reads_rows_as_the_file_lays_them_out(cli: Cli) -> No
         "zed@example.org",
         "ada@example.org",
     ]
+
+
+@pytest.mark.parametrize(
+    "flags", [[], ["--confirmed", "--send-confirmations"]], ids=["neither", "both"]
+)
+def test_import_makes_the_operator_choose_consent_or_confirmation_mail(
+    cli: Cli, flags: list[str]
+) -> None:
+    readers = write_csv(cli.folder / "readers.csv", [["email"], ["ada@example.org"]])
+    before = cli.counts()
+    result = cli("subscribers", "import", str(readers), *flags)
+    assert result.returncode == 2
+    sentence = one_sentence(result)
+    assert "--confirmed" in sentence
+    assert "--send-confirmations" in sentence
+    assert "complaints" in sentence
+    assert result.stdout == ""
+    assert cli.counts() == before
+    assert cli.outbox() == []
+
+
+def test_import_with_send_confirmations_mails_each_new_reader_once(cli: Cli) -> None:
+    # Three spellings of one mailbox are one reader, the first spelling kept.
+    readers = write_csv(
+        cli.folder / "readers.csv",
+        [["email", "name"], ["John@example.org", "John"], ["john@example.org", "J"],
+         ["JOHN@EXAMPLE.ORG", "JOHN"], ["mary@example.org", "Mary"]],
+    )  # fmt: skip
+    result = cli.ok(
+        "subscribers", "import", str(readers), "--send-confirmations", "--rate", "1000"
+    )  # fmt: skip
+    line = summary(result)
+    assert "2 added, 0 updated, 2 unchanged" in line
+    assert line.endswith(", 2 confirmation mails queued.")
+    assert cli.statuses() == {"John@example.org": "pending", "mary@example.org": "pending"}
+    recipients = sorted(parse(f)["To"].addresses[0].addr_spec for f in cli.outbox())
+    assert recipients == ["John@example.org", "mary@example.org"]
+    # Again, with consent: the same one reader, now active, and no more mail.
+    line = summary(cli.ok("subscribers", "import", str(readers), "--confirmed"))
+    assert "0 added, 2 updated, 2 unchanged" in line
+    assert cli.emails() == ["John@example.org", "mary@example.org"]
+    assert len(cli.outbox()) == 2
+
+
+def test_import_maps_language_tags_and_gives_the_rest_the_default(cli: Cli) -> None:
+    readers = write_csv(
+        cli.folder / "readers.csv",
+        [["email", "language"], ["hanako@example.net", "ja-JP"], ["olivia@example.org", "EN_gb"],
+         ["oksana@example.org", "uk-UA"], ["hans@example.de", "de"], ["ada@example.org", "en"]],
+    )  # fmt: skip
+    result = cli.ok("subscribers", "import", str(readers), "--confirmed")
+    assert result.stderr == ""
+    line = summary(result)
+    assert "5 added" in line
+    assert "0 rejected, 3 languages mapped, 1 given the default language en" in line
+    assert {email: language for email, (_name, language) in cli.readers().items()} == {
+        "hanako@example.net": "ja",
+        "olivia@example.org": "en",
+        "oksana@example.org": "uk",
+        "hans@example.de": "en",
+        "ada@example.org": "en",
+    }
+
+
+def test_export_for_excel_starts_with_a_byte_order_mark(cli: Cli) -> None:
+    readers = write_csv(
+        cli.folder / "readers.csv",
+        [["email", "name", "language"], ["oksana@example.org", "Оксана Коваленко", "uk"],
+         ["hanako@example.net", "佐藤 花子", "ja"], ["eq@example.org", "=1+2", "en"]],
+    )  # fmt: skip
+    cli.ok("subscribers", "import", str(readers), "--confirmed")
+    for flags, bom in (([], b""), (["--excel"], b"\xef\xbb\xbf")):
+        out = cli.folder / f"export{len(flags)}.csv"
+        cli.ok("subscribers", "export", *flags, "-o", str(out))
+        from_stdout = cli.raw("subscribers", "export", *flags).stdout
+        for data in (out.read_bytes(), from_stdout):
+            assert data.startswith(bom + b"email,name,")
+            text = data[len(bom) :].decode("utf-8")
+            names = {row[0]: row[1] for row in csv.reader(io.StringIO(text, newline=""))}
+            assert names["oksana@example.org"] == "Оксана Коваленко"
+            assert names["hanako@example.net"] == "佐藤 花子"
+            assert names["eq@example.org"] == "'=1+2"
 
 
 @pytest.mark.slow
@@ -547,7 +636,9 @@ FORMULAS = {
 def test_export_neutralises_cells_a_spreadsheet_would_run(cli: Cli) -> None:
     rows = [["email", "name"], ["-dash@example.org", "Plain"], ["ada@example.org", "Ada"]]
     rows += [[email, f"placeholder {n}"] for n, email in enumerate(FORMULAS)]
-    line = summary(cli.ok("subscribers", "import", str(write_csv(cli.folder / "r.csv", rows))))
+    line = summary(
+        cli.ok("subscribers", "import", str(write_csv(cli.folder / "r.csv", rows)), "--confirmed")
+    )
     assert "8 added" in line
     # Names are stored as given by whatever wrote them; the CLI and import fold control
     # characters away, so a leading tab or CR has to be put in the database directly.

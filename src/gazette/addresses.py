@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from functools import lru_cache
 
 import email_validator
@@ -20,6 +21,36 @@ from email_validator.syntax import (
 
 class AddressError(ValueError):
     """An address that cannot be stored; the message says why in one sentence."""
+
+
+# Only the 26 ASCII capitals fold: str.lower() and casefold() would also fold non-ASCII
+# letters (casefold() turns ß into ss), merging mailboxes that are distinct.
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def identity_key(address: str) -> str:
+    """The reader identity of a normalised address: one mailbox, however it is spelt.
+
+    The local part is NFC-normalised with its ASCII letters lower-cased; the domain is
+    its lower-case IDNA form (what normalise_address already gives, full-width letters
+    folded). Two spellings with the same key are one reader.
+    """
+    if address.isascii():
+        # The common case: for ASCII text, lower() folds exactly the 26 capitals.
+        return address.lower()
+    local, _, domain = address.rpartition("@")
+    if not domain.isascii():
+        outcome = _check_domain(domain, False, False)
+        if not isinstance(outcome, str):
+            domain = outcome[0]
+    local = local if local.isascii() else unicodedata.normalize("NFC", local)
+    return f"{local.translate(_ASCII_LOWER)}@{domain.lower()}"
+
+
+def address_and_key(raw: str, *, allow_smtputf8: bool) -> tuple[str, str]:
+    """The normalised address (the spelling kept for display) and its identity key."""
+    address = normalise_address(raw, allow_smtputf8=allow_smtputf8)
+    return address, identity_key(address)
 
 
 def normalise_address(raw: str, *, allow_smtputf8: bool) -> str:

@@ -21,7 +21,7 @@ from sqlalchemy import BindParameter, Dialect, Table, insert, literal, select
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import UserDefinedType
 
-from gazette.addresses import AddressError, normalise_address
+from gazette.addresses import AddressError, identity_key, normalise_address
 from gazette.errors import GazetteError
 from gazette.newsletters import newsletter_by_slug
 from gazette.store.models import (
@@ -33,7 +33,7 @@ from gazette.store.models import (
     Suppression,
     utcnow,
 )
-from gazette.subscribers import LANGUAGES, Origin, email_hash, event_row
+from gazette.subscribers import LANGUAGES, Origin, event_row, suppression_hashes
 from gazette.text import clean_line
 
 CHUNK = 1000
@@ -46,7 +46,7 @@ _SUBSCRIBER_TABLE = Base.metadata.tables["subscriber"]
 _SUBSCRIPTION_TABLE = Base.metadata.tables["subscription"]
 _EVENT_TABLE = Base.metadata.tables["event"]
 _INSERT_SUBSCRIBERS = insert(_SUBSCRIBER_TABLE).returning(
-    _SUBSCRIBER_TABLE.c.id, _SUBSCRIBER_TABLE.c.email
+    _SUBSCRIBER_TABLE.c.id, _SUBSCRIBER_TABLE.c.email_key
 )
 _INSERT_EVENTS = insert(_EVENT_TABLE)
 EXPORT_COLUMNS = ("email", "name", "language", "newsletter", "status", "created_at", "confirmed_at")
@@ -70,15 +70,29 @@ class ImportReport:
     skipped_unsubscribed: int = 0
     skipped_suppressed: int = 0
     rejected: list[RejectedRow] = field(default_factory=list)
+    # Language tags read as an offered language (``ja-JP`` as ``ja``).
+    languages_mapped: int = 0
+    # New readers whose language is not offered, given the newsletter's default instead.
+    languages_defaulted: int = 0
+    default_language: str = ""
+    # Readers left pending by this import, in the file's order: whom to send a link to.
+    pending: list[int] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for the operator and the log."""
-        return (
+        line = (
             f"{self.added} added, {self.updated} updated, {self.unchanged} unchanged, "
             f"{self.skipped_unsubscribed} skipped as unsubscribed, "
             f"{self.skipped_suppressed} skipped as forgotten or suppressed, "
             f"{len(self.rejected)} rejected"
         )
+        if self.languages_mapped or self.languages_defaulted:
+            mapped = self.languages_mapped
+            line += (
+                f", {mapped} language{'' if mapped == 1 else 's'} mapped, "
+                f"{self.languages_defaulted} given the default language {self.default_language}"
+            )
+        return line
 
 
 class _Row(NamedTuple):
@@ -86,6 +100,24 @@ class _Row(NamedTuple):
     email: str
     name: str
     language: str
+    # The identity of ``email``: rows with one key are one reader.
+    key: str
+    # True when the file named a language Gazette does not offer.
+    unoffered: bool
+
+
+def offered_language(tag: str) -> tuple[str, bool]:
+    """The offered language a tag names (``ja-JP``, ``EN_gb``), and whether it was mapped.
+
+    Empty when the tag is empty or names a language Gazette has no templates for.
+    """
+    code = tag.strip().lower()
+    if not code or code in LANGUAGES:
+        return code, False
+    primary = code.replace("_", "-").split("-", 1)[0]
+    if primary in LANGUAGES:
+        return primary, True
+    return "", False
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -189,16 +221,13 @@ def _rows(path: Path, report: ImportReport, smtputf8: bool) -> Iterator[_Row]:
                 continue
             # Empty when the file does not say: an existing reader keeps their language.
             raw_language = record[language_at] if language_at < fields else ""
-            language = raw_language.strip().lower()
-            if language and language not in LANGUAGES:
-                report.rejected.append(
-                    RejectedRow(
-                        line, f"language {raw_language!r} is not one of {', '.join(LANGUAGES)}"
-                    )
-                )
-                continue
+            language, mapped = offered_language(raw_language) if raw_language else ("", False)
+            report.languages_mapped += mapped
             name = record[name_at] if name_at < fields else ""
-            yield _Row(line, email, clean_line(name, 200), language)
+            yield _Row(
+                line, email, clean_line(name, 200), language, identity_key(email),
+                bool(raw_language.strip()) and not language,
+            )  # fmt: skip
 
 
 def _chunks(rows: Iterator[_Row], size: int) -> Iterator[list[_Row]]:
@@ -225,15 +254,18 @@ def import_csv(
 ) -> ImportReport:
     """Import subscribers from CSV (columns: email, and optionally name and language).
 
-    Re-running the same import changes nothing. An address that unsubscribed, or was
-    forgotten, is skipped, never resubscribed. ``progress`` is called with the number
-    of rows handled after each chunk.
+    Re-running the same import changes nothing. Spellings of one mailbox are one reader
+    (the first spelling is kept). An address that unsubscribed, or was forgotten, is
+    skipped, never resubscribed. A language tag is read as the offered language it
+    names (``ja-JP`` as ``ja``); a new reader with one not offered gets the
+    newsletter's default. ``progress`` is called with the number of rows handled after
+    each chunk.
     """
     with sessions() as session:
         newsletter = newsletter_by_slug(session, newsletter_slug)
         session.expunge(newsletter)
     check_file(path)
-    report = ImportReport()
+    report = ImportReport(default_language=newsletter.default_language)
     done = 0
     rows = _rows(path, report, allow_smtputf8)
     for chunk in _chunks(rows, chunk_size):
@@ -254,18 +286,24 @@ def _import_chunk(
     report: ImportReport,
 ) -> None:
     """Write one chunk with a handful of bulk statements, whatever its size."""
+    # Keyed by identity: two spellings of one mailbox in a file are one reader.
     by_email: dict[str, _Row] = {}
     for row in chunk:
-        if row.email in by_email:
-            report.unchanged += 1  # the same address twice in the file
+        if row.key in by_email:
+            report.unchanged += 1  # the same mailbox twice in the file
             continue
-        by_email[row.email] = row
+        by_email[row.key] = row
     now = utcnow()
     existing = {
-        s.email: s
-        for s in session.scalars(select(Subscriber).where(Subscriber.email.in_(by_email)))
+        s.email_key: s
+        for s in session.scalars(select(Subscriber).where(Subscriber.email_key.in_(by_email)))
     }
-    hashes = {email_hash(e): e for e in by_email if e not in existing}
+    hashes = {
+        digest: key
+        for key, row in by_email.items()
+        if key not in existing
+        for digest in suppression_hashes(row.email)
+    }
     suppressed = {
         hashes[h]
         for h in session.scalars(
@@ -284,10 +322,11 @@ def _import_chunk(
         shared = _shared(_SUBSCRIBER_TABLE, session.connection().dialect, common)
         created = session.execute(
             _INSERT_SUBSCRIBERS.values(shared),
-            [{"email": r.email, "name": r.name, "language": r.language or default_language}
-             for r in new_rows],
+            [{"email": r.email, "email_key": r.key, "name": r.name,
+              "language": r.language or default_language} for r in new_rows],
         ).all()  # fmt: skip
-        ids = {email: sid for sid, email in created}
+        ids = {key: sid for sid, key in created}
+        report.languages_defaulted += sum(r.unoffered for r in new_rows)
     ids.update({email: s.id for email, s in existing.items()})
     subscriptions = {
         sub.subscriber_id: sub
@@ -326,6 +365,8 @@ def _import_chunk(
         if subscription is None:
             to_subscribe.append(subscriber_id)
             events.append({"subscriber_id": subscriber_id})
+            if not confirmed:
+                report.pending.append(subscriber_id)
             if confirmed and subscriber is not None and subscriber.confirmed_at is None:
                 subscriber.confirmed_at = now
             if subscriber is None:
@@ -333,6 +374,8 @@ def _import_chunk(
             else:
                 report.updated += 1
             continue
+        if not confirmed and subscription.status == SubscriptionStatus.PENDING:
+            report.pending.append(subscriber_id)
         if confirmed and subscription.status == SubscriptionStatus.PENDING:
             subscription.status = SubscriptionStatus.ACTIVE
             events.append(_event(subscriber_id, newsletter.id, "confirmed", origin, now,

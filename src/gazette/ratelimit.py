@@ -17,12 +17,26 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from gazette.addresses import AddressError, address_and_key
 from gazette.store.models import RateLimit, utcnow
 
 
 def _digest(key: str) -> str:
     """Fixed-length storage key: the raw key may hold anything a visitor typed."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def address_limit_key(raw: str) -> str:
+    """What a per-address limit counts: the mailbox, however the address is spelt.
+
+    Five spellings of one mailbox (letter case, full-width domain) share one counter.
+    Text that is no address counts as given, stripped and lower-cased: it is refused
+    later anyway, and must not get a counter per variant either.
+    """
+    try:
+        return address_and_key(raw, allow_smtputf8=True)[1]
+    except AddressError:
+        return raw.strip().lower()
 
 
 class RateLimiter(Protocol):
@@ -147,7 +161,7 @@ class RedisThrottle:
 class LocalThrottle:
     """The same limit within one process, for the embedded default (no Redis)."""
 
-    def __init__(self, rate: int) -> None:
+    def __init__(self, rate: float) -> None:
         self._interval = 1.0 / rate
         self._next = time.monotonic()
 

@@ -14,7 +14,7 @@ from sqlalchemy import Select, bindparam, delete, insert, inspect, select, updat
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gazette.addresses import AddressError, normalise_address
+from gazette.addresses import AddressError, address_and_key, identity_key, normalise_address
 from gazette.errors import GazetteError, InvalidChoiceError
 from gazette.newsletters import SLUG, newsletter_by_slug
 from gazette.store.models import (
@@ -24,6 +24,7 @@ from gazette.store.models import (
     Event,
     Newsletter,
     Subscriber,
+    SubscriberAlias,
     Subscription,
     SubscriptionStatus,
     Suppression,
@@ -62,8 +63,24 @@ class SubscribeResult:
 
 
 def email_hash(address: str) -> str:
-    """Hash of a normalised address, what suppression keeps instead of the address."""
-    return hashlib.sha256(address.casefold().encode("utf-8")).hexdigest()
+    """Hash of a normalised address's identity, what suppression keeps instead of it.
+
+    Every spelling of one mailbox has the same hash, so forgetting one blocks them all.
+    """
+    return hashlib.sha256(identity_key(address).encode("utf-8")).hexdigest()
+
+
+def suppression_hashes(address: str) -> list[str]:
+    """The hashes that suppress ``address``: its identity's, and the one kept before it.
+
+    Until migration 0005 the hash was of the casefolded address; that equals the
+    identity's for an ASCII address, so only other addresses have a second hash.
+    """
+    current = email_hash(address)
+    if address.isascii():
+        return [current]
+    legacy = hashlib.sha256(address.casefold().encode("utf-8")).hexdigest()
+    return [current, legacy]
 
 
 def check_language(language: str) -> str:
@@ -128,28 +145,38 @@ def event_row(
 
 def is_suppressed(session: Session, address: str) -> bool:
     """True when the address was forgotten or suppressed and must not be re-imported."""
-    digest = email_hash(address)
+    digests = suppression_hashes(address)
     return (
-        session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)) is not None
+        session.scalar(select(Suppression.id).where(Suppression.email_hash.in_(digests)))
+        is not None
     )
 
 
 def subscriber_by_email(session: Session, email: str) -> Subscriber:
-    """Return the reader with this address (normalised first), or raise GazetteError."""
+    """Return the reader of this mailbox, however the address is spelt, or raise GazetteError."""
     try:
-        address = normalise_address(email, allow_smtputf8=True)
+        _address, key = address_and_key(email, allow_smtputf8=True)
     except AddressError:
         # Not an address, so not anyone's (and never sent to the database as it is).
         raise GazetteError(f"There is no subscriber {email.strip()!r}.") from None
-    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email_key == key))
     if subscriber is None:
         raise GazetteError(f"There is no subscriber {email.strip()!r}.")
     return subscriber
 
 
 def subscriber_by_public_id(session: Session, public_id: str) -> Subscriber:
-    """Return the reader a link names, or raise GazetteError (the reader may be forgotten)."""
+    """Return the reader a link names, or raise GazetteError (the reader may be forgotten).
+
+    A merged reader's public id (an alias) names the reader they were merged into.
+    """
     subscriber = session.scalar(select(Subscriber).where(Subscriber.public_id == public_id))
+    if subscriber is None:
+        subscriber = session.scalar(
+            select(Subscriber)
+            .join(SubscriberAlias, SubscriberAlias.subscriber_id == Subscriber.id)
+            .where(SubscriberAlias.public_id == public_id)
+        )
     if subscriber is None:
         raise GazetteError("This link belongs to a subscription that no longer exists.")
     return subscriber
@@ -189,9 +216,11 @@ def subscribe(
     undoes an unsubscribe, and never brings back a forgotten address.
     """
     address = check_address(email, allow_smtputf8=allow_smtputf8)
+    key = identity_key(address)
     language = check_language(language)
     newsletter = newsletter_by_slug(session, newsletter_slug)
-    found = session.scalar(select(Subscriber).where(Subscriber.email == address))
+    # The mailbox decides, not the spelling: a reader keeps the spelling they first gave.
+    found = session.scalar(select(Subscriber).where(Subscriber.email_key == key))
     subscriber: Subscriber
     if found is not None:
         subscriber, created = found, False
@@ -200,8 +229,8 @@ def subscribe(
             raise GazetteError(f"{address!r} was forgotten or suppressed and cannot be re-added.")
         subscriber, created = _insert_once(
             session,
-            Subscriber(email=address, name=clean_line(name, 200), language=language),
-            select(Subscriber).where(Subscriber.email == address),
+            Subscriber(email=address, email_key=key, name=clean_line(name, 200), language=language),
+            select(Subscriber).where(Subscriber.email_key == key),
         )
         if created:
             record_event(session, "created", origin, subscriber_id=subscriber.id)
@@ -274,7 +303,7 @@ def _activate(
     subscriber.consent_ip = origin.ip
     # Fresh consent from the reader outweighs an earlier request to be forgotten.
     session.execute(
-        delete(Suppression).where(Suppression.email_hash == email_hash(subscriber.email))
+        delete(Suppression).where(Suppression.email_hash.in_(suppression_hashes(subscriber.email)))
     )
     record_event(
         session, "confirmed", origin, subscriber_id=subscriber.id,
@@ -313,6 +342,13 @@ _READER_AND_NEWSLETTER = select(
     _subscriber.c.language,
     select(_newsletter.c.id).where(_newsletter.c.slug == bindparam("slug")).scalar_subquery(),
 ).where(_subscriber.c.public_id == bindparam("public_id"))
+_alias = Base.metadata.tables["subscriber_alias"]
+# The public id a merged reader's id now stands for (links minted before the merge).
+_ALIASED = (
+    select(_subscriber.c.public_id)
+    .join(_alias, _alias.c.subscriber_id == _subscriber.c.id)
+    .where(_alias.c.public_id == bindparam("alias"))
+)
 _END_SUBSCRIPTION = (
     update(_subscription)
     .where(
@@ -390,6 +426,13 @@ def unsubscribe_link(
     row = session.execute(
         _READER_AND_NEWSLETTER, {"public_id": public_id, "slug": newsletter_slug}
     ).first()
+    if row is None:
+        # Only a link minted before its reader was merged pays for the second look-up.
+        current = session.scalar(_ALIASED, {"alias": public_id})
+        if current is not None:
+            row = session.execute(
+                _READER_AND_NEWSLETTER, {"public_id": current, "slug": newsletter_slug}
+            ).first()
     if row is None:
         raise GazetteError("This link belongs to a subscription that no longer exists.")
     reader_id, language, newsletter_id = row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,21 @@ from rich.table import Table
 from sqlalchemy import func, select, true
 
 from gazette import imports
-from gazette.cli.app import EXIT_FAILED, console, main, print_json, progress, runtime
+from gazette.cli.app import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    console,
+    fail,
+    main,
+    print_json,
+    progress,
+    runtime,
+)
 from gazette.cli.output import strong
 from gazette.errors import GazetteError
+from gazette.mailer import DeliveryError
 from gazette.newsletters import newsletter_by_slug
+from gazette.ratelimit import LocalThrottle
 from gazette.runtime import Runtime
 from gazette.store.db import transaction
 from gazette.store.models import Event, Newsletter, Subscriber, Subscription
@@ -241,16 +253,44 @@ def forget_(email: str, yes: bool) -> None:
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--newsletter", "slug", help="Newsletter slug (default: the only one).")
 @click.option("--confirmed", is_flag=True, help="You hold every listed reader's consent.")
-def import_(path: Path, slug: str | None, confirmed: bool) -> None:
+@click.option(
+    "--send-confirmations",
+    is_flag=True,
+    help="Leave new readers pending and mail each a confirmation link (throttled).",
+)
+@click.option(
+    "--rate",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Confirmation mails queued per second with --send-confirmations.",
+)
+def import_(
+    path: Path, slug: str | None, confirmed: bool, send_confirmations: bool, rate: float
+) -> None:
     """Import readers from CSV with an email column (name and language optional).
 
-    Rejected rows are listed with their line numbers; nothing is written when the file
-    itself cannot be read. Running the same import again changes nothing.
+    Choose --confirmed (you hold consent) or --send-confirmations (each new reader is
+    mailed a link and stays pending until they follow it). Spellings of one mailbox are
+    one reader. Language tags map to the offered languages (ja-JP to ja); a language
+    not offered gives a new reader the newsletter's default. Rejected rows are listed
+    with their line numbers; nothing is written when the file itself cannot be read.
+    Running the same import again changes nothing.
 
     \b
     Example:
       gazette subscribers import readers.csv --newsletter weekly --confirmed
     """
+    if confirmed == send_confirmations:
+        # Mailing an old list out of the blue draws complaints that hurt the sender's
+        # reputation; holding consent is the operator's claim. Neither is a default.
+        fail(
+            "Choose --confirmed (you hold every listed reader's consent) or "
+            "--send-confirmations (each new reader is mailed a link to confirm): "
+            "confirmation mail to an old list draws complaints, so Gazette does not "
+            "choose for you.",
+            EXIT_USAGE,
+        )
     rt = runtime()
     slug = _default_newsletter(rt, slug)
     total = imports.check_file(path)
@@ -261,9 +301,47 @@ def import_(path: Path, slug: str | None, confirmed: bool) -> None:
         )  # fmt: skip
     for row in report.rejected:
         click.echo(f"{path}:{row.line}: {row.reason}", err=True)
-    click.echo(f"Imported {path.name}: {report.summary()}.")
-    if report.rejected and not (report.added or report.updated or report.unchanged):
+    line = report.summary()
+    failed = 0
+    if send_confirmations:
+        queued, failed = _queue_confirmations(rt, slug, report.pending, rate)
+        line += f", {queued} confirmation mail{'' if queued == 1 else 's'} queued"
+        if failed:
+            line += f", {failed} could not be sent"
+    click.echo(f"Imported {path.name}: {line}.")
+    if failed or (report.rejected and not (report.added or report.updated or report.unchanged)):
         sys.exit(EXIT_FAILED)
+
+
+def _queue_confirmations(
+    rt: Runtime, slug: str, subscriber_ids: list[int], rate: float
+) -> tuple[int, int]:
+    """Queue a confirmation mail per reader, at most ``rate`` a second; (queued, failed).
+
+    Paced here rather than all at once, so the relay and the recipients' providers
+    see a steady trickle, not a burst from one sender.
+    """
+    from worker.tasks import send_confirmation
+
+    with rt.sessions() as session:
+        newsletter_id = newsletter_by_slug(session, slug).id
+    throttle = LocalThrottle(rate)
+    readers = list(dict.fromkeys(subscriber_ids))  # one mail per reader
+    queued = failed = 0
+    with progress(len(readers), "Queueing confirmation mails") as advance:
+        for done, subscriber_id in enumerate(readers, start=1):
+            throttle.wait()
+            try:
+                send_confirmation.delay(subscriber_id, newsletter_id)
+            except DeliveryError as error:
+                # Without a broker the mail goes out here; the reader stays pending and
+                # a later run with --send-confirmations tries again.
+                click.echo(f"subscriber {subscriber_id}: not sent: {error.detail}", err=True)
+                failed += 1
+            else:
+                queued += 1
+            advance(done)
+    return queued, failed
 
 
 @subscribers.command()
@@ -274,20 +352,33 @@ def import_(path: Path, slug: str | None, confirmed: bool) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="File (default: stdout).",
 )
-def export(slug: str | None, output: Path | None) -> None:
-    """Export readers as CSV that is safe to open in a spreadsheet.
+@click.option(
+    "--excel",
+    is_flag=True,
+    help="Start with a UTF-8 byte-order mark, so spreadsheets read non-Latin text right.",
+)
+def export(slug: str | None, output: Path | None, excel: bool) -> None:
+    """Export readers as UTF-8 CSV that is safe to open in a spreadsheet.
+
+    Without --excel the file has no byte-order mark; Excel then reads it in the
+    system's legacy code page and garbles Cyrillic and Japanese.
 
     \b
     Example:
-      gazette subscribers export --newsletter weekly -o readers.csv
+      gazette subscribers export --newsletter weekly --excel -o readers.csv
     """
     rt = runtime()
+    encoding = "utf-8-sig" if excel else "utf-8"
     with rt.sessions() as session:
         if output is None:
-            count = imports.export_csv(session, sys.stdout, slug)
+            out = io.TextIOWrapper(sys.stdout.buffer, encoding=encoding, newline="")
+            try:
+                count = imports.export_csv(session, out, slug)
+            finally:
+                out.detach()  # flushed, and sys.stdout stays open
         else:
             tmp = output.with_name(output.name + ".part")
-            with tmp.open("w", encoding="utf-8-sig", newline="") as handle:
+            with tmp.open("w", encoding=encoding, newline="") as handle:
                 count = imports.export_csv(session, handle, slug)
             tmp.replace(output)
     click.echo(f"Exported {count} row(s).", err=True)

@@ -28,7 +28,10 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from gazette.addresses import identity_key
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -198,14 +201,25 @@ class Newsletter(Base):
     topics: Mapped[list[Topic]] = relationship(secondary=newsletter_topic)
 
 
+def _email_key(context: DefaultExecutionContext) -> str:
+    """The identity key of the row's address, for an insert that does not give one."""
+    # SQLAlchemy leaves get_current_parameters unannotated.
+    parameters: dict[str, Any] = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    return identity_key(parameters["email"])
+
+
 class Subscriber(Base):
-    """One reader, by normalised address, with their consent record."""
+    """One reader: one mailbox (``email_key``), its spelling as given, its consent record."""
 
     __tablename__ = "subscriber"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     public_id: Mapped[str] = mapped_column(String(32), unique=True, default=new_public_id)
-    email: Mapped[str] = mapped_column(String(320), unique=True)
+    # The address as the reader first spelt it (normalised), shown and written to. Not a
+    # key of its own: ``email_key`` is unique, and so, through it, is this.
+    email: Mapped[str] = mapped_column(String(320))
+    # The reader's identity: the whole address compared case-insensitively (identity_key).
+    email_key: Mapped[str] = mapped_column(String(320), unique=True, default=_email_key)
     name: Mapped[str] = mapped_column(String(200), default="")
     language: Mapped[str] = mapped_column(String(16), default="en")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -219,6 +233,17 @@ class Subscriber(Base):
     extra_languages: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
 
     subscriptions: Mapped[list[Subscription]] = relationship(back_populates="subscriber")
+
+
+class SubscriberAlias(Base):
+    """The public id of a reader merged into another, so links already sent still work."""
+
+    __tablename__ = "subscriber_alias"
+
+    public_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscriber.id", ondelete="CASCADE"), index=True
+    )
 
 
 class Subscription(Base):

@@ -16,6 +16,7 @@ from gazette.archive import archived_issue, list_archive
 from gazette.errors import GazetteError, InvalidChoiceError
 from gazette.mailer import DeliveryError
 from gazette.newsletters import list_newsletters
+from gazette.ratelimit import address_limit_key
 from gazette.rendering import LANGUAGES
 from gazette.runtime import Runtime, current_runtime
 from gazette.store.models import utcnow
@@ -187,7 +188,7 @@ class Views:
         slug = request.form.get("newsletter", "")
         email = request.form.get("email", "")
         if not self.rt.limiter.hit(
-            f"subscribe-address:{email.strip().casefold()}",  # hashed by the limiter
+            f"subscribe-address:{address_limit_key(email)}",  # hashed by the limiter
             settings.subscribe_limit_per_address,
             HOUR,
         ):
