@@ -15,7 +15,14 @@ import nh3
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gazette.articles import ArticleInput, check_url, topic_for, upsert_article
+from gazette.articles import (
+    ArticleInput,
+    check_url,
+    item_key,
+    normalise_language,
+    topic_for,
+    upsert_article,
+)
 from gazette.errors import GazetteError
 from gazette.fetch import Fetched, FetchError, fetch
 from gazette.newsletters import newsletter_by_slug
@@ -54,6 +61,12 @@ def _plain_title(entry: Any) -> str:
     return title
 
 
+def _entry_language(entry: Any, feed_language: str | None) -> str | None:
+    """The entry's own language (dc:language, or an xml:lang unlike the feed's), if any."""
+    own = entry.get("language") or (entry.get("title_detail") or {}).get("language")
+    return own if own and own != feed_language else None
+
+
 def parse_feed(document: bytes, source: str) -> list[ArticleInput]:
     """Parse RSS 0.9x/1.0/2.0 or Atom bytes, in any declared encoding, into article inputs.
 
@@ -89,8 +102,9 @@ def parse_feed(document: bytes, source: str) -> list[ArticleInput]:
                 guid=entry.get("id", ""),
                 # feedparser's "author" is "Name (email)" for Atom; readers get the name.
                 author=(entry.get("author_detail") or {}).get("name") or entry.get("author", ""),
-                language=entry.get("language") or feed_language,
+                language=_entry_language(entry, feed_language),
                 topics=[tag.get("term", "") for tag in entry.get("tags", [])],
+                feed_language=feed_language,
             )
         )
     return items
@@ -106,15 +120,33 @@ def ingest_document(
 def store_items(
     session: Session, items: list[ArticleInput], feed_id: int | None = None
 ) -> IngestResult:
-    """Store parsed items once each (an item that cannot be stored is counted, not raised)."""
+    """Store parsed items once each (an item that cannot be stored is counted, not raised).
+
+    Items of one document are never merged into one article; a document that repeats
+    a guid keeps its first occurrence. The feed's --language, when set, replaces the
+    language the document declares (an entry's own language still wins).
+    """
     added = updated = unchanged = rejected = 0
+    feed = session.get(Feed, feed_id) if feed_id is not None else None
+    override = feed.language if feed is not None else None
+    matched: set[int] = set()
+    keys: set[str] = set()
     for item in items:
+        key = item_key(item, feed_id)
+        if key in keys:
+            unchanged += 1
+            continue
+        keys.add(key)
         try:
             with session.begin_nested():
-                result = upsert_article(session, item, feed_id=feed_id)
+                result = upsert_article(
+                    session, item, feed_id=feed_id, exclude=matched,
+                    feed_language=override or item.feed_language,
+                )  # fmt: skip
         except GazetteError:
             rejected += 1
             continue
+        matched.add(result.article_id)
         if result.created:
             added += 1
         elif result.changed:
@@ -154,8 +186,12 @@ def add_feed(
     topic: str | None = None,
     newsletter_slug: str | None = None,
     interval_minutes: int = 15,
+    language: str | None = None,
 ) -> int:
-    """Register a feed to poll; its items get ``topic`` as well as their own categories."""
+    """Register a feed to poll; its items get ``topic`` as well as their own categories.
+
+    ``language`` replaces the language the feed declares (an entry's own still wins).
+    """
     url = check_url(url, "feed URL")
     if session.scalar(select(Feed.id).where(Feed.url == url)) is not None:
         raise GazetteError(f"The feed {url!r} is already registered.")
@@ -163,7 +199,10 @@ def add_feed(
         raise GazetteError(
             f"The poll interval must be at least one minute, not {interval_minutes}."
         )
-    feed = Feed(url=url, poll_interval_seconds=interval_minutes * 60)
+    feed_language = normalise_language(language)
+    if language is not None and feed_language is None:
+        raise GazetteError(f"--language {language!r} is not a language tag (uk, en, ja-JP).")
+    feed = Feed(url=url, poll_interval_seconds=interval_minutes * 60, language=feed_language)
     if topic:
         feed.topic_id = topic_for(session, topic).id
     if newsletter_slug:

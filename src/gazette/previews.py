@@ -76,8 +76,11 @@ def preview(
     since = window_start(session, newsletter.id, now, edition)
     article_ids = select_articles(session, newsletter, now, since, edition=edition)
     if not article_ids:
-        last = "weekly summary" if edition is Edition.WEEKLY else "issue"
-        raise GazetteError(f"{newsletter_slug} has no new articles since its last {last}.")
+        kind = "weekly summary" if edition is Edition.WEEKLY else "issue"
+        raise GazetteError(
+            f"{newsletter_slug} has no articles waiting for its next {kind}: "
+            "every recent article has been carried."
+        )
     # A fresh id per preview: a mail provider drops a second test whose Message-ID it
     # already holds, which would hide the editor's corrected version.
     prepared = prepare(

@@ -191,6 +191,10 @@ def subscribe(
     address = check_address(email, allow_smtputf8=allow_smtputf8)
     language = check_language(language)
     newsletter = newsletter_by_slug(session, newsletter_slug)
+    if newsletter.retired_at is not None:
+        raise GazetteError(
+            f"The newsletter {newsletter_slug!r} is retired: it takes no new readers."
+        )
     found = session.scalar(select(Subscriber).where(Subscriber.email == address))
     subscriber: Subscriber
     if found is not None:

@@ -21,6 +21,7 @@ def _describe(feed: Feed) -> dict[str, Any]:
         "last_polled_at": feed.last_polled_at.isoformat() if feed.last_polled_at else None,
         "last_error": feed.last_error,
         "etag": feed.etag,
+        "language": feed.language,
     }
 
 
@@ -37,7 +38,7 @@ def feeds() -> None:
 @feeds.command()
 @click.argument("url")
 @click.option("--topic", help="Topic given to every article of this feed.")
-@click.option("--newsletter", "slug", help="Newsletter this feed mainly serves.")
+@click.option("--newsletter", "slug", help="The only newsletter this feed's articles go to.")
 @click.option(
     "--interval",
     default=15,
@@ -45,7 +46,8 @@ def feeds() -> None:
     type=click.IntRange(1),
     help="Minutes between polls.",
 )
-def add(url: str, topic: str | None, slug: str | None, interval: int) -> None:
+@click.option("--language", help="Language of its articles, over what the feed declares.")
+def add(url: str, topic: str | None, slug: str | None, interval: int, language: str | None) -> None:
     """Register a feed; beat polls it every --interval minutes.
 
     \b
@@ -55,8 +57,9 @@ def add(url: str, topic: str | None, slug: str | None, interval: int) -> None:
     rt = runtime()
     with transaction(rt.sessions) as session:
         feed_id = add_feed(
-            session, url, topic=topic, newsletter_slug=slug, interval_minutes=interval
-        )
+            session, url, topic=topic, newsletter_slug=slug, interval_minutes=interval,
+            language=language,
+        )  # fmt: skip
     click.echo(f"Feed {feed_id} added: {url.strip()}")
 
 
