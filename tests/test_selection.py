@@ -500,7 +500,9 @@ def test_after_the_upgrade_nothing_old_is_sent_again(runtime: Runtime) -> None:
     migrate.upgrade(engine)
     advance_sequences(engine)
     with engine.connect() as connection:
-        keys = dict(connection.execute(text("SELECT id, identity_key FROM article")).all())
+        keys: dict[int, str] = dict(
+            connection.execute(text("SELECT id, identity_key FROM article")).all()
+        )
         selection = connection.execute(text("SELECT selection FROM issue")).scalar()
     # Global guids as they are; a bare guid scoped by its feed (none here: local).
     assert keys == {1: "https://site.example/?p=1", 2: "local:2", 3: "https://site.example/?p=3"}
