@@ -65,8 +65,9 @@ def send(newsletter: str, extra: bool, wait: bool, weekly: bool) -> None:
     Planning is idempotent: the period's issue is planned once however often this
     runs. --now plans an extra issue with the articles waiting (published within
     the look-back window and not sent yet). --weekly plans the week's summary
-    instead, sent to the readers who chose a weekly frequency (the scheduler plans it at the first tick of each week). With no
-    broker configured the send runs in-process and returns when done.
+    instead, sent to the readers who chose a weekly frequency (the scheduler plans
+    it at the first tick of each week). With no broker configured the send runs
+    in-process and returns when done.
 
     \b
     Example:
