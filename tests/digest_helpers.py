@@ -77,11 +77,7 @@ WORDS = {
         "Unsubscribe",
         "Manage your preferences",
         "and {} more",
-        lambda n: (
-            f"{n} new article since the last issue"
-            if n == 1
-            else f"{n} new articles since the last issue"
-        ),
+        lambda n: f"{n} new article for you" if n == 1 else f"{n} new articles for you",
     ),
     "uk": Words(
         "Вітаємо, {}!",
@@ -94,11 +90,11 @@ WORDS = {
         "та ще {}",
         # Ukrainian plural forms: 1 стаття, 2-4 статті, 5+ статей.
         lambda n: (
-            f"{n} нова стаття від попереднього випуску"
+            f"{n} нова стаття для вас"
             if n % 10 == 1 and n % 100 != 11
-            else f"{n} нові статті від попереднього випуску"
+            else f"{n} нові статті для вас"
             if 2 <= n % 10 <= 4 and not 12 <= n % 100 <= 14
-            else f"{n} нових статей від попереднього випуску"
+            else f"{n} нових статей для вас"
         ),
     ),
     "ja": Words(
@@ -110,7 +106,7 @@ WORDS = {
         "配信停止",
         "配信設定の変更",
         "ほか{}件",
-        lambda n: f"前号以降の新着記事 {n} 件",
+        lambda n: f"あなたへの新着記事 {n} 件",
     ),
 }
 

@@ -699,7 +699,7 @@ def test_preview_test_send_and_status_from_the_command_line(
     )
 
     # Everything went out with the demo's issue: nothing to preview, send or test.
-    one_sentence_failure(cli(tmp_path, database_url, *preview_args), "no new articles")
+    one_sentence_failure(cli(tmp_path, database_url, *preview_args), "no articles waiting")
     assert not html_file.exists()
     assert not eml_file.exists()
     skipped = cli(tmp_path, database_url, "digest", "send", DEMO_SLUG, "--now")

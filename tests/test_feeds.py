@@ -208,9 +208,10 @@ def test_same_link_with_another_guid_is_the_same_article(session: Session) -> No
     assert after.title == "Title, edited"
 
 
-def test_same_title_and_date_with_another_link_and_guid_is_the_same_article(
+def test_same_title_and_date_with_another_link_and_guid_is_another_article(
     session: Session,
 ) -> None:
+    """Was "... is the same article": title and date alone never merge two posts (issue 14)."""
     date = "Tue, 24 Nov 2026 18:30:00 +0900"
     ingest_document(session, rss(item("Same Story", "https://a.example.org/1", "a-1", date)), "a")
     [before] = articles(session)
@@ -222,17 +223,19 @@ def test_same_title_and_date_with_another_link_and_guid_is_the_same_article(
         "b",
     )
 
-    assert (result.added, result.updated) == (0, 1)
-    [after] = articles(session)
-    assert after.id == before.id
+    assert (result.added, result.updated) == (1, 0)
+    stored = {a.url: a for a in articles(session)}
+    assert set(stored) == {"https://a.example.org/1", "https://b.example.org/x"}
+    assert stored["https://a.example.org/1"].id == before.id
+    assert stored["https://a.example.org/1"].title == "Same Story"
 
-    # A different date is a different article.
-    other = ingest_document(
+    # Seen again, each is unchanged: nothing flips between the two.
+    again = ingest_document(
         session,
-        rss(item("Same Story", "https://c.example.org/2", "c-2", "Wed, 25 Nov 2026 09:30:00 GMT")),
-        "c",
+        rss(item("SAME STORY", "https://b.example.org/x", "b-9", "Tue, 24 Nov 2026 09:30:00 GMT")),
+        "b",
     )
-    assert other.added == 1
+    assert (again.added, again.updated, again.unchanged) == (0, 0, 1)
     assert article_count(session) == 2
 
 

@@ -210,9 +210,8 @@ def test_too_few_articles_skip_the_issue_without_deliveries(runtime: Runtime) ->
 def test_articles_of_a_skipped_issue_carry_over_to_the_next(runtime: Runtime) -> None:
     """A skipped issue sends nothing, so its articles must still reach readers later.
 
-    `_previous_cutoff` ignores skipped issues ("skipped ones carry nothing"), so the next
-    window starts where the last issue that went out ended; the articles a skipped issue
-    looked at must stay eligible.
+    Only issues that were not skipped count as having carried an article, so the
+    articles a skipped issue looked at stay due.
     """
     with transaction(runtime.sessions) as session:
         newsletter_id = create_newsletter(session, "weekly", "Weekly", min_articles=3)
@@ -235,7 +234,9 @@ def test_articles_of_a_skipped_issue_carry_over_to_the_next(runtime: Runtime) ->
 # --- which articles ------------------------------------------------------------------------
 
 
-def test_next_issue_carries_only_articles_after_the_previous_cutoff(runtime: Runtime) -> None:
+def test_next_issue_carries_what_the_edition_has_not_carried(runtime: Runtime) -> None:
+    """Was: "only articles after the previous cutoff". Now a late arrival goes in the
+    next issue, and an update (even one with a later date) never makes an article new."""
     with transaction(runtime.sessions) as session:
         newsletter_id = create_newsletter(session, "weekly", "Weekly")
         add_reader(session, "reader@example.org")
@@ -249,8 +250,8 @@ def test_next_issue_carries_only_articles_after_the_previous_cutoff(runtime: Run
     with transaction(runtime.sessions) as session:
         just_after = add_article(session, "Just after", NOW_1 + timedelta(microseconds=1))
         fresh = add_article(session, "Fresh", NOW_1 + timedelta(days=2))
-        # Arrived late, but published before the first issue's cutoff: not carried.
-        add_article(session, "Late arrival", NOW_1 - timedelta(minutes=5))
+        # Arrived late, published before the first issue's cutoff: the next issue has it.
+        late = add_article(session, "Late arrival", NOW_1 - timedelta(minutes=5))
         # Published after the next cutoff: not yet.
         add_article(session, "Tomorrow", NOW_2 + timedelta(days=1))
         # Updated articles keep their id: new title and date (matched by guid) ...
@@ -277,10 +278,11 @@ def test_next_issue_carries_only_articles_after_the_previous_cutoff(runtime: Run
         second = plan_issue(session, newsletter_id, NOW_2)
         second_articles = issue_article_ids(session, second.issue_id)
         issue = session.get_one(Issue, second.issue_id)
-        assert issue.since_at == NOW_1
+        # The look-back window: the newsletter's 14 days.
+        assert issue.since_at == NOW_2 - timedelta(days=14)
         assert issue.cutoff_at == NOW_2
     assert second.created is True
-    assert second_articles == [fresh, just_after]
+    assert second_articles == [fresh, just_after, late]
     assert not set(second_articles) & set(first_articles)
 
     with transaction(runtime.sessions) as session:
@@ -293,7 +295,7 @@ def test_next_issue_carries_only_articles_after_the_previous_cutoff(runtime: Run
     assert not set(third_articles) & (set(first_articles) | set(second_articles))
 
 
-def test_articles_are_newest_first_and_capped(runtime: Runtime) -> None:
+def test_articles_are_oldest_due_first_capped_and_shown_newest_first(runtime: Runtime) -> None:
     with transaction(runtime.sessions) as session:
         newsletter_id = create_newsletter(session, "weekly", "Weekly", max_articles=3)
         add_reader(session, "reader@example.org")
@@ -312,9 +314,14 @@ def test_articles_are_newest_first_and_capped(runtime: Runtime) -> None:
                 .order_by(IssueArticle.position)
             )
         )
+    # The oldest due go first (they leave the window soonest), shown newest first.
     assert result.articles == 3
-    assert chosen == [ids["Fri"], ids["Thu"], ids["Wed"]]
+    assert chosen == [ids["Wed"], ids["Tue"], ids["Mon"]]
     assert positions == [0, 1, 2]
+    # The rest roll over to the next issue (was: lost once three were sent).
+    with transaction(runtime.sessions) as session:
+        following = plan_issue(session, newsletter_id, NOW_1 + timedelta(days=1), "next")
+        assert issue_article_ids(session, following.issue_id) == [ids["Fri"], ids["Thu"]]
 
 
 def test_topic_filter_picks_only_articles_with_the_newsletter_s_topics(runtime: Runtime) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -49,7 +49,8 @@ def test_a_newsletter_sends_with_its_own_template_set(tmp_path: Path, database_u
             update_newsletter(session, "brief", NewsletterChanges(template_set="brief"))
             upsert_article(
                 session,
-                ArticleInput("One", "https://example.org/1", datetime(2026, 11, 1, tzinfo=UTC)),
+                # Within the look-back window of the issue planned below.
+                ArticleInput("One", "https://example.org/1", utcnow() - timedelta(days=1)),
             )
             subscribe(session, "ada@example.org", "brief", Origin("cli"), confirmed=True)
             plan = plan_issue(session, newsletter_id, utcnow())

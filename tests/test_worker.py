@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -64,7 +64,7 @@ def seed(runtime: Runtime, readers: int) -> int:
                 ArticleInput(
                     title=f"Article {n}",
                     url=f"https://example.org/a/{n}",
-                    published_at=datetime(2026, 11, 20 + n, tzinfo=UTC),
+                    published_at=now - timedelta(days=3 - n),  # inside the look-back window
                     summary="<p>Summary.</p>",
                 ),
             )

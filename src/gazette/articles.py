@@ -5,16 +5,17 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import nh3
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from gazette.errors import GazetteError
-from gazette.store.models import Article, Topic
+from gazette.store.models import Article, Topic, article_feed
 from gazette.text import clean_line
 
 # What a digest summary may keep: text structure and links, nothing that runs or styles.
@@ -24,6 +25,7 @@ ALLOWED_TAGS = {
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "abbr": {"title"}}
 URL_SCHEMES = {"http", "https", "mailto"}
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 @dataclass
@@ -36,8 +38,12 @@ class ArticleInput:
     summary: str = ""
     guid: str = ""
     author: str = ""
+    # The entry's own language; None lets the feed's (or the operator's) apply.
     language: str | None = None
     topics: list[str] = field(default_factory=list)
+    # The language the feed document declares, used when neither the entry nor the
+    # operator's --language for the feed says one.
+    feed_language: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,7 @@ def check_url(url: str, field_name: str = "url") -> str:
 
 
 def fingerprint(title: str, published_at: datetime) -> str:
-    """Hash of title and date: the last resort for recognising an article seen before."""
+    """Hash of title and date: kept to spot likely duplicates, never to merge articles."""
     key = f"{title.casefold()}\x00{published_at.astimezone(UTC).isoformat()}"
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -104,52 +110,159 @@ def _topics(session: Session, names: list[str]) -> list[Topic]:
     return list(found.values())
 
 
-def upsert_article(
-    session: Session, item: ArticleInput, feed_id: int | None = None
-) -> UpsertResult:
-    """Store ``item`` once: match by guid, then link, then title and date; update in place.
+def normalise_url(url: str) -> str:
+    """The URL as an identity: scheme and host in lower case, no default port, no fragment.
 
-    An article seen again keeps its id, so an issue that already carried it never
-    carries it again.
+    The path and query keep their case: on most servers they name different pages.
+    """
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    try:
+        port = parts.port if parts.port not in (None, DEFAULT_PORTS.get(scheme)) else None
+    except ValueError:  # a port that is not a number: leave the URL as it came
+        return url.strip()
+    netloc = f"{host}:{port}" if port else host
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+def is_global_guid(guid: str) -> bool:
+    """True when a guid names itself everywhere: a scheme and a host, or a urn:/tag: URI."""
+    parts = urlsplit(guid)
+    return bool(parts.scheme and parts.netloc) or parts.scheme.lower() in ("urn", "tag")
+
+
+def identity_key(guid: str, url: str, feed_id: int | None) -> str:
+    """What makes two sightings one article (migration 0006 keeps a frozen copy).
+
+    A global guid is the same post wherever it is seen (a site's main feed and a
+    category feed); a bare guid ("123") only within its feed, since two sites may both
+    number their posts; with no guid, the normalised URL.
+    """
+    if not guid:
+        return normalise_url(url)
+    if is_global_guid(guid):
+        return guid
+    return f"feed:{feed_id}:{guid}" if feed_id is not None else f"local:{guid}"
+
+
+def item_key(item: ArticleInput, feed_id: int | None) -> str:
+    """The identity key an incoming item would be stored under (see identity_key)."""
+    return identity_key(clean_line(item.guid, 2000), item.url, feed_id)
+
+
+def normalise_language(tag: str | None) -> str | None:
+    """A language tag's primary subtag in lower case (en-US and en_GB are en); None if none."""
+    primary = re.split(r"[-_]", (tag or "").strip(), maxsplit=1)[0].lower()
+    return primary if re.fullmatch(r"[a-z]{2,8}", primary) else None
+
+
+def _article_for(session: Session, key: str, url: str, exclude: Collection[int]) -> Article | None:
+    """The stored article an item is a sighting of: by identity key, else by URL.
+
+    ``exclude`` holds the articles other items of the same document already matched:
+    two items of one document are never one article.
+    """
+    article = session.scalar(select(Article).where(Article.identity_key == key))
+    if article is not None:
+        return article if article.id not in exclude else None
+    for candidate in session.scalars(
+        select(Article)
+        .where(Article.url.in_({url, normalise_url(url)}), Article.id.not_in(exclude))
+        .order_by(Article.id)
+        .limit(1)
+    ):
+        return candidate
+    return None
+
+
+def upsert_article(
+    session: Session,
+    item: ArticleInput,
+    feed_id: int | None = None,
+    *,
+    exclude: Collection[int] = (),
+    feed_language: str | None = None,
+) -> UpsertResult:
+    """Store ``item`` once: match by identity key (guid), then by URL; update in place.
+
+    An article seen again keeps its id and its first publication date, so an update
+    never makes it new again; its topics become the union of every sighting's, and the
+    feeds it was seen in are recorded (article_feed). Title and date alone never match.
+    ``feed_language`` is the feed's language (the operator's override, else declared),
+    used when the entry names none.
     """
     title = clean_line(item.title)
     if not title:
         raise GazetteError(f"The article at {item.url!r} has no title.")
-    url = check_url(item.url)
+    url = normalise_url(check_url(item.url))
     if item.published_at.tzinfo is None:
         raise GazetteError(f"The article {title!r} has a date without a time zone.")
     published = item.published_at.astimezone(UTC)
-    guid = clean_line(item.guid, 2000) or url
-    digest = fingerprint(title, published)
-    article = (
-        session.scalar(select(Article).where(Article.guid == guid))
-        or session.scalar(select(Article).where(Article.url == url).limit(1))
-        or session.scalar(select(Article).where(Article.fingerprint == digest).limit(1))
-    )
+    guid = clean_line(item.guid, 2000)
+    key = identity_key(guid, url, feed_id)
+    article = _article_for(session, key, url, exclude)
     # Topics first: looking them up flushes, and a new article must not be flushed
     # before its fields are set.
     topics = _topics(session, item.topics)
+    language = normalise_language(item.language) or normalise_language(feed_language)
     created = article is None
     if article is None:
-        article = Article(guid=guid, feed_id=feed_id)
+        article = Article(
+            identity_key=key, guid=guid or url, feed_id=feed_id, published_at=published
+        )
         session.add(article)
-    values = {
+    values: dict[str, object] = {
         "url": url,
         "title": title,
         "summary": clean_html(item.summary),
         "author": clean_line(item.author, 300),
-        "language": (item.language or "").split("-")[0].lower() or None,
-        "fingerprint": digest,
-        "published_at": published,
+        "fingerprint": fingerprint(title, published),
     }
+    if language is not None or created:
+        values["language"] = language
     changed = created or any(getattr(article, k) != v for k, v in values.items())
-    changed = changed or {t.slug for t in article.topics} != {t.slug for t in topics}
+    known = {t.slug for t in article.topics} if not created else set()
+    added_topics = [t for t in topics if t.slug not in known]
+    changed = changed or bool(added_topics)
     if changed:
-        for key, value in values.items():
-            setattr(article, key, value)
-        article.topics = topics
+        for name, value in values.items():
+            setattr(article, name, value)
+        article.topics = [*article.topics, *added_topics] if not created else topics
         session.flush()
+    if feed_id is not None:
+        _record_feed(session, article.id, feed_id)
     return UpsertResult(article.id, created, changed)
+
+
+def _record_feed(session: Session, article_id: int, feed_id: int) -> None:
+    """Remember that the article was seen in the feed (once per pair)."""
+    seen = session.scalar(
+        select(article_feed.c.article_id).where(
+            article_feed.c.article_id == article_id, article_feed.c.feed_id == feed_id
+        )
+    )
+    if seen is None:
+        session.execute(insert(article_feed).values(article_id=article_id, feed_id=feed_id))
+
+
+def article_by_id(session: Session, article_id: int) -> Article:
+    """Return the article, or raise GazetteError naming the id."""
+    article = session.get(Article, article_id)
+    if article is None:
+        raise GazetteError(f"There is no article {article_id}.")
+    return article
+
+
+def withdraw_article(session: Session, article_id: int, now: datetime) -> bool:
+    """Withdraw an article: no future issue carries it. False when it already was."""
+    article = article_by_id(session, article_id)
+    if article.withdrawn_at is not None:
+        return False
+    article.withdrawn_at = now
+    session.flush()
+    return True
 
 
 def parse_date(value: str, field_name: str = "published") -> datetime:

@@ -1,11 +1,11 @@
-"""Planning: turn a newsletter's new articles and audience into one frozen issue."""
+"""Planning: turn the articles an edition has not carried yet and its audience into an issue."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import ColumnElement, func, insert, literal, or_, select
+from sqlalchemy import ColumnElement, Select, func, insert, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -16,12 +16,15 @@ from gazette.store.models import (
     Delivery,
     DeliveryStatus,
     Edition,
+    Event,
+    Feed,
     Issue,
     IssueArticle,
     IssueStatus,
     Newsletter,
     Subscription,
     SubscriptionStatus,
+    article_feed,
     article_topic,
     newsletter_topic,
 )
@@ -67,21 +70,43 @@ def editions(newsletter: Newsletter) -> tuple[Edition, ...]:
     return (Edition.REGULAR,)
 
 
-def previous_cutoff(
+# Issue.selection: how an issue chose its articles (see the model).
+CARRIED_RULE = "carried"
+OLD_RULE = "cutoff"
+EXPIRED_EVENT = "article_expired"
+# An article with no language forms its own group when languages are capped apart.
+OWN_LANGUAGES = "own"
+
+
+def _edition_issues(
+    newsletter_id: int, edition: Edition, issue_id: int | None
+) -> ColumnElement[bool]:
+    """The issues of one edition of a newsletter, but ``issue_id`` (being planned)."""
+    condition = (Issue.newsletter_id == newsletter_id) & (Issue.edition == edition)
+    if issue_id is not None:
+        condition = condition & (Issue.id != issue_id)
+    return condition
+
+
+def upgrade_floor(
     session: Session,
     newsletter_id: int,
-    issue_id: int | None = None,
     edition: Edition = Edition.REGULAR,
+    issue_id: int | None = None,
 ) -> datetime | None:
-    """Cutoff of the edition's last issue that went out; skipped ones carry nothing."""
-    query = select(func.max(Issue.cutoff_at)).where(
-        Issue.newsletter_id == newsletter_id,
-        Issue.edition == edition,
-        Issue.status != IssueStatus.SKIPPED,
+    """Cutoff of the edition's last issue that went out under the old rule, if any.
+
+    Issues planned before migration 0006 took "articles published after the previous
+    cutoff" and left no record of what they dropped; what was published before the
+    last of them counts as carried, so the upgrade sends nothing old.
+    """
+    return session.scalar(
+        select(func.max(Issue.cutoff_at)).where(
+            _edition_issues(newsletter_id, edition, issue_id),
+            Issue.selection == OLD_RULE,
+            Issue.status != IssueStatus.SKIPPED,
+        )
     )
-    if issue_id is not None:
-        query = query.where(Issue.id != issue_id)
-    return session.scalar(query)
 
 
 def window_start(
@@ -90,56 +115,102 @@ def window_start(
     now: datetime,
     edition: Edition = Edition.REGULAR,
     issue_id: int | None = None,
-) -> datetime | None:
-    """Where the edition's next issue starts: its previous cutoff (None: the beginning).
+) -> datetime:
+    """Where the edition's look-back window starts for an issue cut at ``now``.
 
-    A weekly summary covers the week before it. It reaches further back only over
-    summaries skipped for too few articles, whose articles roll over; not over weeks
-    without a summary (the choice was not offered) or without a weekly reader, whose
-    articles those readers received as regular issues.
+    An article published after this and not yet carried by the edition is due. The
+    window is the newsletter's --max-age, or back to the previous issue when that was
+    longer ago. The weekly summary's (within --max-age) is the week before it, or back
+    to its last summary that was sent or had no reader, over summaries skipped for too
+    few articles (whose articles roll over); never over weeks without the choice, so
+    readers who just chose the summary do not get again what regular issues gave them.
     """
-    if edition is Edition.REGULAR:
-        return previous_cutoff(session, newsletter_id, issue_id, edition)
+    newsletter = session.get_one(Newsletter, newsletter_id)
+    start = now - timedelta(days=newsletter.max_age_days)
+    if edition is Edition.WEEKLY:
+        start = max(start, _weekly_start(session, newsletter_id, now, issue_id))
+    else:
+        previous = session.scalar(
+            select(func.max(Issue.cutoff_at)).where(
+                _edition_issues(newsletter_id, edition, issue_id), Issue.cutoff_at <= now
+            )
+        )
+        if previous is not None:
+            # A schedule sparser than --max-age (monthly, 14 days) still carries all
+            # that was published since the previous issue: no issue ever saw it.
+            start = min(start, previous)
+    floor = upgrade_floor(session, newsletter_id, edition, issue_id)
+    return max(start, floor) if floor is not None else start
+
+
+def _weekly_start(
+    session: Session, newsletter_id: int, now: datetime, issue_id: int | None
+) -> datetime:
+    """The weekly summary's own bound: a week, or its last summary not skipped for too few."""
     week_ago = now - timedelta(days=7)
-    weekly = (Issue.newsletter_id == newsletter_id) & (Issue.edition == Edition.WEEKLY)
-    if issue_id is not None:
-        weekly = weekly & (Issue.id != issue_id)
+    weekly = _edition_issues(newsletter_id, Edition.WEEKLY, issue_id) & (Issue.cutoff_at <= now)
     latest = session.scalar(select(func.max(Issue.cutoff_at)).where(weekly))
     if latest is None or latest < now - timedelta(days=8):
         return week_ago
-    carried = (Issue.status != IssueStatus.SKIPPED) | (Issue.skip_reason == NO_WEEKLY_READER)
-    since = session.scalar(select(func.max(Issue.cutoff_at)).where(weekly, carried))
+    counted = (Issue.status != IssueStatus.SKIPPED) | (Issue.skip_reason == NO_WEEKLY_READER)
+    since = session.scalar(select(func.max(Issue.cutoff_at)).where(weekly, counted))
     return since if since is not None else week_ago
 
 
-def select_articles(
+def _taken_by(newsletter: Newsletter, session: Session) -> ColumnElement[bool] | None:
+    """Which articles the newsletter takes by their feeds; None when every feed feeds all.
+
+    A feed added with --newsletter feeds only that newsletter; any other feed, and the
+    CLI or a JSON import (an article seen in no feed), feeds every newsletter.
+    """
+    elsewhere = session.scalar(
+        select(Feed.id)
+        .where(Feed.newsletter_id.is_not(None), Feed.newsletter_id != newsletter.id)
+        .limit(1)
+    )
+    if elsewhere is None:
+        return None
+    seen_in_a_feed = (
+        select(article_feed.c.article_id).where(article_feed.c.article_id == Article.id).exists()
+    )
+    seen_in_ours = (
+        select(article_feed.c.article_id)
+        .join(Feed, Feed.id == article_feed.c.feed_id)
+        .where(
+            article_feed.c.article_id == Article.id,
+            or_(Feed.newsletter_id.is_(None), Feed.newsletter_id == newsletter.id),
+        )
+        .exists()
+    )
+    return ~seen_in_a_feed | seen_in_ours
+
+
+def _due(
     session: Session,
     newsletter: Newsletter,
     cutoff: datetime,
     since: datetime | None,
-    exclude_issue_id: int | None = None,
-    edition: Edition = Edition.REGULAR,
-) -> list[int]:
-    """The articles an issue cut at ``cutoff`` carries: newest first, capped, not sent before.
+    exclude_issue_id: int | None,
+    edition: Edition,
+) -> Select[int, datetime, str | None]:
+    """Articles due for an issue of the edition: in (since, cutoff], taken, not carried.
 
-    "Sent before" means in an earlier issue of the same edition: the weekly summary
-    repeats the week's regular issues for readers who receive nothing else. Read-only,
-    so a preview shows exactly what planning would freeze.
+    Carried means in an issue of the same edition that was not skipped: the weekly
+    summary is its own edition, so it repeats the week's regular issues for readers who
+    receive nothing else. A skipped issue sent nothing, so its articles stay due.
     """
-    already_sent = (
+    carried = (
         select(IssueArticle.article_id)
         .join(Issue, Issue.id == IssueArticle.issue_id)
         .where(
-            Issue.newsletter_id == newsletter.id,
-            Issue.edition == edition,
-            # A skipped issue sent nothing: its articles roll over to the next one.
+            IssueArticle.article_id == Article.id,
+            _edition_issues(newsletter.id, edition, exclude_issue_id),
             Issue.status != IssueStatus.SKIPPED,
         )
+        .exists()
     )
-    if exclude_issue_id is not None:
-        already_sent = already_sent.where(Issue.id != exclude_issue_id)
-    query = select(Article.id).where(
-        Article.published_at <= cutoff, Article.id.not_in(already_sent)
+    query = select(Article.id, Article.published_at, Article.language).where(
+        Article.published_at <= cutoff, Article.withdrawn_at.is_(None), ~carried
     )
     if since is not None:
         query = query.where(Article.published_at > since)
@@ -152,10 +223,92 @@ def select_articles(
                 select(article_topic.c.article_id).where(article_topic.c.topic_id.in_(topic_ids))
             )
         )
-    query = query.order_by(Article.published_at.desc(), Article.id.desc()).limit(
-        newsletter.max_articles
+    taken = _taken_by(newsletter, session)
+    if taken is not None:
+        query = query.where(taken)
+    return query
+
+
+def select_articles(
+    session: Session,
+    newsletter: Newsletter,
+    cutoff: datetime,
+    since: datetime | None,
+    exclude_issue_id: int | None = None,
+    edition: Edition = Edition.REGULAR,
+) -> list[int]:
+    """The articles an issue cut at ``cutoff`` carries, newest first.
+
+    Due articles (see ``_due``; ``since`` is ``window_start``) are taken oldest first
+    up to --max-articles, so the ones nearest to leaving the window go before newer
+    ones, and the rest roll over to the next issue. With article_languages "own", the
+    cap holds for each language (no language is a group of its own). Read-only, so a
+    preview shows exactly what planning would freeze.
+    """
+    query = _due(session, newsletter, cutoff, since, exclude_issue_id, edition).order_by(
+        Article.published_at, Article.id
     )
-    return list(session.scalars(query))
+    if newsletter.article_languages != OWN_LANGUAGES:
+        rows = list(session.execute(query.limit(newsletter.max_articles)))
+    else:
+        taken: dict[str | None, int] = {}
+        rows = []
+        for row in session.execute(query):
+            if taken.get(row.language, 0) < newsletter.max_articles:
+                taken[row.language] = taken.get(row.language, 0) + 1
+                rows.append(row)
+    rows.sort(key=lambda row: (row.published_at, row.id), reverse=True)
+    return [row.id for row in rows]
+
+
+def waiting_articles(
+    session: Session, newsletter_id: int, now: datetime, edition: Edition = Edition.REGULAR
+) -> int:
+    """How many articles are due for the edition's next issue, beyond any cap."""
+    newsletter = session.get_one(Newsletter, newsletter_id)
+    since = window_start(session, newsletter_id, now, edition)
+    due = _due(session, newsletter, now, since, None, edition).subquery()
+    return session.scalar(select(func.count()).select_from(due)) or 0
+
+
+def _record_expired(session: Session, newsletter: Newsletter, issue: Issue, since: datetime) -> int:
+    """Record, once, each article that left the edition's window without being carried.
+
+    The window of the edition's previous issue started at its since_at; what was due
+    then, was published before this window starts, and is still not carried has
+    expired. Successive windows do not overlap, so each article is recorded once.
+    """
+    previous = session.scalar(
+        select(Issue.since_at)
+        .where(
+            _edition_issues(newsletter.id, issue.edition, issue.id),
+            Issue.selection == CARRIED_RULE,
+            Issue.since_at.is_not(None),
+        )
+        .order_by(Issue.cutoff_at.desc(), Issue.id.desc())
+        .limit(1)
+    )
+    if previous is None or previous >= since:
+        return 0
+    expired = list(
+        session.scalars(
+            _due(session, newsletter, since, previous, issue.id, issue.edition)
+            .with_only_columns(Article.id)
+            .order_by(Article.id)
+        )
+    )
+    session.add_all(
+        Event(
+            newsletter_id=newsletter.id,
+            subscriber_id=None,
+            kind=EXPIRED_EVENT,
+            source="planning",
+            detail={"article_id": article_id, "edition": issue.edition.value, "issue": issue.id},
+            created_at=issue.cutoff_at,
+        )
+        for article_id in expired
+    )
+    return len(expired)
 
 
 def _freeze_articles(
@@ -219,6 +372,8 @@ def plan_issue(
     caller's transaction; the caller commits before enqueueing any sending.
     """
     newsletter = session.get_one(Newsletter, newsletter_id)
+    if newsletter.retired_at is not None:
+        raise GazetteError(f"{newsletter.slug} is retired: it is no longer sent.")
     if edition not in editions(newsletter):
         raise GazetteError(
             f"{newsletter.slug} has no weekly edition: its readers cannot choose a frequency."
@@ -235,6 +390,9 @@ def plan_issue(
         return _describe(session, existing, created=False)
     since = window_start(session, newsletter_id, now, edition, issue.id)
     issue.since_at = since
+    # An edition with nobody to send to is not one whose articles "expired unsent".
+    if edition is Edition.REGULAR or _has_audience(session, newsletter, edition):
+        _record_expired(session, newsletter, issue, since)
     articles = _freeze_articles(session, newsletter, issue, since)
     if articles < newsletter.min_articles:
         return _skip(
@@ -299,7 +457,9 @@ def pending_batches(session: Session, issue_id: int, batch_size: int) -> list[tu
 def due_editions(session: Session, now: datetime) -> list[tuple[int, Edition]]:
     """Return (newsletter, edition) pairs whose current period has no issue yet."""
     due: list[tuple[int, Edition]] = []
-    for newsletter in session.scalars(select(Newsletter).order_by(Newsletter.id)):
+    for newsletter in session.scalars(
+        select(Newsletter).where(Newsletter.retired_at.is_(None)).order_by(Newsletter.id)
+    ):
         schedule = Schedule(newsletter.schedule_cron, newsletter.timezone)
         for edition in editions(newsletter):
             # The summary goes out at the week's first tick, not whenever the choice is

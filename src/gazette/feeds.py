@@ -20,7 +20,14 @@ import nh3
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gazette.articles import ArticleInput, check_url, topic_for, upsert_article
+from gazette.articles import (
+    ArticleInput,
+    check_url,
+    item_key,
+    normalise_language,
+    topic_for,
+    upsert_article,
+)
 from gazette.errors import GazetteError
 from gazette.fetch import Fetched, FetchError, fetch
 from gazette.newsletters import newsletter_by_slug
@@ -192,13 +199,34 @@ def _plain_title(entry: Any) -> str:
     return title
 
 
-def parse_feed(
-    document: bytes,
-    source: str,
-    *,
-    rejections: list[str] | None = None,
-    content_type: str | None = None,
-) -> list[ArticleInput]:
+    interval_minutes: int | None = None,
+    language: str | None = None,
+) -> int:
+    """Register a feed to poll; its items get ``topic`` as well as their own categories.
+
+    The URL is stored normalised; a second spelling of an active feed is refused, and a
+    removed feed's URL restores it (its articles were kept) with the options given.
+    ``interval_minutes`` defaults to 15 for a new feed and keeps a restored one's.
+    ``language`` replaces the language the feed declares (an entry's own still wins).
+    """
+    url, restoring = prepare_feed_url(session, url)
+    if interval_minutes is not None and interval_minutes < 1:
+        raise GazetteError(
+            f"The poll interval must be at least one minute, not {interval_minutes}."
+        )
+    feed_language = normalise_language(language)
+    if language is not None and feed_language is None:
+        raise GazetteError(f"--language {language!r} is not a language tag (uk, en, ja-JP).")
+    if restoring is not None:
+        feed = session.get_one(Feed, restoring)
+        feed.url, feed.removed_at = url, None
+    else:
+        feed = Feed(url=url, poll_interval_seconds=15 * 60)
+        session.add(feed)
+    if interval_minutes is not None:
+        feed.poll_interval_seconds = interval_minutes * 60
+    if language is not None:
+        feed.language = feed_language
     """Parse RSS 0.9x/1.0/2.0 or Atom bytes, in any declared encoding, into article inputs.
 
     ``source`` names the document in errors. Items that cannot be articles (no link, an
@@ -230,8 +258,9 @@ def parse_feed(
                 guid=entry.get("id", ""),
                 # feedparser's "author" is "Name (email)" for Atom; readers get the name.
                 author=(entry.get("author_detail") or {}).get("name") or entry.get("author", ""),
-                language=entry.get("language") or feed_language,
+                language=_entry_language(entry, feed_language),
                 topics=[tag.get("term", "") for tag in entry.get("tags", [])],
+                feed_language=feed_language,
             )
         )
     return items
@@ -247,15 +276,33 @@ def ingest_document(
 def store_items(
     session: Session, items: list[ArticleInput], feed_id: int | None = None
 ) -> IngestResult:
-    """Store parsed items once each (an item that cannot be stored is counted, not raised)."""
+    """Store parsed items once each (an item that cannot be stored is counted, not raised).
+
+    Items of one document are never merged into one article; a document that repeats
+    a guid keeps its first occurrence. The feed's --language, when set, replaces the
+    language the document declares (an entry's own language still wins).
+    """
     added = updated = unchanged = rejected = 0
+    feed = session.get(Feed, feed_id) if feed_id is not None else None
+    override = feed.language if feed is not None else None
+    matched: set[int] = set()
+    keys: set[str] = set()
     for item in items:
+        key = item_key(item, feed_id)
+        if key in keys:
+            unchanged += 1
+            continue
+        keys.add(key)
         try:
             with session.begin_nested():
-                result = upsert_article(session, item, feed_id=feed_id)
+                result = upsert_article(
+                    session, item, feed_id=feed_id, exclude=matched,
+                    feed_language=override or item.feed_language,
+                )  # fmt: skip
         except GazetteError:
             rejected += 1
             continue
+        matched.add(result.article_id)
         if result.created:
             added += 1
         elif result.changed:
@@ -366,18 +413,23 @@ def add_feed(
     topic: str | None = None,
     newsletter_slug: str | None = None,
     interval_minutes: int | None = None,
+    language: str | None = None,
 ) -> int:
     """Register a feed to poll; its items get ``topic`` as well as their own categories.
 
     The URL is stored normalised; a second spelling of an active feed is refused, and a
     removed feed's URL restores it (its articles were kept) with the options given.
     ``interval_minutes`` defaults to 15 for a new feed and keeps a restored one's.
+    ``language`` replaces the language the feed declares (an entry's own still wins).
     """
     url, restoring = prepare_feed_url(session, url)
     if interval_minutes is not None and interval_minutes < 1:
         raise GazetteError(
             f"The poll interval must be at least one minute, not {interval_minutes}."
         )
+    feed_language = normalise_language(language)
+    if language is not None and feed_language is None:
+        raise GazetteError(f"--language {language!r} is not a language tag (uk, en, ja-JP).")
     if restoring is not None:
         feed = session.get_one(Feed, restoring)
         feed.url, feed.removed_at = url, None
@@ -386,6 +438,8 @@ def add_feed(
         session.add(feed)
     if interval_minutes is not None:
         feed.poll_interval_seconds = interval_minutes * 60
+    if language is not None:
+        feed.language = feed_language
     if topic:
         feed.topic_id = topic_for(session, topic).id
     if newsletter_slug:

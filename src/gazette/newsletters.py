@@ -16,6 +16,7 @@ from gazette.errors import ConfigError, GazetteError
 from gazette.store.models import Newsletter
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,79}$")
+ARTICLE_LANGUAGES = ("all", "own")
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,8 @@ def create_newsletter(
     from_address: str | None = None,
     list_id: str | None = None,
     allow_frequency: bool = False,
+    max_age_days: int = 14,
+    article_languages: str = "all",
 ) -> int:
     """Create a newsletter and return its id; the slug must be new."""
     if not SLUG.match(slug):
@@ -141,6 +144,7 @@ def create_newsletter(
             f"Minimum articles ({min_articles}) must be at least 1 and at most "
             f"the maximum ({max_articles})."
         )
+    _check_selection(max_age_days, article_languages)
     newsletter = Newsletter(
         slug=slug,
         name=name.strip() or slug,
@@ -151,6 +155,8 @@ def create_newsletter(
         from_address=_sender(from_address),
         list_id=list_id,
         allow_frequency=allow_frequency,
+        max_age_days=max_age_days,
+        article_languages=article_languages,
     )
     try:
         with session.begin_nested():
@@ -158,6 +164,36 @@ def create_newsletter(
     except IntegrityError:
         raise GazetteError(f"A newsletter {slug!r} already exists.") from None
     return newsletter.id
+
+
+def _check_selection(max_age_days: int, article_languages: str) -> None:
+    """Refuse a look-back window under a day and a language mode other than all or own."""
+    if max_age_days < 1:
+        raise GazetteError(f"The look-back window must be at least one day, not {max_age_days}.")
+    if article_languages not in ARTICLE_LANGUAGES:
+        raise GazetteError(f"Article languages must be 'all' or 'own', not {article_languages!r}.")
+
+
+def retire_newsletter(session: Session, slug: str, now: datetime) -> bool:
+    """Retire a newsletter: no longer offered or scheduled; its issues and archive stay.
+
+    Returns False when it was already retired.
+    """
+    newsletter = newsletter_by_slug(session, slug)
+    if newsletter.retired_at is not None:
+        return False
+    newsletter.retired_at = now
+    session.flush()
+    return True
+
+
+def offered_newsletters(session: Session) -> list[Newsletter]:
+    """The newsletters a reader may subscribe to: every one not retired, by slug."""
+    return list(
+        session.scalars(
+            select(Newsletter).where(Newsletter.retired_at.is_(None)).order_by(Newsletter.slug)
+        )
+    )
 
 
 def ensure_newsletter(session: Session, slug: str, name: str) -> int:
@@ -187,6 +223,8 @@ class NewsletterChanges:
     allow_frequency: bool | None = None
     topics: list[str] | None = None  # topic names; an empty list removes the filter
     template_set: str | None = None
+    max_age_days: int | None = None
+    article_languages: str | None = None
 
 
 def update_newsletter(session: Session, slug: str, changes: NewsletterChanges) -> None:
@@ -214,8 +252,12 @@ def update_newsletter(session: Session, slug: str, changes: NewsletterChanges) -
         raise GazetteError(
             f"Minimum articles ({low}) must be at least 1 and at most the maximum ({high})."
         )
+    max_age = changes.max_age_days if changes.max_age_days is not None else newsletter.max_age_days
+    languages = changes.article_languages or newsletter.article_languages
+    _check_selection(max_age, languages)
     newsletter.schedule_cron, newsletter.timezone = cron, timezone
     newsletter.min_articles, newsletter.max_articles = low, high
+    newsletter.max_age_days, newsletter.article_languages = max_age, languages
     if changes.name is not None:
         newsletter.name = changes.name.strip() or newsletter.name
     if changes.from_address is not None:

@@ -92,8 +92,11 @@ def preview(
     if not article_ids and latest_if_none:
         from_issue, article_ids = _latest_articles(session, newsletter.id, edition)
     if not article_ids:
-        last = "weekly summary" if edition is Edition.WEEKLY else "issue"
-        raise GazetteError(f"{newsletter_slug} has no new articles since its last {last}.")
+        kind = "weekly summary" if edition is Edition.WEEKLY else "issue"
+        raise GazetteError(
+            f"{newsletter_slug} has no articles waiting for its next {kind}: "
+            "every recent article has been carried."
+        )
     # A fresh id per preview: a mail provider drops a second test whose Message-ID it
     # already holds, which would hide the editor's corrected version.
     prepared = prepare(

@@ -219,6 +219,10 @@ def subscribe(
     key = identity_key(address)
     language = check_language(language)
     newsletter = newsletter_by_slug(session, newsletter_slug)
+    if newsletter.retired_at is not None:
+        raise GazetteError(
+            f"The newsletter {newsletter_slug!r} is retired: it takes no new readers."
+        )
     # The mailbox decides, not the spelling: a reader keeps the spelling they first gave.
     found = session.scalar(select(Subscriber).where(Subscriber.email_key == key))
     subscriber: Subscriber

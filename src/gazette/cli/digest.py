@@ -65,10 +65,11 @@ def send(newsletter: str, extra: bool, wait: bool, weekly: bool) -> None:
     """Plan the issue of the current scheduled period and enqueue its batches.
 
     Planning is idempotent: the period's issue is planned once however often this
-    runs. --now plans an extra issue with the articles published since the previous
-    one. --weekly plans the week's summary instead, sent to the readers who chose a
-    weekly frequency (the scheduler plans it at the first tick of each week). With no
-    broker configured the send runs in-process and returns when done.
+    runs. --now plans an extra issue with the articles waiting (published within
+    the look-back window and not sent yet). --weekly plans the week's summary
+    instead, sent to the readers who chose a weekly frequency (the scheduler plans
+    it at the first tick of each week). With no broker configured the send runs
+    in-process and returns when done.
 
     When the relay refuses the session (a wrong password, a refused sender, TLS, or
     no answer at all), the deliveries stay pending and are retried later, nobody is

@@ -35,6 +35,7 @@ def _describe(feed: Feed) -> dict[str, Any]:
         "rejections": feed.last_rejections.splitlines() if feed.last_rejections else [],
         "removed_at": feed.removed_at.isoformat() if feed.removed_at else None,
         "etag": feed.etag,
+        "language": feed.language,
     }
 
 
@@ -51,7 +52,7 @@ def feeds() -> None:
 @feeds.command()
 @click.argument("url")
 @click.option("--topic", help="Topic given to every article of this feed.")
-@click.option("--newsletter", "slug", help="Newsletter this feed mainly serves.")
+@click.option("--newsletter", "slug", help="The only newsletter this feed's articles go to.")
 @click.option(
     "--interval",
     type=click.IntRange(1),
@@ -62,8 +63,14 @@ def feeds() -> None:
     is_flag=True,
     help="Add it without fetching it first (a feed that is down on purpose).",
 )
+@click.option("--language", help="Language of its articles, over what the feed declares.")
 def add(
-    url: str, topic: str | None, slug: str | None, interval: int | None, no_check: bool
+    url: str,
+    topic: str | None,
+    slug: str | None,
+    interval: int | None,
+    no_check: bool,
+    language: str | None,
 ) -> None:
     """Register a feed; beat polls it every --interval minutes.
 
@@ -84,7 +91,12 @@ def add(
         check_feed(normal)
     with transaction(rt.sessions) as session:
         feed_id = add_feed(
-            session, normal, topic=topic, newsletter_slug=slug, interval_minutes=interval
+            session,
+            normal,
+            topic=topic,
+            newsletter_slug=slug,
+            interval_minutes=interval,
+            language=language,
         )
     click.echo(f"Feed {feed_id} {'restored' if restoring else 'added'}: {normal}")
 

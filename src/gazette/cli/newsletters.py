@@ -8,16 +8,28 @@ import click
 from rich.table import Table
 
 from gazette.cli.app import console, main, print_json, runtime
+from gazette.digests import waiting_articles
 from gazette.errors import GazetteError
 from gazette.newsletters import (
+    ARTICLE_LANGUAGES,
     NewsletterChanges,
     create_newsletter,
     list_newsletters,
     newsletter_by_slug,
+    retire_newsletter,
     update_newsletter,
 )
 from gazette.store.db import transaction
-from gazette.store.models import Newsletter
+from gazette.store.models import Newsletter, utcnow
+
+MAX_AGE_HELP = (
+    "Look-back window in days: an article published within it that the newsletter "
+    "has not sent yet goes in the next issue (late or overflowing ones roll over)."
+)
+LANGUAGES_HELP = (
+    "all: every reader gets every article; own: each reader gets the articles in "
+    "their languages plus those with none (--max-articles then caps each language)."
+)
 
 
 def _describe(newsletter: Newsletter) -> dict[str, Any]:
@@ -33,6 +45,9 @@ def _describe(newsletter: Newsletter) -> dict[str, Any]:
         "topics": sorted(t.slug for t in newsletter.topics),
         "allow_frequency": newsletter.allow_frequency,
         "template_set": newsletter.template_set,
+        "max_age_days": newsletter.max_age_days,
+        "article_languages": newsletter.article_languages,
+        "retired_at": newsletter.retired_at.isoformat() if newsletter.retired_at else None,
     }
 
 
@@ -66,23 +81,33 @@ def newsletters() -> None:
     is_flag=True,
     help="Readers may choose every issue or a weekly summary (schedule more often than weekly).",
 )
+@click.option("--max-age", default=14, show_default=True, type=click.IntRange(1), help=MAX_AGE_HELP)
+@click.option(
+    "--article-languages",
+    type=click.Choice(ARTICLE_LANGUAGES),
+    default="all",
+    show_default=True,
+    help=LANGUAGES_HELP,
+)
 def add(
     slug: str, name: str, schedule: str, timezone: str, min_articles: int, max_articles: int,
-    from_address: str | None, list_id: str | None, allow_frequency: bool,
+    from_address: str | None, list_id: str | None, allow_frequency: bool, max_age: int,
+    article_languages: str,
 ) -> None:  # fmt: skip
     """Add a newsletter.
 
     \b
     Example:
       gazette newsletters add weekly --name "The Weekly" \\
-        --schedule "0 8 * * 1" --timezone Europe/Kyiv
+        --schedule "0 8 * * 1" --timezone Europe/Kyiv --max-age 14
     """
     rt = runtime()
     with transaction(rt.sessions) as session:
         create_newsletter(
             session, slug, name, cron=schedule, timezone=timezone, min_articles=min_articles,
             max_articles=max_articles, from_address=from_address, list_id=list_id,
-            allow_frequency=allow_frequency,
+            allow_frequency=allow_frequency, max_age_days=max_age,
+            article_languages=article_languages,
         )  # fmt: skip
     click.echo(f"Newsletter {slug} added: {schedule} ({timezone}).")
 
@@ -101,11 +126,11 @@ def list_(as_json: bool) -> None:
     if as_json:
         print_json({"newsletters": rows})
         return
-    table = Table("slug", "name", "schedule", "timezone", "articles")
+    table = Table("slug", "name", "schedule", "timezone", "articles", "retired")
     for row in rows:
         table.add_row(
             row["slug"], row["name"], row["schedule"], row["timezone"],
-            f"{row['min_articles']}-{row['max_articles']}",
+            f"{row['min_articles']}-{row['max_articles']}", (row["retired_at"] or "")[:10],
         )  # fmt: skip
     console().print(table)
 
@@ -114,14 +139,16 @@ def list_(as_json: bool) -> None:
 @click.argument("slug")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def show(slug: str, as_json: bool) -> None:
-    """Show one newsletter's settings.
+    """Show one newsletter's settings and how many articles wait for its next issue.
 
     \b
     Example:
       gazette newsletters show weekly
     """
     with runtime().sessions() as session:
-        document = _describe(newsletter_by_slug(session, slug))
+        newsletter = newsletter_by_slug(session, slug)
+        document = _describe(newsletter)
+        document["waiting_articles"] = waiting_articles(session, newsletter.id, utcnow())
     if as_json:
         print_json(document)
         return
@@ -148,11 +175,13 @@ def show(slug: str, as_json: bool) -> None:
     help="Readers may pick every issue or a weekly summary.",
 )
 @click.option("--template-set", help="Email templates to use: email/<NAME>.{subject,txt,html}.j2.")
+@click.option("--max-age", type=click.IntRange(1), help=MAX_AGE_HELP)
+@click.option("--article-languages", type=click.Choice(ARTICLE_LANGUAGES), help=LANGUAGES_HELP)
 def edit(
     slug: str, name: str | None, schedule: str | None, timezone: str | None,
     min_articles: int | None, max_articles: int | None, from_address: str | None,
     list_id: str | None, topics: tuple[str, ...], all_topics: bool, allow_frequency: bool | None,
-    template_set: str | None,
+    template_set: str | None, max_age: int | None, article_languages: str | None,
 ) -> None:  # fmt: skip
     """Change a newsletter's settings; options not given stay as they are.
 
@@ -173,7 +202,25 @@ def edit(
         max_articles=max_articles, from_address=from_address, list_id=list_id,
         allow_frequency=allow_frequency, template_set=template_set,
         topics=[] if all_topics else (list(topics) if topics else None),
+        max_age_days=max_age, article_languages=article_languages,
     )  # fmt: skip
     with transaction(rt.sessions) as session:
         update_newsletter(session, slug, changes)
     click.echo(f"Newsletter {slug} updated.")
+
+
+@newsletters.command()
+@click.argument("slug")
+def retire(slug: str) -> None:
+    """Retire a newsletter: no longer offered on the subscribe form or scheduled.
+
+    Its issues, ledger and archive pages are kept.
+
+    \b
+    Example:
+      gazette newsletters retire monthly-brief
+    """
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        done = retire_newsletter(session, slug, utcnow())
+    click.echo(f"Newsletter {slug} retired." if done else f"Newsletter {slug} was already retired.")

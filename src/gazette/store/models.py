@@ -196,6 +196,8 @@ class Newsletter(Base):
     max_age_days: Mapped[int] = mapped_column(Integer, default=14, server_default="14")
     # "all": every reader gets every article; "own": each reader gets their languages'.
     article_languages: Mapped[str] = mapped_column(String(8), default="all", server_default="all")
+    # Set by `newsletters retire`: no longer offered or scheduled; its history is kept.
+    retired_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     topics: Mapped[list[Topic]] = relationship(secondary=newsletter_topic)
@@ -296,22 +298,37 @@ class Feed(Base):
     last_rejections: Mapped[str | None] = mapped_column(Text)
 
 
+article_feed = Table(
+    "article_feed",
+    Base.metadata,
+    Column("article_id", ForeignKey("article.id", ondelete="CASCADE"), primary_key=True),
+    Column("feed_id", ForeignKey("feed.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+
+
 class Article(Base):
     """One published article, stored once whatever its sources."""
 
     __tablename__ = "article"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    guid: Mapped[str] = mapped_column(String(2000), unique=True)
+    # What makes two sightings one article: a global guid as it is, a bare guid scoped
+    # by its feed ("feed:12:123"), or the normalised URL when there is no guid.
+    identity_key: Mapped[str] = mapped_column(String(2100), unique=True)
+    guid: Mapped[str] = mapped_column(String(2000), index=True)
     url: Mapped[str] = mapped_column(String(2000), index=True)
     title: Mapped[str] = mapped_column(String(1000))
     summary: Mapped[str] = mapped_column(Text, default="")
     author: Mapped[str] = mapped_column(String(300), default="")
     language: Mapped[str | None] = mapped_column(String(16))
-    # Hash of title and date: the last resort for recognising an item seen before.
+    # Hash of title and date: never used to match, only to flag a likely duplicate.
     fingerprint: Mapped[str] = mapped_column(String(64), index=True)
+    # Frozen at first sight: an update never moves an article back into a window.
     published_at: Mapped[datetime] = mapped_column(index=True)
+    # The feed it was first seen in; article_feed holds every feed it was seen in.
     feed_id: Mapped[int | None] = mapped_column(ForeignKey("feed.id", ondelete="SET NULL"))
+    # Set by `articles withdraw`: never carried by a future issue.
+    withdrawn_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -334,9 +351,14 @@ class Issue(Base):
     status: Mapped[IssueStatus] = mapped_column(
         _enum(IssueStatus, "issue_status"), default=IssueStatus.PLANNED
     )
-    # Articles published in (since_at, cutoff_at] belong to this issue.
+    # The look-back window: articles published in (since_at, cutoff_at] that the
+    # edition has not carried yet were due for this issue.
     since_at: Mapped[datetime | None]
     cutoff_at: Mapped[datetime]
+    # "carried": chosen by what the edition has carried. "cutoff": planned before
+    # migration 0006 by the old rule; the newest such issue's cutoff is a floor below
+    # which nothing is carried again, so the upgrade flushes nothing old out.
+    selection: Mapped[str] = mapped_column(String(16), default="carried", server_default="carried")
     skip_reason: Mapped[str | None] = mapped_column(String(200))
     planned_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]

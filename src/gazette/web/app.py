@@ -15,7 +15,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from gazette.archive import archived_issue, list_archive
 from gazette.errors import GazetteError, InvalidChoiceError
 from gazette.mailer import DeliveryError
-from gazette.newsletters import list_newsletters
+from gazette.newsletters import offered_newsletters
 from gazette.ratelimit import address_limit_key
 from gazette.rendering import LANGUAGES
 from gazette.runtime import Runtime, current_runtime
@@ -162,7 +162,7 @@ class Views:
 
     def _form(self, status: int, error: str | None = None) -> Response:
         with self.rt.sessions() as session:
-            newsletters = [(n.slug, n.name) for n in list_newsletters(session)]
+            newsletters = [(n.slug, n.name) for n in offered_newsletters(session)]
         chosen = request.values.get("newsletter", "")
         if chosen and chosen not in dict(newsletters):
             return self.message(404, "Not found", f"There is no newsletter {chosen!r}.")
