@@ -42,6 +42,7 @@ class ArticleView:
     author: str
     published_at: datetime
     topics: frozenset[str] = frozenset()
+    language: str | None = None  # normalised primary subtag; None: for every reader
 
 
 @dataclass(frozen=True)

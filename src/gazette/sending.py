@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.bounces import record_bounce
 from gazette.composer import Composer, Reader, SendContext, composer_for, message_id
+from gazette.languages import reader_extra_languages
 from gazette.mailer import Connection, DeliveryError
 from gazette.store.models import (
     Delivery,
@@ -93,7 +94,8 @@ def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipien
     """Load the claimed rows whose subscription is still active, in id order.
 
     One query per chunk whatever its size: the rows joined to the topics their readers
-    chose (a reader with several topics comes back once per topic, and is folded here).
+    chose (a reader with several topics comes back once per topic, and is folded here),
+    with the further languages each reader reads, for routing by language.
     """
     rows = session.execute(
         select(
@@ -104,6 +106,7 @@ def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipien
             Subscriber.email,
             Subscriber.name,
             Subscriber.language,
+            Subscriber.extra_languages,
             Topic.slug,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -128,9 +131,9 @@ def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipien
     # Ordered by delivery id, so a reader's rows (one per chosen topic) are adjacent.
     for delivery_id, group in groupby(rows, key=itemgetter(0)):
         same = list(group)
-        _, subscriber_id, attempts, public_id, email, name, language, _slug = same[0]
+        _, subscriber_id, attempts, public_id, email, name, language, extra, _slug = same[0]
         topics = frozenset(row[-1] for row in same if row[-1] is not None)
-        reader = Reader(public_id, email, name, language, topics)
+        reader = Reader(public_id, email, name, language, topics, reader_extra_languages(extra))
         recipients.append(_Recipient(delivery_id, subscriber_id, attempts, reader))
     return recipients
 
@@ -276,7 +279,7 @@ def _send_chunk(
             if composed is None:
                 outcome.updates.append(
                     {"row_id": recipient.delivery_id, "status": DeliveryStatus.SKIPPED,
-                     "last_error": "no article matches the reader's topics", "lease_until": None}
+                     "last_error": composer.skip_reason(recipient.reader), "lease_until": None}
                 )  # fmt: skip
                 outcome.counts["skipped"] += 1
                 continue
