@@ -253,6 +253,11 @@ class Composer:
         self._by_reader[key] = parts
         return parts
 
+    def articles_for(self, reader: Reader) -> tuple[ArticleView, ...]:
+        """The articles of this issue the reader receives (by language, then topics)."""
+        selection = self._select(reader.language, reader.extra_languages, reader.topics)
+        return tuple(self.prepared.view.articles[n] for n in selection.chosen)
+
     def skip_reason(self, reader: Reader) -> str:
         """Why the reader receives nothing of this issue, for the ledger's last_error."""
         selection = self._select(reader.language, reader.extra_languages, reader.topics)

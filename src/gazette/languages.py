@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from babel import Locale, UnknownLocaleError
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -210,24 +209,14 @@ def ordered(languages: Iterable[str]) -> tuple[str, ...]:
     )
 
 
-@lru_cache(maxsize=256)
-def language_name(code: str) -> str:
-    """A language's own name for itself ("Deutsch", "Українська"), or its code if unknown."""
-    try:
-        locale = Locale.parse(code)
-    except (UnknownLocaleError, ValueError, TypeError):
-        return code
-    name = locale.get_display_name(locale)
-    return name[:1].upper() + name[1:] if name else code
-
-
 @dataclass(frozen=True)
 class LanguageChoices:
     """The further-languages part of a reader's preferences page."""
 
     shown: bool  # only newsletters that route by language show it
-    offered: tuple[str, ...]
+    offered: tuple[str, ...]  # further languages on offer
     chosen: frozenset[str]
+    primary: tuple[str, ...] = SITE_LANGUAGES  # what "Language" may be set to
 
 
 def language_choices(
@@ -236,16 +225,20 @@ def language_choices(
     """Which further languages the reader may choose for this newsletter, and has chosen.
 
     Offered: the languages the newsletter has published in, besides the reader's own.
+    The reader's own language may be any of the site's, any published one, or the one
+    they have (so saving the page never changes it behind their back).
     """
     subscriber = subscriber_by_public_id(session, public_id)
     newsletter = newsletter_by_slug(session, newsletter_slug)
     subscription_for(session, subscriber.id, newsletter.id)
     chosen = reader_extra_languages(subscriber.extra_languages)
-    if newsletter.article_languages != OWN:
-        return LanguageChoices(False, (), chosen)
     own = normalise_tag(subscriber.language)
+    current = {own} if own else set()
+    if newsletter.article_languages != OWN:
+        return LanguageChoices(False, (), chosen, ordered({*SITE_LANGUAGES, *current}))
     published = published_languages(session, newsletter, now)
-    return LanguageChoices(True, ordered(published - {own}), chosen)
+    primary = ordered({*SITE_LANGUAGES, *published, *current})
+    return LanguageChoices(True, ordered(published - current), chosen, primary)
 
 
 def save_extra_languages(
