@@ -9,6 +9,7 @@ The choice is made once per distinct set of languages, never per reader.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -58,6 +59,21 @@ def normalise_tag(tag: str | None) -> str | None:
 def normalise_tags(tags: tuple[str, ...]) -> frozenset[str]:
     """The normalised set of several tags, invalid ones dropped; cached, as readers repeat."""
     return frozenset(t for t in map(normalise_tag, tags) if t is not None)
+
+
+@lru_cache(maxsize=4096)
+def extra_languages_from_json(text: str | None) -> frozenset[str]:
+    """A subscriber's extra_languages as the database's JSON text, as a normalised set.
+
+    The send path reads the column as text: nearly every reader's is "[]", and the
+    same few lists repeat, so per reader this is a cache hit, not a JSON decode.
+    """
+    if not text or text == "[]":
+        return frozenset()
+    try:
+        return reader_extra_languages(json.loads(text))
+    except ValueError:
+        return frozenset()
 
 
 def reader_extra_languages(raw: object) -> frozenset[str]:

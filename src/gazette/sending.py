@@ -17,12 +17,13 @@ from itertools import groupby
 from operator import itemgetter
 from typing import cast
 
-from sqlalchemy import Table, Update, and_, bindparam, func, select, update
+from sqlalchemy import Table, Text, Update, and_, bindparam, func, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.bounces import record_bounce
 from gazette.composer import Composer, Reader, SendContext, composer_for, message_id
-from gazette.languages import reader_extra_languages
+from gazette.languages import extra_languages_from_json
 from gazette.mailer import Connection, DeliveryError
 from gazette.store.models import (
     Delivery,
@@ -106,7 +107,8 @@ def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipien
             Subscriber.email,
             Subscriber.name,
             Subscriber.language,
-            Subscriber.extra_languages,
+            # As text: decoded once per distinct list (languages.py), not once per row.
+            sql_cast(Subscriber.extra_languages, Text),
             Topic.slug,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -133,7 +135,7 @@ def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipien
         same = list(group)
         _, subscriber_id, attempts, public_id, email, name, language, extra, _slug = same[0]
         topics = frozenset(row[-1] for row in same if row[-1] is not None)
-        reader = Reader(public_id, email, name, language, topics, reader_extra_languages(extra))
+        reader = Reader(public_id, email, name, language, topics, extra_languages_from_json(extra))
         recipients.append(_Recipient(delivery_id, subscriber_id, attempts, reader))
     return recipients
 
