@@ -9,7 +9,7 @@ through the app served by waitress. Every check reads what a reader would see.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -143,7 +143,7 @@ def new_newsletter(
 
 
 def add_issue_articles(
-    runtime: Runtime, now: datetime, articles: list[tuple[str, str | None, float]]
+    runtime: Runtime, now: datetime, articles: Sequence[tuple[str, str | None, float]]
 ) -> None:
     """Store the articles; a regional tag ("en-GB") is stored as it came, to be normalised."""
     with transaction(runtime.sessions) as session:
