@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import select
@@ -26,6 +26,8 @@ class ArchivedIssue:
     newsletter_name: str
     date: datetime
     view: IssueView
+    # The languages the page was narrowed to (a reader's own edition); None: all.
+    languages: frozenset[str] | None = None
 
 
 def list_archive(
@@ -49,8 +51,17 @@ def list_archive(
     return [_archived(session, ctx, issue, newsletter) for issue, newsletter in rows]
 
 
-def archived_issue(session: Session, ctx: SendContext, public_id: str) -> ArchivedIssue:
-    """One issue of the archive, or GazetteError when there is no such published issue."""
+def archived_issue(
+    session: Session,
+    ctx: SendContext,
+    public_id: str,
+    languages: frozenset[str] | None = None,
+) -> ArchivedIssue:
+    """One issue of the archive, or GazetteError when there is no such published issue.
+
+    With ``languages`` (from a reader's "view in your browser" link), only the articles
+    in those languages and those without one: the edition that reader received.
+    """
     row = session.execute(
         select(Issue, Newsletter)
         .join(Newsletter, Newsletter.id == Issue.newsletter_id)
@@ -59,7 +70,11 @@ def archived_issue(session: Session, ctx: SendContext, public_id: str) -> Archiv
     if row is None:
         raise GazetteError("There is no such issue in the archive.")
     issue, newsletter = row
-    return _archived(session, ctx, issue, newsletter)
+    item = _archived(session, ctx, issue, newsletter)
+    if languages is None:
+        return item
+    articles = tuple(a for a in item.view.articles if a.language is None or a.language in languages)
+    return replace(item, view=replace(item.view, articles=articles), languages=languages)
 
 
 def _archived(

@@ -1,23 +1,25 @@
 """Composing digest messages: one issue's shared parts, personalised per reader.
 
 An issue is loaded and rendered once per process, language and article set (readers
-who chose the same topics share a render); per reader only the greeting, the links and
-the headers change. Sending, previews and test sends all compose through here.
+who chose the same topics and read the same languages share a render); per reader only
+the greeting, the links and the headers change, and which render a reader gets is one
+dictionary lookup. Sending, previews and test sends all compose through here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gazette.dkim_signing import DkimSigner
+from gazette.languages import ALL, Route, carried_languages, link_languages, normalise_tag, route
 from gazette.mailer import Transport
 from gazette.mime import Envelope, build_message
 from gazette.ratelimit import Throttle
-from gazette.rendering import ArticleView, IssueView, RenderedMessage, Renderer
+from gazette.rendering import LANGUAGES, ArticleView, IssueView, RenderedMessage, Renderer
 from gazette.senders import split_sender
 from gazette.store.models import Article, Issue, IssueArticle, Newsletter, Topic, article_topic
 from gazette.text import html_to_text
@@ -49,6 +51,8 @@ class Reader:
     name: str
     language: str
     topics: frozenset[str] = frozenset()  # chosen topic slugs; empty means everything
+    # Further languages read (normalised), for newsletters that route by language.
+    extra_languages: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,11 @@ class PreparedIssue:
     planned_at: datetime
     view: IssueView
     template_set: str = "digest"
+    # Language routing: "all" or "own", the newsletter's default language, and the
+    # languages it has published in (a reader reading none of them gets the default's).
+    article_languages: str = ALL
+    default_language: str = "en"
+    published: frozenset[str] = frozenset()
 
 
 def domain_of(address: str) -> str:
@@ -107,6 +116,7 @@ def article_views(session: Session, article_ids: list[int]) -> tuple[ArticleView
             author=a.author,
             published_at=a.published_at,
             topics=frozenset(topics.get(a.id, ())),
+            language=normalise_tag(a.language),
         )
         for a in (articles[i] for i in article_ids)
     )
@@ -120,8 +130,13 @@ def prepare(
     date: datetime,
     planned_at: datetime,
     articles: tuple[ArticleView, ...],
+    published: frozenset[str] = frozenset(),
 ) -> PreparedIssue:
-    """Assemble the shared part of an issue's messages."""
+    """Assemble the shared part of an issue's messages.
+
+    ``published``: the languages the newsletter's earlier issues carried; this issue's
+    own articles' languages are added.
+    """
     sender = split_sender(newsletter.from_address or ctx.default_from)
     from_address = sender.address
     # RFC 2919: the identifier stays plain; only the name before it may be encoded.
@@ -134,6 +149,9 @@ def prepare(
         from_address=from_address,
         planned_at=planned_at,
         template_set=newsletter.template_set or "digest",
+        article_languages=newsletter.article_languages or ALL,
+        default_language=normalise_tag(newsletter.default_language) or "en",
+        published=published | {a.language for a in articles if a.language},
         view=IssueView(
             newsletter_name=newsletter.name,
             date=date,
@@ -144,7 +162,7 @@ def prepare(
 
 
 def prepare_issue(session: Session, issue_id: int, ctx: SendContext) -> PreparedIssue:
-    """Load a planned issue's newsletter and frozen articles."""
+    """Load a planned issue's newsletter, frozen articles and published languages."""
     issue = session.get_one(Issue, issue_id)
     newsletter = session.get_one(Newsletter, issue.newsletter_id)
     article_ids = list(
@@ -157,7 +175,25 @@ def prepare_issue(session: Session, issue_id: int, ctx: SendContext) -> Prepared
     return prepare(
         newsletter, ctx, issue_public_id=issue.public_id, date=issue.cutoff_at,
         planned_at=issue.planned_at, articles=article_views(session, article_ids),
+        published=carried_languages(session, newsletter.id, issue_id),
     )  # fmt: skip
+
+
+# What selects a reader's render: (language, further languages, topics).
+_ReaderKey = tuple[str, frozenset[str], frozenset[str]]
+# A render: (template language, article positions, languages named in the archive link).
+_RenderKey = tuple[str, tuple[int, ...], tuple[str, ...]]
+# Distinct reader keys are few (languages x topic choices); this only bounds a pathology.
+_MAX_READER_KEYS = 4096
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """What one reader key receives: its route, and the positions of its articles."""
+
+    route: Route
+    in_languages: tuple[int, ...]
+    chosen: tuple[int, ...]
 
 
 class Composer:
@@ -166,25 +202,74 @@ class Composer:
     def __init__(self, prepared: PreparedIssue, ctx: SendContext) -> None:
         self.prepared = prepared
         self._ctx = ctx
-        self._rendered: dict[tuple[str, tuple[int, ...]], RenderedMessage] = {}
+        self._present = frozenset(a.language for a in prepared.view.articles if a.language)
+        self._rendered: dict[_RenderKey, RenderedMessage] = {}
+        self._by_reader: dict[_ReaderKey, RenderedMessage | None] = {}
 
-    def _parts(self, language: str, topics: frozenset[str]) -> RenderedMessage | None:
-        articles = self.prepared.view.articles
-        chosen = tuple(n for n, a in enumerate(articles) if not topics or a.topics & topics)
-        if not chosen:
-            return None
-        key = (language, chosen)
+    @property
+    def render_count(self) -> int:
+        """How many distinct renders this issue has needed so far in this process."""
+        return len(self._rendered)
+
+    def _select(self, language: str, extra: frozenset[str], topics: frozenset[str]) -> _Selection:
+        """The articles a reader key receives: by language route, then by topics."""
+        prepared, articles = self.prepared, self.prepared.view.articles
+        way = route(
+            prepared.article_languages, language, extra, prepared.published,
+            prepared.default_language,
+        )  # fmt: skip
+        in_languages = tuple(n for n, a in enumerate(articles) if way.admits(a.language))
+        chosen = tuple(n for n in in_languages if not topics or articles[n].topics & topics)
+        return _Selection(way, in_languages, chosen)
+
+    def _render(self, language: str, selection: _Selection) -> RenderedMessage:
+        """The shared render of one (language, article set): made once, then reused."""
+        template_language = language if language in LANGUAGES else "en"
+        link = link_languages(selection.route.wanted, self._present)
+        key = (template_language, selection.chosen, link)
         rendered = self._rendered.get(key)
         if rendered is None:
-            view = self.prepared.view
-            if len(chosen) != len(articles):
-                view = IssueView(
-                    newsletter_name=view.newsletter_name, date=view.date,
-                    articles=tuple(articles[n] for n in chosen), archive_url=view.archive_url,
-                )  # fmt: skip
-            rendered = self._ctx.renderer.render_issue(view, language, self.prepared.template_set)
+            view, articles = self.prepared.view, self.prepared.view.articles
+            if len(selection.chosen) != len(articles):
+                view = replace(view, articles=tuple(articles[n] for n in selection.chosen))
+            if link:
+                # "View in your browser" opens the reader's own edition of the issue.
+                view = replace(view, archive_url=f"{view.archive_url}?lang={','.join(link)}")
+            rendered = self._ctx.renderer.render_issue(
+                view, template_language, self.prepared.template_set
+            )
             self._rendered[key] = rendered
         return rendered
+
+    def _parts(self, reader: Reader) -> RenderedMessage | None:
+        """The reader's shared render, or None when none of the issue's articles is theirs."""
+        key = (reader.language, reader.extra_languages, reader.topics)
+        try:
+            return self._by_reader[key]
+        except KeyError:
+            pass
+        selection = self._select(*key)
+        parts = self._render(reader.language, selection) if selection.chosen else None
+        if len(self._by_reader) >= _MAX_READER_KEYS:
+            self._by_reader.clear()
+        self._by_reader[key] = parts
+        return parts
+
+    def articles_for(self, reader: Reader) -> tuple[ArticleView, ...]:
+        """The articles of this issue the reader receives (by language, then topics)."""
+        selection = self._select(reader.language, reader.extra_languages, reader.topics)
+        return tuple(self.prepared.view.articles[n] for n in selection.chosen)
+
+    def skip_reason(self, reader: Reader) -> str:
+        """Why the reader receives nothing of this issue, for the ledger's last_error."""
+        selection = self._select(reader.language, reader.extra_languages, reader.topics)
+        topics = reader.topics
+        if topics and not any(a.topics & topics for a in self.prepared.view.articles):
+            return "no article matches the reader's topics"
+        wanted = ", ".join(sorted(selection.route.wanted or ()))
+        if not selection.in_languages:
+            return f"no article in the reader's languages ({wanted})"
+        return f"no article in the reader's languages ({wanted}) matches their topics"
 
     def _links(self, reader: Reader) -> tuple[str, str]:
         """The reader's (unsubscribe URL, preferences URL), each with a signed token."""
@@ -197,8 +282,8 @@ class Composer:
         )
 
     def personalise(self, reader: Reader) -> Personalised | None:
-        """The reader's subject, text and HTML, or None when no article matches their topics."""
-        parts = self._parts(reader.language, reader.topics)
+        """The reader's subject, text and HTML, or None when no article is theirs."""
+        parts = self._parts(reader)
         if parts is None:
             return None
         unsubscribe_url, preferences_url = self._links(reader)
@@ -206,12 +291,12 @@ class Composer:
         return Personalised(parts.subject, text, html, unsubscribe_url, parts.boundary)
 
     def compose(self, reader: Reader, date: datetime) -> tuple[str, bytes] | None:
-        """Return (Message-ID, message bytes), or None when no article matches their topics.
+        """Return (Message-ID, message bytes), or None when no article is theirs (skip_reason).
 
         The bytes are those of build_message over personalise()'s bodies, but only the
         lines holding the reader's greeting and links are encoded for this reader.
         """
-        parts = self._parts(reader.language, reader.topics)
+        parts = self._parts(reader)
         if parts is None:
             return None
         unsubscribe_url, preferences_url = self._links(reader)

@@ -199,34 +199,19 @@ def _plain_title(entry: Any) -> str:
     return title
 
 
-    interval_minutes: int | None = None,
-    language: str | None = None,
-) -> int:
-    """Register a feed to poll; its items get ``topic`` as well as their own categories.
+def _entry_language(entry: Any, feed_language: str | None) -> str | None:
+    """The entry's own language (dc:language, or an xml:lang unlike the feed's), if any."""
+    own = entry.get("language") or (entry.get("title_detail") or {}).get("language")
+    return own if own and own != feed_language else None
 
-    The URL is stored normalised; a second spelling of an active feed is refused, and a
-    removed feed's URL restores it (its articles were kept) with the options given.
-    ``interval_minutes`` defaults to 15 for a new feed and keeps a restored one's.
-    ``language`` replaces the language the feed declares (an entry's own still wins).
-    """
-    url, restoring = prepare_feed_url(session, url)
-    if interval_minutes is not None and interval_minutes < 1:
-        raise GazetteError(
-            f"The poll interval must be at least one minute, not {interval_minutes}."
-        )
-    feed_language = normalise_language(language)
-    if language is not None and feed_language is None:
-        raise GazetteError(f"--language {language!r} is not a language tag (uk, en, ja-JP).")
-    if restoring is not None:
-        feed = session.get_one(Feed, restoring)
-        feed.url, feed.removed_at = url, None
-    else:
-        feed = Feed(url=url, poll_interval_seconds=15 * 60)
-        session.add(feed)
-    if interval_minutes is not None:
-        feed.poll_interval_seconds = interval_minutes * 60
-    if language is not None:
-        feed.language = feed_language
+
+def parse_feed(
+    document: bytes,
+    source: str,
+    *,
+    rejections: list[str] | None = None,
+    content_type: str | None = None,
+) -> list[ArticleInput]:
     """Parse RSS 0.9x/1.0/2.0 or Atom bytes, in any declared encoding, into article inputs.
 
     ``source`` names the document in errors. Items that cannot be articles (no link, an

@@ -99,6 +99,8 @@ def _sender(raw: str | None) -> str | None:
     from gazette.senders import parse_sender
 
     return parse_sender(raw).stored if raw and raw.strip() else None
+
+
 def check_topics_known(session: Session, names: list[str]) -> None:
     """Refuse a topic filter naming a topic no article or feed has (exit 2).
 

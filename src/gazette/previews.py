@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import exists, select
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from gazette.composer import Composer, Personalised, Reader, SendContext, article_views, prepare
 from gazette.digests import WEEKLY_FREQUENCY, editions, select_articles, window_start
 from gazette.errors import GazetteError
+from gazette.languages import carried_languages, reader_extra_languages
 from gazette.newsletters import newsletter_by_slug
 from gazette.store.models import (
     Edition,
@@ -56,6 +57,7 @@ def _reader_for(session: Session, email: str, newsletter_id: int) -> Reader:
         subscriber.name,
         subscriber.language,
         frozenset(topics),
+        reader_extra_languages(subscriber.extra_languages),
     )
 
 
@@ -102,18 +104,22 @@ def preview(
     prepared = prepare(
         newsletter, ctx, issue_public_id=f"preview-{secrets.token_hex(6)}", date=now,
         planned_at=now, articles=article_views(session, article_ids),
+        published=carried_languages(session, newsletter.id),
     )  # fmt: skip
     reader = _reader_for(session, as_email, newsletter.id) if as_email else SAMPLE_READER
     if to is not None:
         # The reader's language and topics, but links that name nobody: an editor who
         # clicks Unsubscribe in a test message must not unsubscribe the real reader.
-        reader = Reader("preview", to, reader.name, reader.language, reader.topics)
+        reader = replace(reader, public_id="preview", email=to)
     composer = Composer(prepared, ctx)
     personal = composer.personalise(reader)
     composed = composer.compose(reader, now)
     if personal is None or composed is None:
-        raise GazetteError(f"No new article matches the topics {reader.email} chose.")
-    return Preview(reader, len(article_ids), personal, composed[1], edition, from_issue)
+        raise GazetteError(f"{reader.email} would receive nothing: {composer.skip_reason(reader)}.")
+    # The reader's own count: with routing by language or topics, not the issue's.
+    return Preview(
+        reader, len(composer.articles_for(reader)), personal, composed[1], edition, from_issue
+    )
 
 
 def _latest_articles(

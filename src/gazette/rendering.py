@@ -17,6 +17,7 @@ from functools import cache, cached_property
 from pathlib import Path
 
 import css_inline
+from babel import Locale, UnknownLocaleError
 from babel.dates import format_date
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
@@ -42,6 +43,7 @@ class ArticleView:
     author: str
     published_at: datetime
     topics: frozenset[str] = frozenset()
+    language: str | None = None  # normalised primary subtag; None: for every reader
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,20 @@ def _fill(body: str, values: tuple[tuple[str, str], ...]) -> str:
     return body
 
 
+@cache
+def language_name(code: str) -> str:
+    """A language's name for itself ("Deutsch", "Українська"), or its code if unknown.
+
+    Forms list languages by their own names: a reader looks for the one they read.
+    """
+    try:
+        locale = Locale.parse(code)
+    except (UnknownLocaleError, ValueError, TypeError):
+        return code
+    name = locale.get_display_name(locale) or code
+    return name[:1].upper() + name[1:]
+
+
 def _autoescape(name: str | None) -> bool:
     # select_autoescape matches on the last suffix only, so ".html.j2" needs naming.
     return name is not None and name.endswith((".html.j2", ".html", ".xml.j2"))
@@ -186,6 +202,7 @@ class Renderer:
                 value, format=fmt, locale=language
             )
             env.globals["language"] = language
+            env.globals["language_name"] = language_name
             self._environments[language] = env
         return env
 

@@ -17,11 +17,13 @@ from itertools import groupby
 from operator import itemgetter
 from typing import cast
 
-from sqlalchemy import Table, Update, and_, bindparam, func, or_, select, update
+from sqlalchemy import Table, Text, Update, and_, bindparam, func, or_, select, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.bounces import record_bounce
 from gazette.composer import Composer, Reader, SendContext, composer_for, message_id
+from gazette.languages import extra_languages_from_json
 from gazette.mailer import RELAY_STEPS, Connection, DeliveryError, Fault
 from gazette.store.models import (
     Delivery,
@@ -96,7 +98,8 @@ def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipien
     """Load the claimed rows whose subscription is still active, in id order.
 
     One query per chunk whatever its size: the rows joined to the topics their readers
-    chose (a reader with several topics comes back once per topic, and is folded here).
+    chose (a reader with several topics comes back once per topic, and is folded here),
+    with the further languages each reader reads, for routing by language.
     """
     rows = session.execute(
         select(
@@ -107,6 +110,8 @@ def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipien
             Subscriber.email,
             Subscriber.name,
             Subscriber.language,
+            # As text: decoded once per distinct list (languages.py), not once per row.
+            sql_cast(Subscriber.extra_languages, Text),
             Topic.slug,
         )
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
@@ -131,9 +136,9 @@ def _recipients(session: Session, delivery_ids: Sequence[int]) -> list[_Recipien
     # Ordered by delivery id, so a reader's rows (one per chosen topic) are adjacent.
     for delivery_id, group in groupby(rows, key=itemgetter(0)):
         same = list(group)
-        _, subscriber_id, attempts, public_id, email, name, language, _slug = same[0]
+        _, subscriber_id, attempts, public_id, email, name, language, extra, _slug = same[0]
         topics = frozenset(row[-1] for row in same if row[-1] is not None)
-        reader = Reader(public_id, email, name, language, topics)
+        reader = Reader(public_id, email, name, language, topics, extra_languages_from_json(extra))
         recipients.append(_Recipient(delivery_id, subscriber_id, attempts, reader))
     return recipients
 
@@ -297,7 +302,7 @@ def _send_chunk(
             if composed is None:
                 outcome.updates.append(
                     {"row_id": recipient.delivery_id, "status": DeliveryStatus.SKIPPED,
-                     "last_error": "no article matches the reader's topics", "lease_until": None}
+                     "last_error": composer.skip_reason(recipient.reader), "lease_until": None}
                 )  # fmt: skip
                 outcome.counts["skipped"] += 1
                 continue

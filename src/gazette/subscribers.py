@@ -7,6 +7,7 @@ in links by an opaque public id, never by address or row id.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -83,10 +84,14 @@ def suppression_hashes(address: str) -> list[str]:
     return [current, legacy]
 
 
-def check_language(language: str) -> str:
-    """Return the language code, or raise GazetteError naming it."""
+def check_language(language: str, also: Collection[str] = ()) -> str:
+    """Return the language code, or raise GazetteError naming it.
+
+    ``also``: further codes accepted, such as those a newsletter publishes articles in
+    (its messages are then worded in English).
+    """
     code = language.strip().lower()
-    if code not in LANGUAGES:
+    if code not in LANGUAGES and code not in also:
         raise GazetteError(
             f"Language {language!r} is not one Gazette has templates for ({', '.join(LANGUAGES)})."
         )
@@ -206,6 +211,7 @@ def subscribe(
     confirmed: bool = False,
     allow_smtputf8: bool = False,
     reader_request: bool = False,
+    languages: Collection[str] = (),
 ) -> SubscribeResult:
     """Add (or find) the reader for ``email`` and subscribe them to a newsletter.
 
@@ -213,11 +219,12 @@ def subscribe(
     subscription stays pending until the reader confirms. ``reader_request`` marks a
     request from the reader themself (the web form): only that may turn an earlier
     unsubscribe back into a pending subscription. An operator's add or import never
-    undoes an unsubscribe, and never brings back a forgotten address.
+    undoes an unsubscribe, and never brings back a forgotten address. ``languages``:
+    further languages accepted (those the subscribe form offered).
     """
     address = check_address(email, allow_smtputf8=allow_smtputf8)
     key = identity_key(address)
-    language = check_language(language)
+    language = check_language(language, languages)
     newsletter = newsletter_by_slug(session, newsletter_slug)
     if newsletter.retired_at is not None:
         raise GazetteError(
@@ -502,13 +509,17 @@ def update_preferences(
     language: str,
     topics: list[str],
     frequency: str | None,
+    languages: Collection[str] = (),
 ) -> None:
-    """Save a reader's choices: language, topics (none means all), and frequency."""
+    """Save a reader's choices: language, topics (none means all), and frequency.
+
+    ``languages``: further languages accepted (those the preferences page offered).
+    """
     subscriber = subscriber_by_public_id(session, public_id)
     newsletter = newsletter_by_slug(session, newsletter_slug)
     subscription = subscription_for(session, subscriber.id, newsletter.id)
     try:
-        subscriber.language = check_language(language)
+        subscriber.language = check_language(language, languages)
     except GazetteError as error:
         raise InvalidChoiceError(str(error)) from None
     offered = {t.slug: t for t in _offered_topics(session, newsletter)}

@@ -14,8 +14,15 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from gazette.archive import archived_issue, list_archive
 from gazette.errors import GazetteError, InvalidChoiceError
+from gazette.languages import (
+    language_choices,
+    offered_languages,
+    ordered,
+    parse_link_languages,
+    save_extra_languages,
+)
 from gazette.mailer import DeliveryError
-from gazette.newsletters import offered_newsletters
+from gazette.newsletters import newsletter_by_slug, offered_newsletters
 from gazette.ratelimit import address_limit_key
 from gazette.rendering import LANGUAGES
 from gazette.runtime import Runtime, current_runtime
@@ -139,9 +146,17 @@ class Views:
         return self.page("archive", issues=issues)
 
     def archive_issue(self, public_id: str) -> Response:
-        """GET /archive/<id>: one issue as a web page (the "view in browser" link)."""
+        """GET /archive/<id>: one issue as a web page (the "view in browser" link).
+
+        ``?lang=uk,en`` (what a reader's link carries when the newsletter routes by
+        language) shows that reader's edition: those languages' articles only.
+        """
+        try:
+            languages = parse_link_languages(request.args.get("lang"))
+        except GazetteError as error:
+            return self.message(400, "This link does not work", str(error))
         with self.rt.sessions() as session:
-            item = archived_issue(session, self.rt.send_context, public_id)
+            item = archived_issue(session, self.rt.send_context, public_id, languages)
         return self.page("archive_issue", item=item)
 
     def archive_feed(self) -> Response:
@@ -162,14 +177,24 @@ class Views:
 
     def _form(self, status: int, error: str | None = None) -> Response:
         with self.rt.sessions() as session:
-            newsletters = [(n.slug, n.name) for n in offered_newsletters(session)]
-        chosen = request.values.get("newsletter", "")
-        if chosen and chosen not in dict(newsletters):
-            return self.message(404, "Not found", f"There is no newsletter {chosen!r}.")
+            listed = offered_newsletters(session)
+            newsletters = [(n.slug, n.name) for n in listed]
+            chosen = request.values.get("newsletter", "")
+            if chosen and chosen not in dict(newsletters):
+                return self.message(404, "Not found", f"There is no newsletter {chosen!r}.")
+            # The languages the newsletter publishes (of every listed one when the
+            # form lets the reader pick the newsletter).
+            shown = [n for n in listed if n.slug == chosen] if chosen else listed
+            languages = (
+                ordered(code for n in shown for code in offered_languages(session, n, utcnow()))
+                or LANGUAGES
+            )
+        posted = request.form.get("language")
         return self.page(
             "subscribe", status, newsletters=newsletters, chosen=chosen, error=error,
             email=request.form.get("email", ""), name=request.form.get("name", ""),
-            languages=LANGUAGES, chosen_language=self.language(request.form.get("language")),
+            languages=languages,
+            chosen_language=posted if posted in languages else self.language(posted),
         )  # fmt: skip
 
     def subscribe(self) -> Response:
@@ -195,11 +220,12 @@ class Views:
             return sent_page
         try:
             with self.rt.sessions() as session, session.begin():
+                offered = offered_languages(session, newsletter_by_slug(session, slug), utcnow())
                 result = subscribe(
                     session, email, slug, self.origin(),
                     name=request.form.get("name", ""),
                     language=request.form.get("language") or self.language(),
-                    allow_smtputf8=settings.smtputf8, reader_request=True,
+                    allow_smtputf8=settings.smtputf8, reader_request=True, languages=offered,
                 )  # fmt: skip
         except GazetteError as error:
             return self._form(400, error=str(error))
@@ -254,12 +280,21 @@ class Views:
                 subscriber = subscriber_by_public_id(session, public_id)
                 unsubscribe_all(session, subscriber.id, self.origin())
                 return "unsubscribed"
+            choices = language_choices(session, public_id, newsletter_slug, utcnow())
             update_preferences(
                 session, public_id, newsletter_slug, self.origin(),
                 language=request.form.get("language", "en"),
                 topics=request.form.getlist("topic"),
                 frequency=request.form.get("frequency") or None,
+                languages=choices.primary,
             )  # fmt: skip
+            # Only a form that showed the further languages may change them: ticking
+            # none of the boxes sends nothing, which must mean "none", not "unchanged".
+            if choices.shown and request.form.get("extra_languages_shown"):
+                save_extra_languages(
+                    session, public_id, newsletter_slug, self.origin(),
+                    request.form.getlist("extra_language"), utcnow(),
+                )  # fmt: skip
             return "saved"
 
     def preferences(self, token: str) -> Response:
@@ -277,9 +312,11 @@ class Views:
             saved = ""
         with self.rt.sessions() as session:
             current = preferences(session, claims.subscriber, claims.newsletter)
+            choices = language_choices(session, claims.subscriber, claims.newsletter, utcnow())
         return self.page(
             "preferences", language=current.language, token=token, prefs=current,
-            saved=saved, languages=LANGUAGES, frequencies=FREQUENCIES,
+            saved=saved, languages=choices.primary, frequencies=FREQUENCIES,
+            extra_languages=choices,
         )  # fmt: skip
 
 

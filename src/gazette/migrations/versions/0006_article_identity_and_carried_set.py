@@ -1,7 +1,7 @@
 """article identity and the carried set: identity key, article_feed, retire, withdraw
 
 Revision ID: 5e1ec7000006
-Revises: 4a1c0de5e1ec
+Revises: 1de0517e0005
 Create Date: 2026-12-05
 
 """
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision: str = '5e1ec7000006'
-down_revision: Union[str, Sequence[str], None] = '4a1c0de5e1ec'
+down_revision: Union[str, Sequence[str], None] = '1de0517e0005'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

@@ -1,7 +1,7 @@
 """feed removal and rejection reasons: feed.removed_at, feed.last_rejections
 
 Revision ID: feed50000007
-Revises: 4a1c0de5e1ec
+Revises: 5e1ec7000006
 Create Date: 2026-12-05
 
 """
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision: str = 'feed50000007'
-down_revision: Union[str, Sequence[str], None] = '4a1c0de5e1ec'
+down_revision: Union[str, Sequence[str], None] = '5e1ec7000006'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
