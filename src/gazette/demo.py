@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gazette.feeds import IngestResult, ingest_document
+from gazette.feeds import IngestResult, parse_feed, store_items
 from gazette.newsletters import ensure_newsletter
 from gazette.resources import shipped_dir
-from gazette.store.models import Delivery, DeliveryStatus
+from gazette.store.models import Delivery, DeliveryStatus, utcnow
 from gazette.subscribers import Origin, subscribe
 
 NEWSLETTER = "meridian-weekly"
@@ -38,10 +39,22 @@ def example_feed() -> Path:
     return shipped_dir("examples") / "feed.xml"
 
 
-def seed(session: Session) -> DemoSeed:
-    """Load the example feed, the demo newsletter and its readers; idempotent."""
+def seed(session: Session, now: datetime | None = None) -> DemoSeed:
+    """Load the example feed, the demo newsletter and its readers; idempotent.
+
+    The example posts are moved forward in time so the newest is a day old: an issue
+    carries only what was published within the newsletter's look-back window, so a
+    demo run weeks after the example was written would otherwise find nothing to send.
+    Publication dates are frozen at first sight, so a second run keeps them.
+    """
     feed = example_feed()
-    ingest = ingest_document(session, feed.read_bytes(), str(feed))
+    items = parse_feed(feed.read_bytes(), str(feed))
+    if items:
+        # Whole days, so runs on the same day give the same dates (nothing "updated").
+        newest = max(i.published_at for i in items)
+        shift = timedelta(days=((now or utcnow()).date() - newest.date()).days - 1)
+        items = [replace(i, published_at=i.published_at + shift) for i in items]
+    ingest = store_items(session, items)
     newsletter_id = ensure_newsletter(session, NEWSLETTER, NEWSLETTER_NAME)
     origin = Origin(source="demo")
     added = 0
