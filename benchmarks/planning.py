@@ -34,10 +34,30 @@ def seeded(kind: str, subscribers: int, folder: Path) -> Iterator[tuple[Runtime,
         runtime = data.install_runtime(env, folder)
         try:
             newsletter_id = data.seed_issue_content(runtime)
+            _route_by_language(runtime, newsletter_id)
             seconds = data.seed_readers(runtime.engine, newsletter_id, subscribers)
             yield runtime, newsletter_id, seconds
         finally:
             use_runtime(None)
+
+
+def _route_by_language(runtime: Runtime, newsletter_id: int) -> None:
+    """Language routing on: the articles in en, uk and ja, the newsletter on ``own``.
+
+    Planning then caps each language group; the readers (seeded in the same three
+    languages) receive their own at sending time.
+    """
+    with runtime.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE newsletter SET article_languages = 'own' WHERE id = :id"),
+            {"id": newsletter_id},
+        )
+        connection.execute(
+            text(
+                "UPDATE article SET language = CASE id % 3 WHEN 0 THEN 'en' "
+                "WHEN 1 THEN 'uk' ELSE 'ja' END"
+            )
+        )
 
 
 def _clear_ledger(runtime: Runtime) -> None:
