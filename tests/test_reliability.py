@@ -48,6 +48,7 @@ from gazette.digests import plan_issue
 from gazette.errors import GazetteError
 from gazette.imports import FORMULA_LEAD, check_file, export_csv, import_csv
 from gazette.newsletters import create_newsletter
+from gazette.notices import greeting_name
 from gazette.rendering import ArticleView, IssueView
 from gazette.runtime import Runtime
 from gazette.store.db import transaction
@@ -877,10 +878,16 @@ def test_reliability_xss_in_names_and_articles_stays_text(
         }
         assert len(confirmations) == len(payloads)
         for email, message in confirmations.items():
-            name = clean_line(emails[email], 200)
+            # The greeting quotes a name only when it looks like one (notices.greeting_name);
+            # a payload that does not is greeted with no name, which is what must hold.
+            name = greeting_name(clean_line(emails[email], 200))
             body = html_part(message)
             problems += [f"{email} confirmation: {p}" for p in injected(body, confirm_baseline)]
-            if MARKER not in name and (name not in visible(body) or name not in text_part(message)):
+            if (
+                name
+                and MARKER not in name
+                and (name not in visible(body) or name not in text_part(message))
+            ):
                 problems.append(f"{email} confirmation: the name is not shown as text")
             if [a.addr_spec for a in message["To"].addresses] != [email]:
                 problems.append(f"{email} confirmation: To is {message['To']!r}")
@@ -935,7 +942,9 @@ def test_reliability_xss_in_names_and_articles_stays_text(
         for received in digests:
             message = parsed(received)
             email = received.recipients[0]
-            name = clean_line(emails[email], 200)
+            # The greeting quotes a name only when it looks like one (notices.greeting_name);
+            # a payload that does not is greeted with no name, which is what must hold.
+            name = greeting_name(clean_line(emails[email], 200))
             body = html_part(message)
             language = message["Content-Language"] or ""
             expected = baselines.get(language[:2], baselines["en"])
