@@ -1,4 +1,9 @@
-"""The Celery app, configured from Settings: broker, serialisation, acks, beat schedule."""
+"""The Celery app, configured from Settings: broker, serialisation, acks, beat schedule.
+
+Importing this module only creates the (unconfigured) app: reading the environment can
+fail or create ./var/secret.key, so it waits until Celery first reads the configuration
+(in ``celery worker`` and ``celery beat``), unless ``configure`` was called before.
+"""
 
 from __future__ import annotations
 
@@ -21,15 +26,24 @@ VISIBILITY_TIMEOUT = 3600
 EAGER_BROKER = "memory://localhost/"
 TASK_TIME_LIMIT = 900
 
+# The settings configure() last applied; None until the app is pointed anywhere.
+_applied: Settings | None = None
+
 
 def configure(settings: Settings) -> None:
     """Point the app at the configured broker, or run tasks in-process when there is none.
 
     Safe to call again with other settings (the CLI and tests do): connections opened
     for the previous broker are dropped, or tasks would still be published there.
+    Called again with the same settings (each runtime built for them does), it does
+    nothing, so a running worker's configuration is never rewritten under it.
     """
-    if app.conf.broker_url != (settings.broker_url or EAGER_BROKER):
+    global _applied
+    if settings == _applied:
+        return
+    if _applied is not None and _applied.broker_url != settings.broker_url:
         _drop_broker_connections()
+    _applied = settings
     tick = float(settings.beat_interval)
     app.conf.update(
         broker_url=settings.broker_url or EAGER_BROKER,
@@ -73,9 +87,20 @@ def _drop_broker_connections() -> None:
     kombu_pools.reset()
 
 
-try:
-    configure(load_settings())
-except ConfigError as error:
-    # `celery -A worker` imports this module; a bad setting must read as one sentence.
-    print(f"gazette: {error}", file=sys.stderr)
-    raise SystemExit(2) from None
+@app.on_configure.connect(weak=False)
+def _configure_from_environment(**_kwargs: object) -> None:
+    """Configure from GAZETTE_* when Celery first reads its settings and nobody else did.
+
+    This is how ``celery -A worker worker`` (which ``gazette worker`` runs) is set up.
+    Only ``app.conf.update`` runs here: the configuration is still pending, and reading
+    from it would ask Celery to load it again.
+    """
+    if _applied is not None:
+        return
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        # A bad setting must read as one sentence, not a traceback from inside Celery.
+        print(f"gazette: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    configure(settings)

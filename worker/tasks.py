@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import logging
 
-from gazette import digests, feeds, notices, sending
+from sqlalchemy.orm import Session, sessionmaker
+
+from gazette import dispatch
+from gazette.articles import feeds
+from gazette.digests import ledger, planning, sending
 from gazette.errors import GazetteError
 from gazette.runtime import current_runtime
 from gazette.store.db import transaction
 from gazette.store.models import Edition, utcnow
+from gazette.subscribers import notices
 from worker.app import app
 
 logger = logging.getLogger(__name__)
@@ -25,8 +30,12 @@ def enqueue_issue(issue_id: int) -> int:
     for rows that are not visible yet.
     """
     runtime = current_runtime()
-    with runtime.sessions() as session:
-        batches = digests.pending_batches(session, issue_id, runtime.settings.batch_size)
+    return enqueue_batches(runtime.sessions, runtime.settings.batch_size, issue_id)
+
+
+def enqueue_batches(sessions: sessionmaker[Session], batch_size: int, issue_id: int) -> int:
+    """Enqueue a send task per pending batch of the issue (or its finish when none)."""
+    batches = dispatch.batches(sessions, issue_id, batch_size)
     for low, high in batches:
         send_batch.delay(issue_id, low, high)
     if not batches:
@@ -39,7 +48,7 @@ def plan_newsletter(newsletter_id: int, edition: str = Edition.REGULAR.value) ->
     """Plan the newsletter's issue (of an edition) for the current period, then enqueue it."""
     try:
         with transaction(current_runtime().sessions) as session:
-            result = digests.plan_issue(session, newsletter_id, utcnow(), edition=Edition(edition))
+            result = planning.plan_issue(session, newsletter_id, utcnow(), edition=Edition(edition))
     except GazetteError as error:
         # The weekly choice was withdrawn after beat enqueued this: nothing to send.
         logger.warning("not planning newsletter %s (%s): %s", newsletter_id, edition, error)
@@ -51,7 +60,7 @@ def plan_newsletter(newsletter_id: int, edition: str = Edition.REGULAR.value) ->
 def plan_due_issues() -> None:
     """Beat, every minute: plan every newsletter whose scheduled period has no issue yet."""
     with current_runtime().sessions() as session:
-        due = digests.due_editions(session, utcnow())
+        due = planning.due_editions(session, utcnow())
     for newsletter_id, edition in due:
         plan_newsletter.delay(newsletter_id, edition.value)
 
@@ -60,16 +69,13 @@ def plan_due_issues() -> None:
 def send_batch(issue_id: int, low: int, high: int) -> None:
     """Send the pending deliveries of one id range, then finish the issue if it is done."""
     runtime = current_runtime()
-    sending.send_batch(runtime.sessions, runtime.send_context, issue_id, low, high)
-    with transaction(runtime.sessions) as session:
-        sending.finish_issue(session, issue_id)
+    dispatch.send_range(runtime.sessions, runtime.send_context, issue_id, low, high)
 
 
 @app.task(name="gazette.finish_issue", ignore_result=True, acks_late=True)
 def finish_issue(issue_id: int) -> None:
     """Mark the issue sent with its counts when nothing is left to send."""
-    with transaction(current_runtime().sessions) as session:
-        sending.finish_issue(session, issue_id)
+    dispatch.finish(current_runtime().sessions, issue_id)
 
 
 @app.task(name="gazette.sweep", ignore_result=True, acks_late=True)
@@ -82,9 +88,9 @@ def sweep() -> None:
     runtime = current_runtime()
     with transaction(runtime.sessions) as session:
         sending.reclaim_expired(session)
-        for issue_id in digests.settled_unfinished(session):
-            sending.finish_issue(session, issue_id)
-        issues = digests.resumable_issues(session, utcnow())
+        for issue_id in ledger.settled_unfinished(session):
+            ledger.finish_issue(session, issue_id)
+        issues = ledger.resumable_issues(session, utcnow())
     for issue_id in issues:
         enqueue_issue(issue_id)
 
@@ -96,6 +102,13 @@ def send_confirmation(subscriber_id: int, newsletter_id: int) -> None:
     notices.send_confirmation(
         runtime.sessions, runtime.send_context, runtime.limiter, subscriber_id, newsletter_id
     )
+
+
+@app.task(name="gazette.send_welcome", ignore_result=True, acks_late=True)
+def send_welcome(subscription_id: int) -> None:
+    """Welcome a reader who has just confirmed: what comes when, the latest issue, preferences."""
+    runtime = current_runtime()
+    notices.send_welcome(runtime.sessions, runtime.send_context, subscription_id)
 
 
 @app.task(name="gazette.poll_feed", ignore_result=True, acks_late=True)

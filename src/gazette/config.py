@@ -7,44 +7,53 @@ later as a traceback in a worker.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
+from typing import TypedDict
+from urllib.parse import SplitResult, urlsplit
 
 from dkim.crypto import parse_pem_private_key
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import make_url
 
 from gazette.errors import ConfigError
+from gazette.url_settings import (
+    NO,
+    PREFIX,
+    YES,
+    MailURL,
+    parse_base_url,
+    parse_broker_url,
+    parse_database_url,
+    parse_mail_url,
+)
 
-PREFIX = "GAZETTE_"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+# Links and the rule when no accent colour is set: the theme's blue (contrast 6.7:1).
+DEFAULT_ACCENT = "#1d4ed8"
 
 
 @dataclass(frozen=True)
-class MailURL:
-    """Where mail goes: a Maildir folder or an SMTP relay."""
+class Brand:
+    """Who sends a newsletter: name, site, logo, colour, postal address, privacy policy."""
 
-    scheme: str  # "maildir", "smtp" or "smtps"
-    path: Path | None = None
-    host: str = ""
-    port: int = 0
-    username: str = ""
-    password: str = ""
-    starttls: bool = False
-    timeout: float = 30.0
+    publisher: str = ""
+    website: str = ""
+    logo_url: str = ""
+    accent_colour: str = ""
+    postal_address: str = ""
+    privacy_url: str = ""
 
-    def redacted(self) -> str:
-        """Return the URL for logs and messages, without the password."""
-        if self.scheme == "maildir":
-            return f"maildir://{self.path}"
-        user = f"{self.username}:***@" if self.username else ""
-        return f"{self.scheme}://{user}{self.host}:{self.port}"
+    @property
+    def accent(self) -> str:
+        """The colour for links and the header rule: the brand's, or the theme's blue."""
+        return self.accent_colour or DEFAULT_ACCENT
+
+    @property
+    def address_lines(self) -> list[str]:
+        """The postal address, one entry per non-empty line."""
+        return [line.strip() for line in self.postal_address.splitlines() if line.strip()]
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,14 @@ class Settings:
     dkim_domain: str | None = None
     # The name given with GAZETTE_FROM_ADDRESS ("Name <address>"), or none.
     from_name: str = ""
+    # Sending to a distant relay (issue 20): SMTP connections each worker process keeps
+    # busy at once, and whether to pipeline commands (RFC 2920) when the relay offers it.
+    smtp_connections: int = 10
+    smtp_pipelining: bool = True
+    # SMTP sessions the whole installation may hold open at once (0: no cap).
+    smtp_connections_total: int = 0
+    # The publisher's brand, the default of every newsletter (each may override it).
+    brand: Brand = field(default_factory=Brand)
 
     @property
     def eager(self) -> bool:
@@ -83,7 +100,7 @@ class Settings:
     @property
     def sender(self) -> str:
         """The default sender as one value: ``Name <address>``, or the bare address."""
-        from gazette.senders import Sender
+        from gazette.mail.senders import Sender
 
         return Sender(self.from_name, self.from_address).stored
 
@@ -91,21 +108,6 @@ class Settings:
     def database_url_redacted(self) -> str:
         """Return the database URL without its password, for messages and logs."""
         return make_url(self.database_url).render_as_string(hide_password=True)
-
-
-_USERINFO_PASSWORD = re.compile(r"(://[^/@:]*:)[^@/]*@")
-
-
-def _shown(raw: str) -> str:
-    """The value as error messages show it: a password in a URL is masked."""
-    return _USERINFO_PASSWORD.sub(r"\1***@", raw)
-
-
-def _split(raw: str, name: str) -> SplitResult:
-    try:
-        return urlsplit(raw)
-    except ValueError:
-        raise ConfigError(f"{PREFIX}{name}={_shown(raw)!r} is not a valid URL.") from None
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -133,118 +135,62 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw is None:
         return default
     lowered = raw.strip().lower()
-    if lowered in _TRUE:
+    if lowered in YES:
         return True
-    if lowered in _FALSE:
+    if lowered in NO:
         return False
     raise ConfigError(f"{PREFIX}{name}={raw!r} is not a yes/no value (use 1 or 0).")
 
 
-def parse_database_url(raw: str, name: str = "DATABASE_URL") -> str:
-    """Check a database URL and pin the driver Gazette supports for its dialect."""
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def check_http_url(raw: str, label: str) -> str:
+    """An absolute http(s) URL as given, or ConfigError naming ``label`` and the value.
+
+    The brand's links are shown to every reader: a ``javascript:`` or relative URL
+    would be dead or dangerous in every mail client.
+    """
+    value = raw.strip()
     try:
-        url: URL = make_url(raw)
-    except (ArgumentError, ValueError):
-        raise ConfigError(f"{PREFIX}{name}={_shown(raw)!r} is not a database URL.") from None
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        if url.drivername != "sqlite":
-            raise ConfigError(f"{PREFIX}{name}={_shown(raw)!r}: use the plain sqlite:/// scheme.")
-        if not url.database or url.database == ":memory:":
-            raise ConfigError(
-                f"{PREFIX}{name}={_shown(raw)!r} must name a database file (sqlite:///path/to/file.db)."
-            )
-        return url.render_as_string(hide_password=False)
-    if backend == "postgresql":
-        if url.drivername not in ("postgresql", "postgresql+psycopg"):
-            raise ConfigError(
-                f"{PREFIX}{name}={_shown(raw)!r}: Gazette talks to PostgreSQL through psycopg 3 "
-                "(postgresql+psycopg://)."
-            )
-        if not url.database:
-            raise ConfigError(f"{PREFIX}{name}={_shown(raw)!r} does not name a database.")
-        return url.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    raise ConfigError(
-        f"{PREFIX}{name}={_shown(raw)!r} names an unsupported database; use sqlite:/// or postgresql://."
+        parts = urlsplit(value)
+    except ValueError:
+        parts = SplitResult("", "", "", "", "")
+    if parts.scheme not in ("http", "https") or not parts.netloc or any(c.isspace() for c in value):
+        raise ConfigError(f"{label}={raw!r} is not an http(s) URL.")
+    return value
+
+
+def check_colour(raw: str, label: str) -> str:
+    """A colour as ``#rrggbb`` (lower-cased), or ConfigError naming ``label`` and the value."""
+    value = raw.strip()
+    if not _COLOUR.match(value):
+        raise ConfigError(f"{label}={raw!r} is not a colour written as #rrggbb.")
+    return value.lower()
+
+
+def _brand(env: Mapping[str, str]) -> Brand:
+    """The installation's brand settings, each checked; unset ones are empty."""
+    urls = {}
+    for field_name, name in (("website", "WEBSITE"), ("logo_url", "LOGO_URL"),
+                             ("privacy_url", "PRIVACY_URL")):  # fmt: skip
+        raw = _get(env, name)
+        urls[field_name] = check_http_url(raw, PREFIX + name) if raw else ""
+    colour = _get(env, "ACCENT_COLOUR")
+    address = env.get(PREFIX + "POSTAL_ADDRESS", "").strip()
+    return Brand(
+        publisher=" ".join((_get(env, "PUBLISHER") or "").split()),
+        accent_colour=check_colour(colour, PREFIX + "ACCENT_COLOUR") if colour else "",
+        # A postal address keeps its lines; "\\n" lets one environment line hold several.
+        postal_address=address.replace("\\n", "\n"),
+        **urls,
     )
-
-
-def parse_mail_url(raw: str, name: str = "SMTP_URL") -> MailURL:
-    """Parse ``maildir:///abs/path``, ``smtp://user:pass@host:587?starttls=1`` or ``smtps://``."""
-    parts = _split(raw, name)
-    if parts.scheme == "maildir":
-        if parts.netloc or not parts.path.startswith("/"):
-            raise ConfigError(
-                f"{PREFIX}{name}={_shown(raw)!r}: a Maildir URL needs an absolute path "
-                "(maildir:///var/mail/outbox)."
-            )
-        return MailURL(scheme="maildir", path=Path(unquote(parts.path)))
-    if parts.scheme in ("smtp", "smtps"):
-        try:
-            port = parts.port
-        except ValueError:
-            raise ConfigError(
-                f"{PREFIX}{name}={_shown(raw)!r} has a port that is not a number."
-            ) from None
-        if not parts.hostname:
-            raise ConfigError(f"{PREFIX}{name}={_shown(raw)!r} does not name a host.")
-        query = parse_qs(parts.query, keep_blank_values=True)
-        unknown = set(query) - {"starttls", "timeout"}
-        if unknown:
-            raise ConfigError(
-                f"{PREFIX}{name}={_shown(raw)!r} has unknown options: {', '.join(sorted(unknown))}."
-            )
-        starttls_raw = query.get("starttls", ["0"])[-1].lower()
-        if starttls_raw not in _TRUE | _FALSE:
-            raise ConfigError(f"{PREFIX}{name}={_shown(raw)!r}: starttls must be 1 or 0.")
-        try:
-            timeout = float(query.get("timeout", ["30"])[-1])
-        except ValueError:
-            timeout = math.nan
-        if not (math.isfinite(timeout) and timeout > 0):
-            raise ConfigError(
-                f"{PREFIX}{name}={_shown(raw)!r}: timeout must be a positive number of seconds."
-            )
-        if parts.scheme == "smtps" and starttls_raw in _TRUE:
-            raise ConfigError(
-                f"{PREFIX}{name}={_shown(raw)!r}: smtps:// is already TLS; drop starttls."
-            )
-        return MailURL(
-            scheme=parts.scheme,
-            host=parts.hostname,
-            port=port or (465 if parts.scheme == "smtps" else 25),
-            username=unquote(parts.username or ""),
-            password=unquote(parts.password or ""),
-            starttls=starttls_raw in _TRUE,
-            timeout=timeout,
-        )
-    raise ConfigError(
-        f"{PREFIX}{name}={_shown(raw)!r} is not a mail URL; use maildir:///path, smtp://host:port "
-        "or smtps://host:port."
-    )
-
-
-def _base_url(raw: str) -> str:
-    parts = _split(raw, "BASE_URL")
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"{PREFIX}BASE_URL={raw!r} is not an http(s) URL.")
-    return raw.rstrip("/")
-
-
-def _broker_url(raw: str | None) -> str | None:
-    if raw is None:
-        return None
-    if _split(raw, "BROKER_URL").scheme not in ("redis", "rediss"):
-        raise ConfigError(
-            f"{PREFIX}BROKER_URL={_shown(raw)!r} is not a Redis URL (redis://host:6379/0)."
-        )
-    return raw
 
 
 def _from_address(raw: str) -> tuple[str, str]:
     """The sender name (may be empty) and bare address of GAZETTE_FROM_ADDRESS."""
     # Imported here so importing config stays cheap for tools that only read settings.
-    from gazette.senders import parse_sender
+    from gazette.mail.senders import parse_sender
 
     sender = parse_sender(raw, f"{PREFIX}FROM_ADDRESS")
     return sender.name, sender.address
@@ -324,24 +270,17 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     default_db = f"sqlite:///{var_dir / 'gazette.db'}"
     database_url = parse_database_url(_get(env, "DATABASE_URL") or default_db)
     smtp = parse_mail_url(_get(env, "SMTP_URL") or f"maildir://{var_dir / 'outbox'}")
-    keys_raw = _get(env, "SECRET_KEYS")
-    if keys_raw is None:
-        secret_keys: tuple[str, ...] = (_embedded_secret(var_dir),)
-    else:
-        secret_keys = _secret_keys(keys_raw)
+    secret_keys = _secret_keys_or_embedded(env, var_dir)
     from_name, from_address = _from_address(
         _get(env, "FROM_ADDRESS") or "newsletter@localhost.localdomain"
     )
     dkim_key, dkim_selector, dkim_domain = _dkim(env, from_address)
-    template_raw = _get(env, "TEMPLATE_DIR")
-    template_dir = Path(template_raw).resolve() if template_raw else None
-    if template_dir is not None and not template_dir.is_dir():
-        raise ConfigError(f"{PREFIX}TEMPLATE_DIR={template_raw!r} is not a folder.")
+    template_dir = _template_dir(env)
     return Settings(
         database_url=database_url,
-        broker_url=_broker_url(_get(env, "BROKER_URL")),
+        broker_url=parse_broker_url(_get(env, "BROKER_URL")),
         smtp=smtp,
-        base_url=_base_url(_get(env, "BASE_URL") or "http://localhost:8000"),
+        base_url=parse_base_url(_get(env, "BASE_URL") or "http://localhost:8000"),
         from_address=from_address,
         from_name=from_name,
         dkim_key=dkim_key,
@@ -350,6 +289,32 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         secret_keys=secret_keys,
         template_dir=template_dir,
         var_dir=var_dir,
+        **_tuning(env),
+        brand=_brand(env),
+    )
+
+
+class _Tuning(TypedDict):
+    """The settings that tune batches, limits, the worker and the SMTP sessions."""
+
+    batch_size: int
+    lease_seconds: int
+    smtputf8: bool
+    proxy_hops: int
+    subscribe_limit_per_ip: int
+    subscribe_limit_per_address: int
+    send_rate: int
+    queue: str
+    beat_interval: int
+    messages_per_connection: int
+    smtp_connections: int
+    smtp_pipelining: bool
+    smtp_connections_total: int
+
+
+def _tuning(env: Mapping[str, str]) -> _Tuning:
+    """Read the tuning settings, each checked, in the order their errors are reported."""
+    return _Tuning(
         batch_size=_int(env, "BATCH_SIZE", 500),
         lease_seconds=_int(env, "LEASE_SECONDS", 600, minimum=10),
         smtputf8=_bool(env, "SMTPUTF8", False),
@@ -360,7 +325,42 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         queue=_queue(_get(env, "QUEUE") or "gazette"),
         beat_interval=_int(env, "BEAT_INTERVAL", 60),
         messages_per_connection=_int(env, "MESSAGES_PER_CONNECTION", 1000),
+        smtp_connections=_smtp_connections(env),
+        smtp_pipelining=_bool(env, "SMTP_PIPELINING", True),
+        smtp_connections_total=_int(env, "SMTP_CONNECTIONS_TOTAL", 0, minimum=0),
     )
+
+
+def _secret_keys_or_embedded(env: Mapping[str, str], var_dir: Path) -> tuple[str, ...]:
+    """GAZETTE_SECRET_KEYS when set; otherwise the key kept in ``var/secret.key``."""
+    keys_raw = _get(env, "SECRET_KEYS")
+    if keys_raw is None:
+        return (_embedded_secret(var_dir),)
+    return _secret_keys(keys_raw)
+
+
+def _template_dir(env: Mapping[str, str]) -> Path | None:
+    """GAZETTE_TEMPLATE_DIR as an absolute folder that exists, or None."""
+    template_raw = _get(env, "TEMPLATE_DIR")
+    template_dir = Path(template_raw).resolve() if template_raw else None
+    if template_dir is not None and not template_dir.is_dir():
+        raise ConfigError(f"{PREFIX}TEMPLATE_DIR={template_raw!r} is not a folder.")
+    return template_dir
+
+
+# More connections than this per process would be a typo, not a relay's limit.
+MAX_SMTP_CONNECTIONS = 100
+
+
+def _smtp_connections(env: Mapping[str, str]) -> int:
+    """GAZETTE_SMTP_CONNECTIONS: a whole number from 1 to MAX_SMTP_CONNECTIONS."""
+    value = _int(env, "SMTP_CONNECTIONS", 10)
+    if value > MAX_SMTP_CONNECTIONS:
+        raise ConfigError(
+            f"{PREFIX}SMTP_CONNECTIONS={_get(env, 'SMTP_CONNECTIONS')!r} must be at most "
+            f"{MAX_SMTP_CONNECTIONS} (connections per worker process)."
+        )
+    return value
 
 
 def _embedded_secret(var_dir: Path) -> str:

@@ -2,13 +2,17 @@
 
 Used by the subscribe endpoint (per client IP, per address) and by confirmation mail
 (at most one per address per hour), so a bot cannot turn Gazette into a mail cannon.
+Also the sending rate across workers (Throttle) and the installation-wide cap on open
+SMTP sessions (SessionGate), for relays that limit them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
@@ -137,17 +141,30 @@ class NoThrottle:
 
 
 class RedisThrottle:
-    """At most ``rate`` messages per wall-clock second over all workers sharing Redis."""
+    """At most ``rate`` messages per wall-clock second over all workers sharing Redis.
 
-    def __init__(self, url: str, rate: int, namespace: str) -> None:
+    ``clock`` (seconds since the epoch) and ``sleep`` are the system's unless a test
+    injects its own, to follow the windows without waiting on the real clock.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        rate: int,
+        namespace: str,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._client = redis.Redis.from_url(url)
         self._rate = rate
         self._prefix = f"{namespace}:send-rate:"
+        self._clock = clock
+        self._sleep = sleep
 
     def wait(self) -> None:
         """Take a slot in the current second, or sleep into the next one and try again."""
         while True:
-            now = time.time()
+            now = self._clock()
             key = f"{self._prefix}{int(now)}"
             pipe = self._client.pipeline()
             pipe.incr(key)
@@ -155,22 +172,37 @@ class RedisThrottle:
             count, _ = pipe.execute()
             if int(count) <= self._rate:
                 return
-            time.sleep(max(0.0, math.ceil(now) - now) + 0.001)
+            self._sleep(max(0.0, math.ceil(now) - now) + 0.001)
 
 
 class LocalThrottle:
-    """The same limit within one process, for the embedded default (no Redis)."""
+    """The same limit within one process, for the embedded default (no Redis).
 
-    def __init__(self, rate: float) -> None:
+    ``clock`` (a monotonic one) and ``sleep`` are the system's unless a test injects its own.
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._interval = 1.0 / rate
-        self._next = time.monotonic()
+        self._clock = clock
+        self._sleep = sleep
+        self._next = clock()
+        # Threads share it (the SMTP pool's senders, `gazette run`'s web and scheduler):
+        # each takes its slot under the lock and sleeps outside it, so two never get one.
+        self._lock = threading.Lock()
 
     def wait(self) -> None:
-        """Sleep until this process's next slot."""
-        now = time.monotonic()
-        if self._next > now:
-            time.sleep(self._next - now)
-        self._next = max(self._next, now) + self._interval
+        """Sleep until this thread's slot, taken from the process's next one."""
+        with self._lock:
+            now = self._clock()
+            slot = max(self._next, now)
+            self._next = slot + self._interval
+        if slot > now:
+            self._sleep(slot - now)
 
 
 def make_throttle(broker_url: str | None, rate: int, namespace: str) -> Throttle:
@@ -180,3 +212,87 @@ def make_throttle(broker_url: str | None, rate: int, namespace: str) -> Throttle
     if broker_url:
         return RedisThrottle(broker_url, rate, namespace)
     return LocalThrottle(rate)
+
+
+class SessionGate(Protocol):
+    """How many SMTP sessions the whole installation may hold open at once."""
+
+    def acquire(self, holder: str) -> bool:
+        """Take (or keep, when ``holder`` has it) one session's place; False when all are taken."""
+
+    def release(self, holder: str) -> None:
+        """Give ``holder``'s place back."""
+
+
+class LocalGate:
+    """The cap within one process, for the embedded default (no Redis, one process)."""
+
+    def __init__(self, cap: int) -> None:
+        self._cap = cap
+        self._holders: set[str] = set()
+        self._lock = threading.Lock()
+
+    def acquire(self, holder: str) -> bool:
+        """Take a place when one is free (a holder keeps the one it has)."""
+        with self._lock:
+            if holder in self._holders or len(self._holders) < self._cap:
+                self._holders.add(holder)
+                return True
+            return False
+
+    def release(self, holder: str) -> None:
+        """Give the place back."""
+        with self._lock:
+            self._holders.discard(holder)
+
+
+# Places are scored by when they lapse (Redis's own clock, the same for every machine):
+# a worker killed without releasing frees its sessions' places after the TTL.
+_ACQUIRE_SESSION = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+  redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[2])) * 2)
+  return 1
+end
+return 0
+"""
+
+
+class RedisSessionGate:
+    """At most ``cap`` SMTP sessions open at once over every worker sharing Redis.
+
+    A sorted set of holders, each scored by when its place lapses; a holder renews its
+    place by acquiring again (a session does on each message, at most every few
+    seconds), so a killed worker's places come free after ``ttl`` seconds.
+    """
+
+    def __init__(self, url: str, cap: int, namespace: str, ttl: float = 60.0) -> None:
+        self._client = redis.Redis.from_url(url)
+        self._key = f"{namespace}:smtp-sessions"
+        self._cap = cap
+        self.ttl = ttl
+        self._script = self._client.register_script(_ACQUIRE_SESSION)
+
+    def acquire(self, holder: str) -> bool:
+        """Take or renew ``holder``'s place, atomically; False when the cap is reached."""
+        return bool(self._script(keys=[self._key], args=[self._cap, self.ttl, holder]))
+
+    def release(self, holder: str) -> None:
+        """Give the place back."""
+        self._client.zrem(self._key, holder)
+
+
+def make_session_gate(broker_url: str | None, cap: int, namespace: str) -> SessionGate | None:
+    """The installation-wide SMTP session cap: through Redis, in-process without a broker.
+
+    None when no cap is set (``cap`` 0): each process opens what GAZETTE_SMTP_CONNECTIONS
+    allows.
+    """
+    if cap <= 0:
+        return None
+    if broker_url:
+        return RedisSessionGate(broker_url, cap, namespace)
+    return LocalGate(cap)

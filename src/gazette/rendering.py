@@ -11,7 +11,8 @@ import gettext
 import html
 import io
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cache, cached_property
 from pathlib import Path
@@ -24,8 +25,11 @@ from babel.messages.pofile import read_po
 from babel.support import Translations
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
 
-from gazette.mime import BodyTemplate, QuotedPrintable
+from gazette.config import Brand
+from gazette.digests.intro import Note, note_for
+from gazette.mail.mime import BodyTemplate, QuotedPrintable
 from gazette.resources import shipped_dir
+from gazette.text import wrap_text
 
 LANGUAGES = ("en", "uk", "ja")
 # Keep <style>: media queries cannot be inlined and clients that honour them need them.
@@ -44,6 +48,9 @@ class ArticleView:
     published_at: datetime
     topics: frozenset[str] = frozenset()
     language: str | None = None  # normalised primary subtag; None: for every reader
+    # The featured image (absolute https URL) and its alt text; None when none is shown.
+    image_url: str | None = None
+    image_alt: str = ""
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,13 @@ class IssueView:
     date: datetime
     articles: tuple[ArticleView, ...]
     archive_url: str
+    brand: Brand = field(default_factory=Brand)
+    # The editor's note per language ("" key: for every language), rendered.
+    notes: Mapping[str, Note] = field(default_factory=dict)
+
+    def note(self, language: str) -> Note | None:
+        """The editor's note for a reader of ``language``, or None."""
+        return note_for(self.notes, language)
 
 
 @dataclass(frozen=True)
@@ -121,11 +135,13 @@ class RenderedMessage:
         greeting = self.greeting_named % {"name": name} if name else self.greeting_anonymous
         m = self.markers
         text = (
-            (m.greeting, greeting),
+            # The greeting stands on a line of its own: a long name wraps like the rest.
+            (m.greeting, wrap_text(greeting)),
             (m.unsubscribe_url, unsubscribe_url),
             (m.preferences_url, preferences_url),
         )
-        return text, tuple((marker, html.escape(value)) for marker, value in text)
+        html_values = ((m.greeting, greeting), *text[1:])
+        return text, tuple((marker, html.escape(value)) for marker, value in html_values)
 
 
 def _fill(body: str, values: tuple[tuple[str, str], ...]) -> str:
@@ -221,7 +237,9 @@ class Renderer:
         html = env.get_template(f"email/{name}.html.j2").render(context)
         return RenderedMessage(
             subject=" ".join(subject.split()),
-            text=env.get_template(f"email/{name}.txt.j2").render(context),
+            # Wrapped by display width (78 columns; CJK counts two), breaking only where
+            # a line may break: templates and summaries cannot know the final widths.
+            text=wrap_text(env.get_template(f"email/{name}.txt.j2").render(context)),
             # Gmail and Outlook drop or ignore <style>; inlining happens here, once per
             # issue, language and article set, never per reader.
             html=_INLINER.inline(html),
@@ -235,7 +253,7 @@ class Renderer:
         self, view: IssueView, language: str, template_set: str = "digest"
     ) -> RenderedMessage:
         """Render an issue for one language: the shared part of every message."""
-        return self.render(template_set, language, issue=view)
+        return self.render(template_set, language, issue=view, brand=view.brand)
 
     def has_template_set(self, name: str) -> bool:
         """True when the subject, text and HTML templates of ``name`` all exist."""

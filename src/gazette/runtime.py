@@ -1,7 +1,9 @@
 """The wiring: one Runtime per process, built from Settings, shared by CLI, worker and web.
 
 Entry points ask for ``current_runtime()``; it is built lazily, so a Celery worker
-creates its database engine in the child process after the fork, never before.
+creates its database engine in the child process after the fork, never before. Work an
+entry point hands off (a confirmation, an issue's batches) goes through
+``runtime.dispatcher``: in-process with no broker, the registered queue dispatcher with one.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from gazette.composer import SendContext
 from gazette.config import Settings, load_settings
-from gazette.dkim_signing import DkimSigner
-from gazette.mailer import make_transport
-from gazette.ratelimit import RateLimiter, make_limiter, make_throttle
+from gazette.digests.composer import SendContext
+from gazette.dispatch import Dispatcher, InProcessDispatcher, queue_dispatcher
+from gazette.mail.dkim import DkimSigner
+from gazette.mail.transports import make_transport
+from gazette.ratelimit import RateLimiter, make_limiter, make_session_gate, make_throttle
 from gazette.rendering import Renderer
 from gazette.store.db import make_engine, make_session_factory
 from gazette.tokens import Tokens
@@ -33,35 +36,54 @@ class Runtime:
     renderer: Renderer
     send_context: SendContext
     limiter: RateLimiter
+    dispatcher: Dispatcher
 
 
 def build_runtime(settings: Settings) -> Runtime:
-    """Build the engine, session factory, tokens, renderer and transport for ``settings``."""
+    """Build the engine, session factory, tokens, renderer, transport and dispatcher."""
     engine = make_engine(settings.database_url)
     tokens = Tokens(settings.secret_keys)
     renderer = Renderer(settings.template_dir)
     sessions = make_session_factory(engine)
+    limiter = make_limiter(settings.broker_url, sessions, settings.queue)
+    send_context = SendContext(
+        base_url=settings.base_url,
+        default_from=settings.sender,
+        tokens=tokens,
+        renderer=renderer,
+        transport=make_transport(
+            settings.smtp,
+            settings.messages_per_connection,
+            settings.smtp_connections,
+            pipelining=settings.smtp_pipelining,
+            gate=make_session_gate(
+                settings.broker_url, settings.smtp_connections_total, settings.queue
+            ),
+        ),
+        throttle=make_throttle(settings.broker_url, settings.send_rate, settings.queue),
+        signer=_signer(settings),
+        lease=timedelta(seconds=settings.lease_seconds),
+        brand=settings.brand,
+    )
+    dispatcher: Dispatcher = (
+        InProcessDispatcher(sessions, send_context, limiter, settings.batch_size)
+        if settings.eager
+        else queue_dispatcher(settings, sessions)
+    )
     return Runtime(
         settings=settings,
         engine=engine,
         sessions=sessions,
-        limiter=make_limiter(settings.broker_url, sessions, settings.queue),
+        limiter=limiter,
         tokens=tokens,
         renderer=renderer,
-        send_context=SendContext(
-            base_url=settings.base_url,
-            default_from=settings.sender,
-            tokens=tokens,
-            renderer=renderer,
-            transport=make_transport(settings.smtp, settings.messages_per_connection),
-            throttle=make_throttle(settings.broker_url, settings.send_rate, settings.queue),
-            signer=_signer(settings),
-            lease=timedelta(seconds=settings.lease_seconds),
-        ),
+        send_context=send_context,
+        dispatcher=dispatcher,
     )
 
 
 def _signer(settings: Settings) -> DkimSigner | None:
+    """The DKIM signer the settings configure, or None when they set no key."""
     if settings.dkim_key is None or settings.dkim_selector is None or not settings.dkim_domain:
         return None
     return DkimSigner(settings.dkim_selector, settings.dkim_domain, settings.dkim_key)

@@ -13,7 +13,7 @@ import enum
 import hmac
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -60,13 +60,15 @@ class TokenClaims:
 class Tokens:
     """Mint and check tokens with the configured keys (newest first)."""
 
-    def __init__(self, secret_keys: Sequence[str]) -> None:
+    def __init__(self, secret_keys: Sequence[str], clock: Callable[[], int] | None = None) -> None:
+        """``clock`` gives the time in whole seconds since the epoch; the system's by default."""
         if not secret_keys:
             raise ValueError("at least one secret key is needed")
         # itsdangerous signs with the *last* key of the list and verifies with all.
         keys = list(reversed(secret_keys))
+        stamper = TimestampSigner if clock is None else _clocked_signer(clock)
         self._serializers = {
-            purpose: URLSafeTimedSerializer(keys, salt=f"gazette.{purpose.value}")
+            purpose: URLSafeTimedSerializer(keys, salt=f"gazette.{purpose.value}", signer=stamper)
             for purpose in Purpose
         }
         # The signer and key each serializer makes on every dumps(), made once here.
@@ -111,6 +113,17 @@ class Tokens:
         ):
             raise TokenError("This link is not valid.")
         return TokenClaims(subscriber=payload[0], newsletter=payload[1])
+
+
+def _clocked_signer(clock: Callable[[], int]) -> type[TimestampSigner]:
+    """The timestamp signer of itsdangerous reading ``clock``, to stamp and age tokens."""
+
+    class ClockedSigner(TimestampSigner):
+        def get_timestamp(self) -> int:
+            """The injected clock's time, in whole seconds."""
+            return clock()
+
+    return ClockedSigner
 
 
 def _b64(data: bytes) -> bytes:

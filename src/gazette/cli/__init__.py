@@ -1,7 +1,8 @@
 """The operator CLI, ``gazette``.
 
 One module per noun; commands resolve arguments and call the same domain functions
-the workers call.
+the workers call. Commands of other packages (the ``worker`` package's ``worker`` and
+``beat``) join through the ``gazette.commands`` entry point group.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from gazette.cli import (  # noqa: F401  (importing registers the commands)
     digest,
     feeds,
     newsletters,
-    processes,
+    run,
     serve,
     setup,
     subscribers,
+    topics,
 )
 from gazette.cli.app import main
 

@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib.metadata import entry_points
 from typing import Any, NoReturn
 
 import click
@@ -27,6 +28,8 @@ from gazette.store.db import check_connection
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# Commands other packages add (the worker package's `worker` and `beat`), by entry point.
+COMMANDS_GROUP = "gazette.commands"
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -36,7 +39,26 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 
 
 class GazetteGroup(click.Group):
-    """Turns the errors a user can cause into one sentence and an exit code, no traceback."""
+    """Turns the errors a user can cause into one sentence and an exit code, no traceback.
+
+    Also lists and loads the commands registered under COMMANDS_GROUP, only when asked
+    for, so `gazette serve` never imports the worker package (nor Celery).
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """The group's own commands and the registered ones, sorted."""
+        plugins = {entry.name for entry in entry_points(group=COMMANDS_GROUP)}
+        return sorted({*super().list_commands(ctx), *plugins})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The group's own command of that name, else the registered one, loaded now."""
+        own = super().get_command(ctx, cmd_name)
+        if own is not None:
+            return own
+        for entry in entry_points(group=COMMANDS_GROUP, name=cmd_name):
+            command: click.Command = entry.load()
+            return command
+        return None
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command, mapping ConfigError to exit 2 and GazetteError to exit 1."""
@@ -52,8 +74,8 @@ def runtime(*, require_schema: bool = True) -> Runtime:
     """Build this invocation's runtime from the environment and install it for tasks too.
 
     The database must answer and, unless the command creates it, carry the schema this
-    version expects. The Celery app is pointed at the same settings, so tasks enqueued
-    from the CLI go to the configured broker, or run in-process with none.
+    version expects. Work the command hands off goes through the runtime's dispatcher:
+    to the configured broker, or in-process with none.
     """
     settings = load_settings()
     built = build_runtime(settings)
@@ -68,9 +90,6 @@ def runtime(*, require_schema: bool = True) -> Runtime:
                 "run `gazette db upgrade` (or `gazette init`) first."
             )
     use_runtime(built)
-    from worker.app import configure
-
-    configure(settings)
     return built
 
 

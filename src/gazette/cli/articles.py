@@ -8,10 +8,11 @@ from typing import Any
 
 import click
 from rich.table import Table
-from sqlalchemy import select
 
-from gazette.article_files import read_articles
-from gazette.articles import (
+from gazette.articles.feeds import store_items
+from gazette.articles.files import read_articles
+from gazette.articles.listing import Carried, issues_carrying, recent_articles
+from gazette.articles.service import (
     ArticleInput,
     normalise_language,
     parse_date,
@@ -20,9 +21,8 @@ from gazette.articles import (
 )
 from gazette.cli.app import console, main, print_json, progress, runtime
 from gazette.errors import GazetteError
-from gazette.feeds import store_items
 from gazette.store.db import transaction
-from gazette.store.models import Article, Issue, IssueArticle, Newsletter, utcnow
+from gazette.store.models import Article, utcnow
 
 
 @main.group()
@@ -42,6 +42,11 @@ def articles() -> None:
 @click.option("--topic", "topics", multiple=True, help="Topic name (repeatable).")
 @click.option("--published", help="ISO 8601 date and time (default: now).")
 @click.option("--language", help="Language tag of the article (uk, en-GB: stored as en).")
+@click.option(
+    "--content-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The whole post as an HTML file (UTF-8); the excerpt is made from it without --summary.",
+)
 def add(
     title: str,
     url: str,
@@ -49,6 +54,7 @@ def add(
     topics: tuple[str, ...],
     published: str | None,
     language: str | None,
+    content_file: Path | None,
 ) -> None:
     """Add one article (or update the one with the same URL; its date stays the first).
 
@@ -61,9 +67,17 @@ def add(
     when = parse_date(published) if published else datetime.now(UTC)
     if language is not None and normalise_language(language) is None:
         raise GazetteError(f"--language {language!r} is not a language tag (uk, en, ja-JP).")
+    content = ""
+    if content_file is not None:
+        try:
+            content = content_file.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise GazetteError(f"{content_file} does not exist.") from None
+        except UnicodeDecodeError:
+            raise GazetteError(f"{content_file} is not UTF-8 text.") from None
     item = ArticleInput(
         title=title, url=url, published_at=when, summary=summary, topics=list(topics),
-        language=language,
+        language=language, content=content,
     )  # fmt: skip
     with transaction(rt.sessions) as session:
         result = upsert_article(session, item)
@@ -76,8 +90,8 @@ def add(
 def import_(path: Path) -> None:
     """Import articles from a JSON array or a JSON Lines file, all or nothing.
 
-    Each record has title and url, and optionally summary, published (ISO 8601),
-    topics (a list), guid, author and language.
+    Each record has title and url, and optionally summary, content (the whole post),
+    published (ISO 8601), topics (a list), guid, author and language.
 
     \b
     Example:
@@ -97,6 +111,24 @@ def import_(path: Path) -> None:
     )
 
 
+def _describe(article: Article, carried: list[Carried]) -> dict[str, Any]:
+    """One article as `articles list` shows it, with the issues that carried it."""
+    return {
+        "id": article.id,
+        "title": article.title,
+        "url": article.url,
+        "published_at": article.published_at.isoformat(),
+        "language": article.language,
+        "topics": sorted(t.slug for t in article.topics),
+        "withdrawn_at": article.withdrawn_at.isoformat() if article.withdrawn_at else None,
+        "issues": [
+            {"issue": c.issue_id, "newsletter": c.newsletter_slug, "edition": c.edition.value,
+             "status": c.status.value}
+            for c in carried
+        ],
+    }  # fmt: skip
+
+
 @articles.command(name="list")
 @click.option("--since", help="Only articles published at or after this ISO 8601 date.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1))
@@ -109,35 +141,10 @@ def list_(since: str | None, limit: int, as_json: bool) -> None:
       gazette articles list --since 2026-11-01 --json
     """
     with runtime().sessions() as session:
-        query = select(Article).order_by(Article.published_at.desc()).limit(limit)
-        if since:
-            query = query.where(Article.published_at >= parse_date(since, "--since"))
-        found = list(session.scalars(query))
-        carried: dict[int, list[dict[str, Any]]] = {a.id: [] for a in found}
-        for article_id, issue_id, slug, edition, status in session.execute(
-            select(IssueArticle.article_id, Issue.id, Newsletter.slug, Issue.edition, Issue.status)
-            .join(Issue, Issue.id == IssueArticle.issue_id)
-            .join(Newsletter, Newsletter.id == Issue.newsletter_id)
-            .where(IssueArticle.article_id.in_(list(carried)))
-            .order_by(Issue.id)
-        ):
-            carried[article_id].append(
-                {"issue": issue_id, "newsletter": slug, "edition": edition.value,
-                 "status": status.value}
-            )  # fmt: skip
-        rows: list[dict[str, Any]] = [
-            {
-                "id": a.id,
-                "title": a.title,
-                "url": a.url,
-                "published_at": a.published_at.isoformat(),
-                "language": a.language,
-                "topics": sorted(t.slug for t in a.topics),
-                "withdrawn_at": a.withdrawn_at.isoformat() if a.withdrawn_at else None,
-                "issues": carried[a.id],
-            }
-            for a in found
-        ]
+        when = parse_date(since, "--since") if since else None
+        found = recent_articles(session, when, limit)
+        carried = issues_carrying(session, [a.id for a in found])
+        rows = [_describe(article, carried[article.id]) for article in found]
     if as_json:
         print_json({"articles": rows})
         return

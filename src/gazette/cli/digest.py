@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -10,17 +11,29 @@ import click
 from rich.table import Table
 from sqlalchemy.orm import Session, sessionmaker
 
-from gazette import previews
 from gazette.cli.app import console, main, print_json, progress, runtime
-from gazette.digests import IssueStats, in_flight, issue_stats, plan_issue
+from gazette.digests import previews
+from gazette.digests.intro import give_issue_note
+from gazette.digests.ledger import (
+    ErrorGroup,
+    IssueStats,
+    error_groups,
+    in_flight,
+    issue_stats,
+    refused_by_relay,
+    relay_refusal,
+)
+from gazette.digests.planning import PlanResult, plan_issue
+from gazette.digests.retry import make_waiting_due
 from gazette.errors import GazetteError
-from gazette.mailer import DeliveryError
-from gazette.newsletters import newsletter_by_slug
-from gazette.senders import split_sender
-from gazette.sending import relay_refusal
+from gazette.mail.outcomes import DeliveryError
+from gazette.mail.senders import split_sender
+from gazette.newsletters.brand import read_intro_file
+from gazette.newsletters.service import newsletter_by_slug
+from gazette.runtime import Runtime
 from gazette.store.db import transaction
 from gazette.store.models import Edition, utcnow
-from gazette.subscribers import check_address
+from gazette.subscribers.service import check_address
 
 POLL_SECONDS = 0.5
 
@@ -35,7 +48,8 @@ def digest() -> None:
     """
 
 
-def _describe(stats: IssueStats) -> dict[str, Any]:
+def _describe(stats: IssueStats, errors: list[ErrorGroup]) -> dict[str, Any]:
+    """An issue's counts, and its last errors grouped by reason, as printed by status."""
     rate = stats.rate(utcnow())
     return {
         "issue": stats.issue_id,
@@ -51,6 +65,7 @@ def _describe(stats: IssueStats) -> dict[str, Any]:
         "started_at": stats.started_at.isoformat() if stats.started_at else None,
         "finished_at": stats.finished_at.isoformat() if stats.finished_at else None,
         "messages_per_second": round(rate, 1) if rate is not None else None,
+        "errors": [group.as_json() for group in errors],
     }
 
 
@@ -61,7 +76,12 @@ def _describe(stats: IssueStats) -> dict[str, Any]:
 @click.option(
     "--weekly", is_flag=True, help="The weekly summary, for readers who chose it, this week."
 )
-def send(newsletter: str, extra: bool, wait: bool, weekly: bool) -> None:
+@click.option(
+    "--intro-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Markdown note from the editor above this issue's articles (instead of the standing one).",
+)
+def send(newsletter: str, extra: bool, wait: bool, weekly: bool, intro_file: Path | None) -> None:
     """Plan the issue of the current scheduled period and enqueue its batches.
 
     Planning is idempotent: the period's issue is planned once however often this
@@ -73,48 +93,86 @@ def send(newsletter: str, extra: bool, wait: bool, weekly: bool) -> None:
 
     When the relay refuses the session (a wrong password, a refused sender, TLS, or
     no answer at all), the deliveries stay pending and are retried later, nobody is
-    counted as bounced, and the command exits 1 with the relay's words.
+    counted as bounced, and the command exits 1 with the relay's words. So it does
+    when the relay refused every reader for its own reasons (a 5.7.x policy reply),
+    and whenever nothing could be sent. --wait ends with the counts and the reasons
+    of what failed or waits for a retry, grouped; `gazette digest retry ISSUE` sends
+    what waits once the relay is fixed.
 
     \b
     Example:
       gazette digest send weekly --now --wait
     """
-    from worker.tasks import enqueue_issue
-
     rt = runtime()
     now = utcnow()
+    note = read_intro_file(intro_file) if intro_file is not None else None
     with transaction(rt.sessions) as session:
-        newsletter_id = newsletter_by_slug(session, newsletter).id
-        edition = Edition.WEEKLY if weekly else Edition.REGULAR
-        prefix = "extra-weekly" if weekly else "extra"
-        key = f"{prefix}-{now:%Y-%m-%dT%H:%M:%S}Z" if extra else None
-        plan = plan_issue(session, newsletter_id, now, key, edition)
+        plan = _plan(session, newsletter, now, extra=extra, weekly=weekly, note=note)
     if plan.skip_reason:
         click.echo(
             f"Issue {plan.issue_id} of {newsletter} skipped, nothing sent: {plan.skip_reason}."
         )
         return
-    batches = enqueue_issue(plan.issue_id)
+    batches = rt.dispatcher.enqueue_issue(plan.issue_id)
     state = "planned" if plan.created else "already planned"
     click.echo(
         f"Issue {plan.issue_id} of {newsletter} {state}: {plan.articles} article(s), "
         f"{plan.deliveries} reader(s); {batches} batch(es) enqueued."
     )
     if wait or rt.settings.eager:
-        stats = _follow(rt.sessions, plan.issue_id)
-        click.echo(
-            f"Issue {stats.issue_id}: {stats.sent} sent, {stats.failed} failed, "
-            f"{stats.skipped} skipped, {stats.pending} pending."
+        _settle(rt, plan.issue_id)
+
+
+def _plan(
+    session: Session, slug: str, now: datetime, *, extra: bool, weekly: bool, note: str | None
+) -> PlanResult:
+    """Plan the period's issue (or an extra one, or the weekly summary), with its note."""
+    newsletter_id = newsletter_by_slug(session, slug).id
+    edition = Edition.WEEKLY if weekly else Edition.REGULAR
+    prefix = "extra-weekly" if weekly else "extra"
+    key = f"{prefix}-{now:%Y-%m-%dT%H:%M:%S}Z" if extra else None
+    plan = plan_issue(session, newsletter_id, now, key, edition)
+    if note is not None:
+        give_issue_note(session, plan.issue_id, note, plan.created)
+    return plan
+
+
+def _settle(rt: Runtime, issue_id: int) -> None:
+    """Follow the send to its end and report it with its reasons grouped.
+
+    GazetteError when the relay refused it, or when nothing of it could be sent.
+    """
+    stats = _follow(rt.sessions, issue_id)
+    click.echo(
+        f"Issue {stats.issue_id}: {stats.sent} sent, {stats.failed} failed, "
+        f"{stats.skipped} skipped, {stats.pending} pending."
+    )
+    with rt.sessions() as session:
+        groups = error_groups(session, [issue_id])[issue_id]
+        refusal = relay_refusal(session, issue_id)
+        everyone = refused_by_relay(session, issue_id)
+    for group in groups:
+        click.echo(group.describe())
+    if refusal is None and everyone is not None:
+        words = " ".join(everyone.split())
+        raise GazetteError(
+            f"The relay {rt.settings.smtp.redacted()} refused every reader of issue "
+            f"{issue_id} for its own reasons ({words}); nobody was counted as bounced."
         )
-        with rt.sessions() as session:
-            refusal = relay_refusal(session, plan.issue_id)
-        if refusal is not None:
-            words = " ".join(refusal.split())
-            raise GazetteError(
-                f"The relay {rt.settings.smtp.redacted()} refused to send issue "
-                f"{plan.issue_id} ({words}); its {stats.pending} pending deliveries are "
-                "kept and retried later."
-            )
+    if refusal is not None:
+        words = " ".join(refusal.split())
+        raise GazetteError(
+            f"The relay {rt.settings.smtp.redacted()} refused to send issue "
+            f"{issue_id} ({words}); its {stats.pending} pending deliveries are "
+            f"kept and retried later, and `gazette digest retry {issue_id}` sends them now."
+        )
+    if stats.sent == 0 and groups:
+        # Every reader refused or deferred for reasons about them (a 451 to all, say):
+        # nobody was reached, which a quiet exit 0 would hide.
+        raise GazetteError(
+            f"Nothing of issue {issue_id} could be sent ({groups[0].describe()}); "
+            f"`gazette digest retry {issue_id}` sends what waits."
+        )
 
 
 def in_flight_now(sessions: sessionmaker[Session], issue_id: int) -> bool:
@@ -152,10 +210,11 @@ def status(issues: tuple[int, ...], limit: int, as_json: bool) -> None:
     with runtime().sessions() as session:
         # Issues asked for by id are all shown, however many: --limit is for the newest.
         found = issue_stats(session, list(issues) or None, max(limit, len(issues)))
+        errors = error_groups(session, [s.issue_id for s in found])
     missing = sorted(set(issues) - {s.issue_id for s in found})
     if missing:
         raise GazetteError(f"There is no issue {missing[0]}; `gazette digest status` lists them.")
-    rows = [_describe(s) for s in found]
+    rows = [_describe(s, errors[s.issue_id]) for s in found]
     if as_json:
         print_json({"issues": rows})
         return
@@ -171,6 +230,34 @@ def status(issues: tuple[int, ...], limit: int, as_json: bool) -> None:
             str(row["messages_per_second"] or ""),
         )  # fmt: skip
     console().print(table)
+    for stats in found:
+        for group in errors[stats.issue_id]:
+            click.echo(f"Issue {stats.issue_id}: {group.describe()}")
+
+
+@digest.command()
+@click.argument("issue", type=int)
+@click.option("--wait", is_flag=True, help="Follow the send until every message is settled.")
+def retry(issue: int, wait: bool) -> None:
+    """Send the issue's deliveries that wait for a retry now, not when their backoff ends.
+
+    For after the relay was fixed: the waiting deliveries become due and are sent as
+    `digest send` sends (in-process without a broker, by the workers with one). An
+    unknown issue, a finished one, or one with nothing waiting is an error (exit 1).
+
+    \b
+    Example:
+      gazette digest retry 12 --wait
+    """
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        waiting = make_waiting_due(session, issue, utcnow())
+    batches = rt.dispatcher.enqueue_issue(issue)
+    click.echo(
+        f"Issue {issue}: {waiting} waiting deliveries are due now; {batches} batch(es) enqueued."
+    )
+    if wait or rt.settings.eager:
+        _settle(rt, issue)
 
 
 @digest.command()

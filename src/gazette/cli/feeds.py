@@ -9,18 +9,16 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from gazette.cli.app import EXIT_FAILED, console, main, print_json, progress, runtime
-from gazette.feeds import (
+from gazette.articles.feed_registry import (
     active_feeds,
     add_feed,
     check_feed,
-    due_feeds,
     list_feeds,
-    poll_feed,
-    pollable_feeds,
     prepare_feed_url,
     remove_feed,
 )
+from gazette.articles.feeds import due_feeds, poll_feed, pollable_feeds
+from gazette.cli.app import EXIT_FAILED, console, main, print_json, progress, runtime
 from gazette.store.db import transaction
 from gazette.store.models import Feed, utcnow
 

@@ -8,10 +8,18 @@ import click
 from rich.table import Table
 
 from gazette.cli.app import console, main, print_json, runtime
-from gazette.digests import waiting_articles
+from gazette.cli.presentation import presentation_changes, presentation_options
+from gazette.digests.selection import waiting_articles
 from gazette.errors import GazetteError
-from gazette.newsletters import (
+from gazette.newsletters.brand import (
+    apply_presentation,
+    brand_for,
+    describe_presentation,
+    embed_snippet,
+)
+from gazette.newsletters.service import (
     ARTICLE_LANGUAGES,
+    CONTENT_MODES,
     NewsletterChanges,
     create_newsletter,
     list_newsletters,
@@ -26,6 +34,12 @@ MAX_AGE_HELP = (
     "Look-back window in days: an article published within it that the newsletter "
     "has not sent yet goes in the next issue (late or overflowing ones roll over)."
 )
+CONTENT_HELP = (
+    "excerpt: each article carries its excerpt (the feed's, or its first words); "
+    "full: the whole post. Either way a digest is shortened to stay under Gmail's limit."
+)
+EXCERPT_WORDS_HELP = "Near how many words an excerpt made from the post is cut (10-1000)."
+IMAGES_HELP = "Show each article's featured image and the images in its text."
 LANGUAGES_HELP = (
     "all: every reader gets every article; own: each reader gets the articles in "
     "their languages plus those with none (--max-articles then caps each language)."
@@ -47,6 +61,9 @@ def _describe(newsletter: Newsletter) -> dict[str, Any]:
         "template_set": newsletter.template_set,
         "max_age_days": newsletter.max_age_days,
         "article_languages": newsletter.article_languages,
+        "content": newsletter.content_mode,
+        "excerpt_words": newsletter.excerpt_words,
+        "images": newsletter.images,
         "retired_at": newsletter.retired_at.isoformat() if newsletter.retired_at else None,
     }
 
@@ -89,10 +106,21 @@ def newsletters() -> None:
     show_default=True,
     help=LANGUAGES_HELP,
 )
+@click.option(
+    "--content", "content_mode", type=click.Choice(CONTENT_MODES), default="excerpt",
+    show_default=True, help=CONTENT_HELP,
+)  # fmt: skip
+@click.option(
+    "--excerpt-words", default=60, show_default=True, type=click.IntRange(10, 1000),
+    help=EXCERPT_WORDS_HELP,
+)  # fmt: skip
+@click.option("--images/--no-images", default=True, show_default=True, help=IMAGES_HELP)
+@presentation_options
 def add(
     slug: str, name: str, schedule: str, timezone: str, min_articles: int, max_articles: int,
     from_address: str | None, list_id: str | None, allow_frequency: bool, max_age: int,
-    article_languages: str,
+    article_languages: str, content_mode: str, excerpt_words: int, images: bool,
+    **presentation: Any,
 ) -> None:  # fmt: skip
     """Add a newsletter.
 
@@ -102,13 +130,16 @@ def add(
         --schedule "0 8 * * 1" --timezone Europe/Kyiv --max-age 14
     """
     rt = runtime()
+    look = presentation_changes(presentation)
     with transaction(rt.sessions) as session:
-        create_newsletter(
+        newsletter_id = create_newsletter(
             session, slug, name, cron=schedule, timezone=timezone, min_articles=min_articles,
             max_articles=max_articles, from_address=from_address, list_id=list_id,
             allow_frequency=allow_frequency, max_age_days=max_age,
             article_languages=article_languages,
+            content_mode=content_mode, excerpt_words=excerpt_words, images=images,
         )  # fmt: skip
+        apply_presentation(session.get_one(Newsletter, newsletter_id), look)
     click.echo(f"Newsletter {slug} added: {schedule} ({timezone}).")
 
 
@@ -145,10 +176,12 @@ def show(slug: str, as_json: bool) -> None:
     Example:
       gazette newsletters show weekly
     """
-    with runtime().sessions() as session:
+    rt = runtime()
+    with rt.sessions() as session:
         newsletter = newsletter_by_slug(session, slug)
         document = _describe(newsletter)
         document["waiting_articles"] = waiting_articles(session, newsletter.id, utcnow())
+        document.update(describe_presentation(newsletter, rt.send_context.brand))
     if as_json:
         print_json(document)
         return
@@ -177,11 +210,17 @@ def show(slug: str, as_json: bool) -> None:
 @click.option("--template-set", help="Email templates to use: email/<NAME>.{subject,txt,html}.j2.")
 @click.option("--max-age", type=click.IntRange(1), help=MAX_AGE_HELP)
 @click.option("--article-languages", type=click.Choice(ARTICLE_LANGUAGES), help=LANGUAGES_HELP)
+@click.option("--content", "content_mode", type=click.Choice(CONTENT_MODES), help=CONTENT_HELP)
+@click.option("--excerpt-words", type=click.IntRange(10, 1000), help=EXCERPT_WORDS_HELP)
+@click.option("--images/--no-images", default=None, help=IMAGES_HELP)
+@presentation_options
 def edit(
     slug: str, name: str | None, schedule: str | None, timezone: str | None,
     min_articles: int | None, max_articles: int | None, from_address: str | None,
     list_id: str | None, topics: tuple[str, ...], all_topics: bool, allow_frequency: bool | None,
     template_set: str | None, max_age: int | None, article_languages: str | None,
+    content_mode: str | None, excerpt_words: int | None, images: bool | None,
+    **presentation: Any,
 ) -> None:  # fmt: skip
     """Change a newsletter's settings; options not given stay as they are.
 
@@ -203,9 +242,12 @@ def edit(
         allow_frequency=allow_frequency, template_set=template_set,
         topics=[] if all_topics else (list(topics) if topics else None),
         max_age_days=max_age, article_languages=article_languages,
+        content_mode=content_mode, excerpt_words=excerpt_words, images=images,
     )  # fmt: skip
+    look = presentation_changes(presentation)
     with transaction(rt.sessions) as session:
         update_newsletter(session, slug, changes)
+        apply_presentation(newsletter_by_slug(session, slug), look)
     click.echo(f"Newsletter {slug} updated.")
 
 
@@ -224,3 +266,35 @@ def retire(slug: str) -> None:
     with transaction(rt.sessions) as session:
         done = retire_newsletter(session, slug, utcnow())
     click.echo(f"Newsletter {slug} retired." if done else f"Newsletter {slug} was already retired.")
+
+
+@newsletters.command()
+@click.argument("slug")
+@click.option("--language", default=None, help="Language of the form (default: the newsletter's).")
+def embed(slug: str, language: str | None) -> None:
+    """Print an HTML subscribe form to paste into the publisher's own site.
+
+    It posts to this installation's /subscribe/embed. Set --website first: only
+    posts from that site's origin subscribe at once; from anywhere else the reader
+    confirms on this site's own form.
+
+    \b
+    Example:
+      gazette newsletters embed weekly > subscribe-form.html
+    """
+    rt = runtime()
+    with rt.sessions() as session:
+        newsletter = newsletter_by_slug(session, slug)
+        brand = brand_for(newsletter, rt.send_context.brand)
+        chosen = language or newsletter.default_language
+        snippet = embed_snippet(
+            newsletter, brand, rt.settings.base_url,
+            lambda message: rt.renderer.translate(chosen, message), chosen,
+        )  # fmt: skip
+    if not brand.website:
+        click.echo(
+            f"gazette: {slug} has no website (--website): every post from this form will ask "
+            "the reader to confirm on this site's form.",
+            err=True,
+        )
+    click.echo(snippet, nl=False)

@@ -9,9 +9,7 @@ from typing import Any
 
 import click
 from rich.table import Table
-from sqlalchemy import func, select, true
 
-from gazette import imports
 from gazette.cli.app import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -23,22 +21,19 @@ from gazette.cli.app import (
     runtime,
 )
 from gazette.cli.output import strong
-from gazette.errors import GazetteError
-from gazette.mailer import DeliveryError
-from gazette.newsletters import newsletter_by_slug
+from gazette.mail.outcomes import DeliveryError
+from gazette.newsletters.service import newsletter_by_slug, newsletter_or_only
 from gazette.ratelimit import LocalThrottle
 from gazette.runtime import Runtime
 from gazette.store.db import transaction
-from gazette.store.models import Event, Newsletter, Subscriber, Subscription
-from gazette.subscribers import (
-    LANGUAGES,
-    Origin,
-    forget,
-    subscribe,
-    subscriber_by_email,
-    unsubscribe,
-    unsubscribe_all,
-)
+from gazette.store.models import Subscriber
+from gazette.subscribers.csv_export import export_csv
+from gazette.subscribers.csv_import import import_csv
+from gazette.subscribers.csv_reading import check_file
+from gazette.subscribers.listing import list_subscribers, reader_events
+from gazette.subscribers.service import LANGUAGES, Origin, subscriber_by_email
+from gazette.subscribers.subscribing import subscribe
+from gazette.subscribers.unsubscribing import forget, unsubscribe, unsubscribe_all
 
 CLI = Origin("cli")
 
@@ -48,12 +43,7 @@ def _default_newsletter(rt: Runtime, slug: str | None) -> str:
     if slug:
         return slug
     with rt.sessions() as session:
-        slugs = list(session.scalars(select(Newsletter.slug).order_by(Newsletter.slug)))
-    if len(slugs) == 1:
-        return slugs[0]
-    if not slugs:
-        raise GazetteError("There is no newsletter yet; add one with `gazette newsletters add`.")
-    raise GazetteError(f"Name the newsletter with --newsletter (one of {', '.join(slugs)}).")
+        return newsletter_or_only(session, slug)
 
 
 @main.group()
@@ -87,9 +77,7 @@ def add(email: str, name: str, language: str, slug: str | None, confirmed: bool)
             confirmed=confirmed, allow_smtputf8=rt.settings.smtputf8,
         )  # fmt: skip
     if result.needs_confirmation:
-        from worker.tasks import send_confirmation
-
-        send_confirmation.delay(result.subscriber_id, result.newsletter_id)
+        rt.dispatcher.send_confirmation(result.subscriber_id, result.newsletter_id)
         click.echo(f"{email.strip()} is pending: a confirmation link is on its way.")
     else:
         click.echo(f"{email.strip()} is {result.status.value} on {slug}.")
@@ -129,21 +117,9 @@ def list_(slug: str | None, status: str | None, limit: int, as_json: bool) -> No
     Example:
       gazette subscribers list --newsletter weekly --status active --json
     """
-    rt = runtime()
-    with rt.sessions() as session:
-        # Filter by a subquery of ids: a reader on two newsletters is one row, and no
-        # DISTINCT over a JSON column (PostgreSQL cannot compare json values).
-        matching = select(Subscription.subscriber_id)
-        if slug:
-            matching = matching.where(
-                Subscription.newsletter_id == newsletter_by_slug(session, slug).id
-            )
-        if status:
-            matching = matching.where(Subscription.status == status)
-        condition = Subscriber.id.in_(matching) if slug or status else true()
-        total = session.scalar(select(func.count()).select_from(Subscriber).where(condition))
-        query = select(Subscriber).where(condition).order_by(Subscriber.id.desc()).limit(limit)
-        rows = [_describe(s) for s in session.scalars(query)]
+    with runtime().sessions() as session:
+        total, found = list_subscribers(session, slug, status, limit)
+        rows = [_describe(s) for s in found]
     if as_json:
         print_json({"total": total, "subscribers": rows})
         return
@@ -171,9 +147,7 @@ def show(email: str, as_json: bool) -> None:
         document = _describe(subscriber)
         document["events"] = [
             {"at": e.created_at.isoformat(), "kind": e.kind, "source": e.source, "ip": e.ip}
-            for e in session.scalars(
-                select(Event).where(Event.subscriber_id == subscriber.id).order_by(Event.id)
-            )
+            for e in reader_events(session, subscriber.id)
         ]
     if as_json:
         print_json(document)
@@ -222,7 +196,7 @@ def unbounce(email: str) -> None:
     Example:
       gazette subscribers unbounce ada@example.org
     """
-    from gazette.bounces import unbounce as unbounce_reader
+    from gazette.subscribers.bounces import unbounce as unbounce_reader
 
     rt = runtime()
     with transaction(rt.sessions) as session:
@@ -281,21 +255,12 @@ def import_(
     Example:
       gazette subscribers import readers.csv --newsletter weekly --confirmed
     """
-    if confirmed == send_confirmations:
-        # Mailing an old list out of the blue draws complaints that hurt the sender's
-        # reputation; holding consent is the operator's claim. Neither is a default.
-        fail(
-            "Choose --confirmed (you hold every listed reader's consent) or "
-            "--send-confirmations (each new reader is mailed a link to confirm): "
-            "confirmation mail to an old list draws complaints, so Gazette does not "
-            "choose for you.",
-            EXIT_USAGE,
-        )
+    _require_one_choice(confirmed, send_confirmations)
     rt = runtime()
     slug = _default_newsletter(rt, slug)
-    total = imports.check_file(path)
+    total = check_file(path)
     with progress(total, f"Importing {path.name}") as advance:
-        report = imports.import_csv(
+        report = import_csv(
             rt.sessions, path, slug, Origin("import"), confirmed=confirmed,
             allow_smtputf8=rt.settings.smtputf8, progress=advance,
         )  # fmt: skip
@@ -313,6 +278,20 @@ def import_(
         sys.exit(EXIT_FAILED)
 
 
+def _require_one_choice(confirmed: bool, send_confirmations: bool) -> None:
+    """Exit with a usage error unless exactly one of the two consent flags was given."""
+    if confirmed == send_confirmations:
+        # Mailing an old list out of the blue draws complaints that hurt the sender's
+        # reputation; holding consent is the operator's claim. Neither is a default.
+        fail(
+            "Choose --confirmed (you hold every listed reader's consent) or "
+            "--send-confirmations (each new reader is mailed a link to confirm): "
+            "confirmation mail to an old list draws complaints, so Gazette does not "
+            "choose for you.",
+            EXIT_USAGE,
+        )
+
+
 def _queue_confirmations(
     rt: Runtime, slug: str, subscriber_ids: list[int], rate: float
 ) -> tuple[int, int]:
@@ -321,8 +300,6 @@ def _queue_confirmations(
     Paced here rather than all at once, so the relay and the recipients' providers
     see a steady trickle, not a burst from one sender.
     """
-    from worker.tasks import send_confirmation
-
     with rt.sessions() as session:
         newsletter_id = newsletter_by_slug(session, slug).id
     throttle = LocalThrottle(rate)
@@ -332,7 +309,7 @@ def _queue_confirmations(
         for done, subscriber_id in enumerate(readers, start=1):
             throttle.wait()
             try:
-                send_confirmation.delay(subscriber_id, newsletter_id)
+                rt.dispatcher.send_confirmation(subscriber_id, newsletter_id)
             except DeliveryError as error:
                 # Without a broker the mail goes out here; the reader stays pending and
                 # a later run with --send-confirmations tries again.
@@ -373,12 +350,12 @@ def export(slug: str | None, output: Path | None, excel: bool) -> None:
         if output is None:
             out = io.TextIOWrapper(sys.stdout.buffer, encoding=encoding, newline="")
             try:
-                count = imports.export_csv(session, out, slug)
+                count = export_csv(session, out, slug)
             finally:
                 out.detach()  # flushed, and sys.stdout stays open
         else:
             tmp = output.with_name(output.name + ".part")
             with tmp.open("w", encoding=encoding, newline="") as handle:
-                count = imports.export_csv(session, handle, slug)
+                count = export_csv(session, handle, slug)
             tmp.replace(output)
     click.echo(f"Exported {count} row(s).", err=True)

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -81,3 +81,13 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """Open a session, commit when the block ends, roll back (and re-raise) on error."""
     with factory() as session, session.begin():
         yield session
+
+
+def database_answers(engine: Engine) -> bool:
+    """True when the database answers a trivial query: what a load balancer's check asks."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception:  # any failure means "not healthy"
+        return False
+    return True

@@ -1,25 +1,21 @@
-"""Serving the app with waitress: one process, or several sharing one listening socket.
+"""Serving the app: waitress in this process, or gunicorn's processes sharing one socket.
 
 One waitress process runs Python on one core at a time (the GIL), so under a mail
 provider's one-click bursts it tops out at a few hundred requests per second whatever
-its thread count. ``processes`` > 1 binds the socket once, then forks that many waitress
-processes that accept from it, so a burst spreads over every core. The parent only
-supervises: SIGTERM or SIGINT stops every child; a child that dies on its own stops the
-rest too, and the parent exits non-zero so the service manager restarts the whole set.
+its thread count. ``processes`` > 1 hands the socket bound here to gunicorn: its
+arbiter forks that many gthread workers that accept from it, so a burst spreads over
+every core. The arbiter restarts a worker that dies; SIGTERM stops the set gracefully,
+SIGINT at once, and the process exits with gunicorn's status.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import sys
 from collections.abc import Callable
-from contextlib import suppress
-from types import FrameType
 from typing import Any
 
 import waitress
+from gunicorn.app.base import BaseApplication
 
 from gazette.errors import GazetteError
 
@@ -79,91 +75,43 @@ def serve(
     """Serve ``make_app()`` on ``sockets`` until stopped; return the exit status.
 
     ``make_app`` runs in each serving process, after the fork, so no database
-    connection or thread is ever shared between processes.
+    connection or thread is ever shared between processes. ``options`` are waitress's
+    (one process); gunicorn gets the equivalent it has (several).
     """
     if processes == 1:
         waitress.serve(make_app(), sockets=sockets, threads=threads, **options)
         return 0
-    children: set[int] = set()
-    stopping: list[bool] = []
-    # Signals wait until the parent's handlers are in place: one arriving between two
-    # forks would otherwise kill the parent and leave the forked servers running.
-    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
-    try:
-        for _ in range(processes):
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child's coverage is not collected
-                _child(make_app, sockets, threads, options)
-            children.add(pid)
-    except BaseException:
-        _signal_all(children, signal.SIGTERM)
-        raise
-    finally:
-        for sock in sockets:
-            sock.close()
-        _install_handlers(children, stopping)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    return _supervise(children, stopping)
+    settings = {
+        # The sockets bound by listen(), passed by descriptor: gunicorn takes them over.
+        "bind": [f"fd://{sock.detach()}" for sock in sockets],
+        "workers": processes,
+        "worker_class": "gthread",
+        "threads": threads,
+        "proc_name": str(options.get("ident", "gazette")),
+        # A scheme or client address from a proxy's headers is the app's ProxyFix's
+        # call (GAZETTE_PROXY_HOPS), as under waitress; gunicorn trusts none.
+        "secure_scheme_headers": {},
+        "forwarded_allow_ips": "",
+        # No control socket under $HOME: nothing here uses gunicornc.
+        "control_socket_disable": True,
+    }
+    GunicornServer(make_app, settings).run()  # exits the process with gunicorn's status
+    return 0
 
 
-_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+class GunicornServer(BaseApplication):  # type: ignore[misc]
+    """Gunicorn run from this process with settings given here, not from its command line."""
 
+    def __init__(self, make_app: Callable[[], WSGIApp], settings: dict[str, Any]) -> None:
+        self.make_app = make_app
+        self.settings = settings
+        super().__init__()
 
-def _child(
-    make_app: Callable[[], WSGIApp],
-    sockets: list[socket.socket],
-    threads: int,
-    options: dict[str, Any],
-) -> None:  # pragma: no cover - runs in a forked process
-    status = 1
-    try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        # Ctrl-C reaches the whole process group: the parent alone decides what stops.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-        waitress.serve(make_app(), sockets=sockets, threads=threads, **options)
-        status = 0
-    except BaseException as exc:  # report, then leave without unwinding into the parent's code
-        print(f"gazette serve: process {os.getpid()} failed: {exc!r}", file=sys.stderr)
-    finally:
-        sys.stderr.flush()
-        os._exit(status)
+    def load_config(self) -> None:
+        """Apply the settings (gunicorn reads no configuration file or command line)."""
+        for key, value in self.settings.items():
+            self.cfg.set(key, value)
 
-
-def _install_handlers(children: set[int], stopping: list[bool]) -> None:
-    """On SIGTERM or SIGINT, mark the set as stopping and pass SIGTERM to every child."""
-
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        stopping.append(True)
-        _signal_all(children, signal.SIGTERM)
-
-    for signum in _STOP_SIGNALS:
-        signal.signal(signum, stop)
-
-
-def _supervise(children: set[int], stopping: list[bool]) -> int:
-    """Wait for the children; once one dies on its own, stop the rest and return 1."""
-    status = 0
-    while children:
-        pid, wait_status = os.wait()
-        children.discard(pid)
-        if stopping:
-            continue
-        # A child that dies while nobody asked leaves the set short-handed: stop the
-        # rest and exit non-zero, so the service manager restarts a whole, fresh set.
-        code = os.waitstatus_to_exitcode(wait_status)
-        print(
-            f"gazette serve: process {pid} exited with status {code}; stopping the others.",
-            file=sys.stderr,
-            flush=True,
-        )
-        stopping.append(True)
-        status = 1
-        _signal_all(children, signal.SIGTERM)
-    return status
-
-
-def _signal_all(children: set[int], signum: int) -> None:
-    for pid in children:
-        with suppress(ProcessLookupError):
-            os.kill(pid, signum)
+    def load(self) -> WSGIApp:
+        """Build the app in the worker, after the fork (gunicorn calls this per worker)."""
+        return self.make_app()

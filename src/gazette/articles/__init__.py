@@ -1,0 +1,1 @@
+"""Articles: storing them once, from feeds, files and the CLI, and their HTML for mail."""

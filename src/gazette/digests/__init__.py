@@ -1,0 +1,1 @@
+"""Digests: planning issues, the ledger, composing, sending, previews and the archive."""

@@ -1,0 +1,1 @@
+"""Mail: MIME bytes, DKIM, sender addresses and the transports that hand messages over."""

@@ -1,0 +1,1 @@
+"""Newsletters: what a publisher sends, how it presents itself, the topics it offers."""

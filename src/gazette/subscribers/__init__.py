@@ -1,0 +1,1 @@
+"""Readers: subscriptions, preferences, CSV lists, bounces and the notices sent to one reader."""

@@ -1,0 +1,137 @@
+"""Bounces: a reader whose address keeps failing stops being sent to.
+
+A hard bounce (a permanent refusal about the reader's mailbox, see mailer.classify)
+ends every subscription at once; soft bounces (transient refusals about the reader that
+outlived the retry period, or 552 mailbox full) end them after a few, so one full
+mailbox does not lose a reader but a dead one is not mailed forever. Refusals of the
+relay's or the operator's making (a login, the sender, TLS, a policy reply) never reach
+this module. ``unbounce`` undoes a suppression made by mistake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from gazette.errors import GazetteError
+from gazette.store.models import Event, Subscriber, Subscription, SubscriptionStatus, Suppression
+from gazette.subscribers.service import Origin, email_hash, record_event, subscriber_by_email
+
+SOFT_BOUNCE_LIMIT = 3
+
+
+def record_bounce(session: Session, subscriber_id: int, *, hard: bool, detail: str) -> bool:
+    """Count a bounce; return True when it suppressed the reader (subscriptions bounced)."""
+    subscriber = session.scalar(
+        select(Subscriber).where(Subscriber.id == subscriber_id).with_for_update()
+    )
+    if subscriber is None:
+        return False
+    subscriber.bounce_count += 1
+    origin = Origin("system")
+    severity = "hard" if hard else "soft"
+    record_event(
+        session, "bounce", origin, subscriber_id=subscriber_id, severity=severity,
+        reply=detail[:300],
+    )  # fmt: skip
+    if not hard and subscriber.bounce_count < SOFT_BOUNCE_LIMIT:
+        return False
+    subscriptions = session.scalars(
+        select(Subscription).where(
+            Subscription.subscriber_id == subscriber_id,
+            Subscription.status.in_([SubscriptionStatus.ACTIVE, SubscriptionStatus.PENDING]),
+        )
+    ).all()
+    for subscription in subscriptions:
+        # One event per newsletter, naming the status it had, so that unbounce can
+        # give back exactly that (a pending reader never becomes active by it).
+        record_event(
+            session, "suppressed", origin, subscriber_id=subscriber_id,
+            newsletter_id=subscription.newsletter_id, reason=f"{severity} bounce",
+            previous=subscription.status.value,
+        )  # fmt: skip
+        subscription.status = SubscriptionStatus.BOUNCED
+    session.flush()
+    return True
+
+
+@dataclass(frozen=True)
+class Unbounced:
+    """What unbounce did: the reader's address and the subscriptions it gave back."""
+
+    email: str
+    reactivated: int
+    pending: int
+
+
+def unbounce(session: Session, email: str, origin: Origin) -> Unbounced:
+    """Give a reader suppressed by bounces their subscriptions back, for mistakes.
+
+    Each bounced subscription returns to the status it had (active, or pending when the
+    reader had not confirmed yet; active when that is not recorded and the reader once
+    confirmed); the bounce count starts again from zero and a suppression kept for a
+    bounce is removed. Raises GazetteError for an unknown address or a reader with no
+    bounced subscription.
+    """
+    subscriber = subscriber_by_email(session, email)
+    bounced = _bounced_subscriptions(session, subscriber.id)
+    if not bounced:
+        raise GazetteError(f"{subscriber.email} is not bounced; there is nothing to undo.")
+    previous = _status_before_bounce(session, subscriber.id)
+    fallback = (
+        SubscriptionStatus.ACTIVE if subscriber.confirmed_at is not None
+        else SubscriptionStatus.PENDING
+    )  # fmt: skip
+    reactivated = pending = 0
+    for subscription in bounced:
+        status = previous.get(subscription.newsletter_id, fallback)
+        subscription.status = status
+        if status is SubscriptionStatus.ACTIVE:
+            reactivated += 1
+        else:
+            pending += 1
+        record_event(
+            session, "unbounced", origin, subscriber_id=subscriber.id,
+            newsletter_id=subscription.newsletter_id, status=status.value,
+            bounce_count=str(subscriber.bounce_count),
+        )  # fmt: skip
+    subscriber.bounce_count = 0
+    session.execute(
+        delete(Suppression).where(
+            Suppression.email_hash == email_hash(subscriber.email),
+            Suppression.reason.contains("bounce"),
+        )
+    )
+    session.flush()
+    return Unbounced(subscriber.email, reactivated, pending)
+
+
+def _bounced_subscriptions(session: Session, subscriber_id: int) -> list[Subscription]:
+    """The reader's bounced subscriptions, locked for the change, oldest first."""
+    query = (
+        select(Subscription)
+        .where(
+            Subscription.subscriber_id == subscriber_id,
+            Subscription.status == SubscriptionStatus.BOUNCED,
+        )
+        .order_by(Subscription.id)
+        .with_for_update()
+    )
+    return list(session.scalars(query))
+
+
+def _status_before_bounce(session: Session, subscriber_id: int) -> dict[int, SubscriptionStatus]:
+    """Per newsletter, the status the latest bounce suppression recorded as the one before."""
+    events = session.execute(
+        select(Event.newsletter_id, Event.detail)
+        .where(Event.subscriber_id == subscriber_id, Event.kind == "suppressed")
+        .order_by(Event.id)
+    ).all()
+    found: dict[int, SubscriptionStatus] = {}
+    for newsletter_id, detail in events:
+        status = (detail or {}).get("previous")
+        if newsletter_id is not None and status in {s.value for s in SubscriptionStatus}:
+            found[newsletter_id] = SubscriptionStatus(status)
+    return found

@@ -1,0 +1,177 @@
+"""A reader leaving: unsubscribe (one newsletter, all of them, or by link) and forget.
+
+Unsubscribing is the RFC 8058 one-click target, which mail providers may call in
+bursts: its statements are built once, over the tables, so a request pays neither for
+constructing SQL nor for the ORM's bookkeeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, delete, inspect, select, update
+from sqlalchemy.orm import Session
+
+from gazette.errors import GazetteError
+from gazette.newsletters.service import SLUG
+from gazette.store.models import (
+    Base,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    utcnow,
+)
+from gazette.subscribers.service import Origin, email_hash, record_event, subscriber_by_email
+
+# The tables the one-click statements below are built over (see the module's docstring).
+_subscriber = Base.metadata.tables["subscriber"]
+
+
+_subscription = Base.metadata.tables["subscription"]
+_delivery = Base.metadata.tables["delivery"]
+_issue = Base.metadata.tables["issue"]
+_newsletter = Base.metadata.tables["newsletter"]
+
+
+# The reader and the newsletter a link names, in one round trip.
+_READER_AND_NEWSLETTER = select(
+    _subscriber.c.id,
+    _subscriber.c.language,
+    select(_newsletter.c.id).where(_newsletter.c.slug == bindparam("slug")).scalar_subquery(),
+).where(_subscriber.c.public_id == bindparam("public_id"))
+
+
+_alias = Base.metadata.tables["subscriber_alias"]
+
+
+# The public id a merged reader's id now stands for (links minted before the merge).
+_ALIASED = (
+    select(_subscriber.c.public_id)
+    .join(_alias, _alias.c.subscriber_id == _subscriber.c.id)
+    .where(_alias.c.public_id == bindparam("alias"))
+)
+
+
+_END_SUBSCRIPTION = (
+    update(_subscription)
+    .where(
+        _subscription.c.subscriber_id == bindparam("reader"),
+        _subscription.c.newsletter_id == bindparam("newsletter"),
+        _subscription.c.status != SubscriptionStatus.UNSUBSCRIBED,
+    )
+    .values(status=SubscriptionStatus.UNSUBSCRIBED, updated_at=bindparam("now"))
+)
+_SKIP_PENDING = (
+    update(_delivery)
+    .where(
+        _delivery.c.subscriber_id == bindparam("reader"),
+        _delivery.c.status == DeliveryStatus.PENDING,
+        _delivery.c.issue_id.in_(
+            select(_issue.c.id).where(_issue.c.newsletter_id == bindparam("newsletter"))
+        ),
+    )
+    .values(status=DeliveryStatus.SKIPPED, last_error="unsubscribed")
+)
+
+
+def _expire_changed(session: Session, subscriber_id: int, newsletter_id: int) -> None:
+    """Expire what the table statements changed behind the session's back.
+
+    Only the reader's subscription and deliveries: the caller may go on using the rest,
+    even after the session closes. Reads loaded values only, so nothing is fetched.
+    """
+    for obj in list(session.identity_map.values()):
+        loaded = inspect(obj).dict
+        if loaded.get("subscriber_id") != subscriber_id:
+            continue
+        if isinstance(obj, Delivery) or (
+            isinstance(obj, Subscription) and loaded.get("newsletter_id") == newsletter_id
+        ):
+            session.expire(obj)
+
+
+def unsubscribe(session: Session, subscriber_id: int, newsletter_id: int, origin: Origin) -> bool:
+    """Unsubscribe at once; return False when there was nothing left to undo.
+
+    Idempotent, and immediate: deliveries not yet sent to this reader for this
+    newsletter are skipped in the same transaction, so a send in progress honours it.
+    The status changes by one conditional UPDATE, so of two clicks at the same moment
+    only one changes it and records the event.
+    """
+    params = {"reader": subscriber_id, "newsletter": newsletter_id, "now": utcnow()}
+    changed = session.execute(_END_SUBSCRIPTION, params)
+    if not changed.rowcount:  # type: ignore[attr-defined]
+        return False
+    session.execute(_SKIP_PENDING, params)
+    _expire_changed(session, subscriber_id, newsletter_id)
+    record_event(
+        session, "unsubscribed", origin, subscriber_id=subscriber_id, newsletter_id=newsletter_id
+    )
+    return True
+
+
+@dataclass(frozen=True)
+class LinkUnsubscribe:
+    """What an unsubscribe link did, and the language to answer the reader in."""
+
+    changed: bool
+    language: str
+
+
+def unsubscribe_link(
+    session: Session, public_id: str, newsletter_slug: str, origin: Origin
+) -> LinkUnsubscribe:
+    """Unsubscribe the reader an unsubscribe link names; ``changed`` is False if already.
+
+    The RFC 8058 one-click target, which mail providers may call in bursts: it reads
+    plain columns, not whole objects, and so costs a few statements and little CPU.
+    """
+    row = session.execute(
+        _READER_AND_NEWSLETTER, {"public_id": public_id, "slug": newsletter_slug}
+    ).first()
+    if row is None:
+        # Only a link minted before its reader was merged pays for the second look-up.
+        current = session.scalar(_ALIASED, {"alias": public_id})
+        if current is not None:
+            row = session.execute(
+                _READER_AND_NEWSLETTER, {"public_id": current, "slug": newsletter_slug}
+            ).first()
+    if row is None:
+        raise GazetteError("This link belongs to a subscription that no longer exists.")
+    reader_id, language, newsletter_id = row
+    if newsletter_id is None or not SLUG.match(newsletter_slug):
+        raise GazetteError(f"There is no newsletter {newsletter_slug!r}.")
+    changed = unsubscribe(session, reader_id, newsletter_id, origin)
+    return LinkUnsubscribe(changed, language)
+
+
+def unsubscribe_all(session: Session, subscriber_id: int, origin: Origin) -> int:
+    """Unsubscribe the reader from every newsletter; return how many changed."""
+    newsletter_ids = list(
+        session.scalars(
+            select(Subscription.newsletter_id).where(Subscription.subscriber_id == subscriber_id)
+        )
+    )
+    return sum(unsubscribe(session, subscriber_id, nid, origin) for nid in newsletter_ids)
+
+
+def forget(session: Session, email: str, origin: Origin) -> None:
+    """Delete a reader's personal data, keeping only a hash that blocks re-import.
+
+    Their ledger rows go with them; audit events stay, detached from the person.
+    """
+    subscriber = subscriber_by_email(session, email)
+    digest = email_hash(subscriber.email)
+    if session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)) is None:
+        session.add(Suppression(email_hash=digest, reason="forgotten"))
+    record_event(session, "forgotten", origin, subscriber_id=None)
+    session.execute(update(Event).where(Event.subscriber_id == subscriber.id).values(ip=None))
+    # The ledger has no foreign keys (they cost planning most of its time): its rows go
+    # first, here; the database cascades the subscriptions and detaches the events.
+    session.execute(delete(Delivery).where(Delivery.subscriber_id == subscriber.id))
+    session.execute(delete(Subscriber).where(Subscriber.id == subscriber.id))
+    session.expunge(subscriber)
