@@ -12,11 +12,11 @@ from xml.sax.saxutils import escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gazette.articles import normalise_language
-from gazette.feeds import ingest_document
+from gazette.articles.feeds import ingest_document
+from gazette.articles.service import normalise_language
 from gazette.runtime import Runtime
 from gazette.store.models import Article, Feed, article_feed
-from tests.conftest import make_env
+from tests.support.env import make_env
 
 GAZETTE = [sys.executable, "-m", "gazette"]
 DATE = "Mon, 30 Nov 2026 09:00:00 GMT"

@@ -1,6 +1,6 @@
 """The benchmark harness at a small size: it completes and counts right (not speed).
 
-The quick end-to-end scenario at 2,000 readers on SQLite with real `celery worker`
+The quick end-to-end scenario (gazette) at 2,000 readers on SQLite with real `celery worker`
 processes on Redis, then the obvious approach on a few hundred messages, both into an
 aiosmtpd server that records what it receives; then the JSON the run writes.
 """
@@ -9,28 +9,22 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from benchmarks import data, scenarios
+from benchmarks import suite
+from benchmarks.harness import report, seeding
+from benchmarks.harness.context import QUICK, Context, Sizes
+from benchmarks.harness.figures import figure as make_figure
 from benchmarks.run import HARNESS_KEY
-from tests.smtp import RecordingHandler, SMTPServer
-from tests.workers import require_redis
+from tests.support.smtp import SMTPServer
+from tests.support.workers import require_redis
 
 pytestmark = pytest.mark.slow
 
 READERS = 2_000
 SAMPLE = 300
-
-
-@pytest.fixture
-def smtp() -> Iterator[SMTPServer]:
-    server = SMTPServer(RecordingHandler())
-    server.start()
-    yield server
-    server.stop()
 
 
 def _recipients(server: SMTPServer) -> Counter[str]:
@@ -39,54 +33,54 @@ def _recipients(server: SMTPServer) -> Counter[str]:
 
 @pytest.mark.timeout(900)
 def test_bench_scenarios_send_every_message_once_and_report_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smtp: SMTPServer
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, smtp_server: SMTPServer
 ) -> None:
     redis_url = require_redis()
-    monkeypatch.setattr(data, "REDIS_URL", redis_url)
+    monkeypatch.setattr(seeding, "REDIS_URL", redis_url)
     # What the harness sets for itself, so importing a Celery app reads no installation.
     for key in ("GAZETTE_DATABASE_URL", "GAZETTE_BROKER_URL", "GAZETTE_SMTP_URL"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("GAZETTE_SECRET_KEYS", HARNESS_KEY)
     monkeypatch.setenv("GAZETTE_VAR_DIR", str(tmp_path / "harness"))
-    sizes = scenarios.Sizes(
+    sizes = Sizes(
         mode="quick", send=(), sqlite_send=(READERS,), obvious_send=(READERS,),
         obvious_sample=SAMPLE, ceiling_cap=READERS, corpus=100, sink_messages=100,
         planning=1_000, csv_rows=100, feed_items=10, web_seconds=1, web_readers=10,
         profile_size=100,
     )  # fmt: skip
-    ctx = scenarios.Context(
+    ctx = Context(
         sizes=sizes,
         workdir=tmp_path / "work",
         runs=1,
         databases=("sqlite",),
         obvious_databases=("sqlite",),
         profile=False,
-        sink_url=smtp.url,
-        sink_kind="aiosmtpd (tests.smtp)",
+        sink_url=smtp_server.url,
+        sink_kind="aiosmtpd (tests.support.smtp)",
     )
-    readers = [r.email for r in data.reader_rows(READERS)]
+    readers = [r.email for r in seeding.reader_rows(READERS)]
 
-    scenarios.scenario_gazette(ctx)
+    suite.BY_NAME["gazette"].run(ctx)
     (gazette,) = ctx.send_runs
     assert (gazette.approach, gazette.database, gazette.sent) == ("gazette", "sqlite", READERS)
-    assert _recipients(smtp) == Counter(readers)  # every reader exactly once
-    assert all(len(m.recipients) == 1 for m in smtp.messages)
-    ids = {m.parsed()["Message-ID"] for m in smtp.messages}
+    assert _recipients(smtp_server) == Counter(readers)  # every reader exactly once
+    assert all(len(m.recipients) == 1 for m in smtp_server.messages)
+    ids = {m.parsed()["Message-ID"] for m in smtp_server.messages}
     assert len(ids) == READERS
-    assert smtp.messages[0].parsed()["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert smtp_server.messages[0].parsed()["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
-    smtp.handler.messages.clear()
-    scenarios.scenario_obvious(ctx)
+    smtp_server.handler.messages.clear()
+    suite.BY_NAME["obvious"].run(ctx)
     obvious = ctx.send_runs[-1]
     assert (obvious.approach, obvious.sent) == ("obvious", SAMPLE)
     # The sample is the first deliveries of the plan: the first readers, once each.
-    assert _recipients(smtp) == Counter(readers[:SAMPLE])
-    assert smtp.messages[0].parsed()["List-Unsubscribe"].startswith("<https://")
+    assert _recipients(smtp_server) == Counter(readers[:SAMPLE])
+    assert smtp_server.messages[0].parsed()["List-Unsubscribe"].startswith("<https://")
 
     results, markdown = tmp_path / "latest.json", tmp_path / "benchmarks.md"
-    scenarios.write_outputs(
+    suite.write_outputs(
         ctx, ["gazette", "obvious"], partial=False, command="test", seconds=1.0,
-        results=results, markdown=markdown, plot=tmp_path / "benchmarks.png",
+        results=results, markdown=markdown, charts=tmp_path,
     )  # fmt: skip
     figures = {f["name"]: f for f in json.loads(results.read_text())}
     prefix = f"sqlite.n{READERS}"
@@ -114,4 +108,25 @@ def test_bench_scenarios_send_every_message_once_and_report_them(
     assert rate == pytest.approx(gazette.rate)
     text = markdown.read_text()
     assert "| Gazette, sqlite, 2,000 subscribers: messages/s" in text
-    assert "- SMTP sink: aiosmtpd (tests.smtp)" in text
+    assert "- SMTP sink: aiosmtpd (tests.support.smtp)" in text
+
+
+def test_report_findings_read_only_the_figures_of_this_run(tmp_path: Path) -> None:
+    ctx = Context(sizes=QUICK, workdir=tmp_path, log=lambda _text: None)
+    suite.BY_NAME["csv"].figures.register(ctx, "rate", [20_000, 21_000, 22_000], rows=100_000)
+    earlier = make_figure(
+        "planning.postgresql.n1000000.plan_s", [26.0, 26.0, 26.0], "s",
+        scenario="planning", label="Planning 1,000,000 active subscriptions, postgresql",
+        subscribers=1_000_000,
+    )  # fmt: skip
+    earlier.recorded_at = "2026-01-01 00:00:00 UTC"
+    info = report.RunInfo(mode="quick", command="test", started=ctx.started)
+    path = tmp_path / "benchmarks.md"
+    report.write_markdown([*ctx.figures.values(), earlier], info, suite.SUITE, {}, path)
+    text = path.read_text()
+    findings = text.split("## What limits it now")[1].split("## How each figure is measured")[0]
+    assert "this run's figures only (csv); the other row of the table is from earlier" in findings
+    assert "The one figure of this run with a target meets it." in findings
+    assert "**CSV import.** 21,000 rows/s over the whole command." in findings
+    assert "Planning" not in findings  # in the table, marked earlier, but not read
+    assert "*(earlier quick run, 2026-01-01 00:00:00 UTC)*" in text

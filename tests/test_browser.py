@@ -9,34 +9,29 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
-from waitress import wasyncore
-from waitress.server import create_server
 
-from gazette.config import load_settings
-from gazette.newsletters import create_newsletter
-from gazette.runtime import Runtime, build_runtime, use_runtime
-from gazette.store import migrate
+from gazette.newsletters.service import create_newsletter
+from gazette.runtime import Runtime
 from gazette.store.db import transaction
 from gazette.store.models import Newsletter, Subscriber, Subscription, SubscriptionStatus
 from gazette.tokens import Purpose
 from gazette.web import create_app, server_options
-from tests.conftest import make_env
-from tests.smtp import RecordingHandler, SMTPServer, free_port
+from tests.support.digests import chromium_session
+from tests.support.env import installed_runtime
+from tests.support.http import serve
+from tests.support.smtp import SMTPServer, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -80,10 +75,12 @@ class Site:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         return path
 
-    def said(self, language: str, message: str) -> str:
-        """``message`` as the app's own catalogue words it in ``language``."""
+    def said(self, language: str, message: str, **values: str) -> str:
+        """``message`` (with ``values``) as the app's own catalogue words it in ``language``."""
         environment = self.runtime.renderer.environment(language)
-        return environment.from_string("{{ _(message) }}").render(message=message)
+        return environment.from_string("{{ _(message, **values) }}").render(
+            message=message, values=values
+        )
 
     def subscription(self, email: str) -> tuple[Subscriber, SubscriptionStatus]:
         """The reader with ``email`` and the status of their subscription to SLUG."""
@@ -99,83 +96,33 @@ class Site:
 
 
 @pytest.fixture
-def smtp_server() -> Iterator[SMTPServer]:
-    server = SMTPServer(RecordingHandler())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def site(tmp_path: Path, database_url: str, smtp_server: SMTPServer) -> Iterator[Site]:
     """gazette.web served by waitress on 127.0.0.1 in a daemon thread."""
-    from worker.app import configure
-
+    # The links in mail name the base URL, so the port is chosen before the app is built.
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
-    env = make_env(tmp_path, database_url, smtp_url=smtp_server.url, base_url=base_url)
-    settings = load_settings(env, cwd=tmp_path)
-    built = build_runtime(settings)
-    migrate.upgrade(built.engine)
-    use_runtime(built)
-    configure(settings)
-    with transaction(built.sessions) as session:
-        create_newsletter(session, SLUG, NEWSLETTER)
-
-    server = create_server(
-        create_app(built), host="127.0.0.1", port=port, **server_options(settings)
-    )
-    stop = threading.Event()
-
-    def serve() -> None:
-        # waitress's own run() loops until its socket map is empty; closing that map
-        # from another thread races with the poll, so the loop and the close stay here.
-        while not stop.is_set():
-            wasyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
-        server.task_dispatcher.shutdown()
-        wasyncore.close_all(server._map)
-
-    thread = threading.Thread(target=serve, name="waitress", daemon=True)
-    thread.start()
-    backend = make_url(database_url).get_backend_name()
-    try:
-        assert int(server.effective_port) == port
-        yield Site(base_url, built, smtp_server, backend)
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        assert not thread.is_alive(), "waitress did not stop"
-        use_runtime(None)
+    with installed_runtime(
+        tmp_path, database_url, smtp_url=smtp_server.url, base_url=base_url
+    ) as built:
+        with transaction(built.sessions) as session:
+            create_newsletter(session, SLUG, NEWSLETTER)
+        app = create_app(built)
+        with serve(app, port=port, **server_options(built.settings)) as server:
+            assert server.port == port
+            yield Site(base_url, built, smtp_server, make_url(database_url).get_backend_name())
 
 
 @pytest.fixture
 def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
     """Headless Chromium from /usr/bin; selenium is never allowed to fetch a driver."""
     monkeypatch.setenv("SE_OFFLINE", "true")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=1024,900",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-    ):
-        options.add_argument(flag)
     # The pages fall back on Accept-Language; pin it so the run does not depend on the host.
-    options.add_experimental_option("prefs", {"intl.accept_languages": "en-US,en"})
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    try:
+    with chromium_session(
+        tmp_path / "chromium-profile",
+        window="1024,900",
+        prefs={"intl.accept_languages": "en-US,en"},
+    ) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def heading(driver: WebDriver) -> str:
@@ -202,6 +149,7 @@ def submit(driver: WebDriver) -> None:
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
     WebDriverWait(driver, WAIT).until(staleness_of(page))
+    )
 
 
 def test_subscribe_confirm_and_unsubscribe_in_chromium(site: Site, browser: WebDriver) -> None:
@@ -210,7 +158,7 @@ def test_subscribe_confirm_and_unsubscribe_in_chromium(site: Site, browser: WebD
     # The form.
     browser.get(f"{site.base_url}/subscribe")
     form_language = page_language(browser)
-    wait_for_heading(browser, site.said(form_language, "Subscribe to our newsletter"))
+    wait_for_heading(browser, site.said(form_language, "Subscribe to %(name)s", name=NEWSLETTER))
     newsletter = browser.find_element(By.CSS_SELECTOR, "input[type=hidden][name=newsletter]")
     assert newsletter.get_attribute("value") == SLUG
     browser.find_element(By.ID, "email").send_keys(email)
@@ -260,6 +208,10 @@ def test_subscribe_confirm_and_unsubscribe_in_chromium(site: Site, browser: WebD
     assert status == SubscriptionStatus.ACTIVE
     assert subscriber.confirmed_at is not None
     assert (subscriber.consent_source, subscriber.consent_ip) == ("web", "127.0.0.1")
+    # Confirming brings the welcome, in the reader's language.
+    assert len(site.smtp.messages) == 2
+    welcome = site.smtp.messages[1].parsed()
+    assert welcome["Subject"] == site.said("uk", "Welcome to %(name)s", name=NEWSLETTER)
 
     # An unsubscribe link, as the footer of every issue carries one.
     token = site.runtime.tokens.mint(Purpose.UNSUBSCRIBE, subscriber.public_id, SLUG)
@@ -273,7 +225,7 @@ def test_subscribe_confirm_and_unsubscribe_in_chromium(site: Site, browser: WebD
     wait_for_heading(browser, site.said("uk", "You are unsubscribed"))
     site.shot(browser, "06-unsubscribed")
     assert site.subscription(email)[1] == SubscriptionStatus.UNSUBSCRIBED
-    assert len(site.smtp.messages) == 1  # nothing more was sent
+    assert len(site.smtp.messages) == 2  # nothing more was sent
 
 
 @pytest.mark.parametrize("state", ["blank", "error-for-a-long-address"])
@@ -282,7 +234,9 @@ def test_subscribe_page_fits_a_375px_wide_screen(
 ) -> None:
     browser.set_window_size(375, 812)
     browser.get(f"{site.base_url}/subscribe")
-    wait_for_heading(browser, site.said(page_language(browser), "Subscribe to our newsletter"))
+    wait_for_heading(
+        browser, site.said(page_language(browser), "Subscribe to %(name)s", name=NEWSLETTER)
+    )
     assert browser.execute_script("return window.innerWidth") == 375
     if state != "blank":
         # Passes the browser's own check (HTML allows two dots in a row), fails the
@@ -290,7 +244,9 @@ def test_subscribe_page_fits_a_375px_wide_screen(
         address = "a" * 60 + ".." + "b" * 30 + "@example.org"
         browser.find_element(By.ID, "email").send_keys(address)
         submit(browser)
-        wait_for_heading(browser, site.said(page_language(browser), "Subscribe to our newsletter"))
+        wait_for_heading(
+            browser, site.said(page_language(browser), "Subscribe to %(name)s", name=NEWSLETTER)
+        )
         assert address in browser.find_element(By.CSS_SELECTOR, ".error[role=alert]").text
         assert site.smtp.messages == []
     site.shot(browser, f"subscribe-375px-{state}")

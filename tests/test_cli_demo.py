@@ -6,13 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from gazette.demo import READERS
+from gazette.demo_publisher import READERS
+from tests.support.messages import parse
 
 GAZETTE = [sys.executable, "-m", "gazette"]
 
@@ -28,12 +27,6 @@ def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
 def outbox(folder: Path) -> list[Path]:
     new = folder / "var" / "outbox" / "new"
     return sorted(new.iterdir()) if new.is_dir() else []
-
-
-def parse(path: Path) -> EmailMessage:
-    message = message_from_bytes(path.read_bytes(), policy=policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
 
 
 def test_demo_on_an_empty_folder_sends_one_valid_message_per_reader(tmp_path: Path) -> None:
@@ -128,3 +121,21 @@ def test_init_then_db_status_json(tmp_path: Path) -> None:
     document = json.loads(result.stdout)
     assert document["up_to_date"] is True
     assert document["current"] == document["head"]
+
+
+def test_demo_articles_carry_the_language_they_are_written_in(tmp_path: Path) -> None:
+    """The example feed says <language>en</language> but holds uk and ja posts too: each of
+    those items names its own language, so a newsletter on 'own' routes them right."""
+    assert run(["demo"], tmp_path).returncode == 0
+    listed = run(["articles", "list", "--json"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    languages = {a["title"]: a["language"] for a in json.loads(listed.stdout)["articles"]}
+    assert len(languages) == 8
+
+    def script(title: str) -> str:
+        if any("\u3040" <= ch <= "\u9fff" for ch in title):
+            return "ja"
+        return "uk" if any("\u0400" <= ch <= "\u04ff" for ch in title) else "en"
+
+    assert languages == {title: script(title) for title in languages}
+    assert set(languages.values()) == {"en", "uk", "ja"}

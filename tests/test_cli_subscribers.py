@@ -5,138 +5,29 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, inspect, select, update
+from sqlalchemy import create_engine, inspect, select, update
 from sqlalchemy.orm import Session
 
-from gazette.store.models import Event, Newsletter, Subscriber, Subscription, Suppression
-from tests.conftest import make_env
-
-GAZETTE = [sys.executable, "-m", "gazette"]
-SLUG = "weekly"
-
-
-@dataclass
-class Cli:
-    """Runs `python -m gazette` against one test installation and looks behind it."""
-
-    folder: Path
-    env: dict[str, str]
-    database_url: str
-
-    def _env(self) -> dict[str, str]:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("GAZETTE_")}
-        clean.update(self.env)
-        return clean
-
-    def __call__(
-        self, *args: str, input: str | None = None, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*GAZETTE, *args], cwd=self.folder, env=self._env(), capture_output=True,
-            text=True, input=input, timeout=timeout,
-        )  # fmt: skip
-
-    def raw(self, *args: str) -> subprocess.CompletedProcess[bytes]:
-        """Run with stdout as bytes (text mode would fold a CR inside a CSV cell)."""
-        return subprocess.run(
-            [*GAZETTE, *args], cwd=self.folder, env=self._env(), capture_output=True, timeout=120
-        )
-
-    def ok(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        result = self(*args, timeout=timeout)
-        assert result.returncode == 0, f"{args}: exit {result.returncode}\n{result.stderr}"
-        assert "Traceback" not in result.stderr
-        return result
-
-    def listing(self, *args: str) -> dict[str, Any]:
-        document = json.loads(
-            self.ok("subscribers", "list", "--json", "--limit", "1000", *args).stdout
-        )
-        assert isinstance(document, dict)
-        return document
-
-    def emails(self) -> list[str]:
-        """Every stored address, read from the database (so `list` is tested on its own)."""
-        with self.session() as session:
-            return list(session.scalars(select(Subscriber.email).order_by(Subscriber.email)))
-
-    def readers(self) -> dict[str, tuple[str, str]]:
-        """Each stored address with its name and language, from the database."""
-        with self.session() as session:
-            rows = session.execute(select(Subscriber.email, Subscriber.name, Subscriber.language))
-            return {email: (name, language) for email, name, language in rows}
-
-    def statuses(self) -> dict[str, str]:
-        """Each address's subscription status on SLUG, from the database."""
-        with self.session() as session:
-            rows = session.execute(
-                select(Subscriber.email, Subscription.status)
-                .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-                .join(Newsletter, Newsletter.id == Subscription.newsletter_id)
-                .where(Newsletter.slug == SLUG)
-            ).all()
-        return {email: status.value for email, status in rows}
-
-    def show(self, email: str) -> dict[str, Any]:
-        document = json.loads(self.ok("subscribers", "show", email, "--json").stdout)
-        assert isinstance(document, dict)
-        return document
-
-    def outbox(self) -> list[Path]:
-        new = self.folder / "var" / "outbox" / "new"
-        return sorted(new.iterdir()) if new.is_dir() else []
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session on the installation's database, its engine disposed afterwards."""
-        engine = create_engine(self.database_url)
-        try:
-            with Session(engine) as session:
-                yield session
-        finally:
-            engine.dispose()
-
-    def counts(self) -> dict[str, int]:
-        """Rows in the tables an import or an add writes to."""
-        with self.session() as session:
-            return {
-                model.__tablename__: session.scalar(select(func.count()).select_from(model)) or 0
-                for model in (Subscriber, Subscription, Event, Suppression)
-            }
+from gazette.store.models import Event, Newsletter, Subscriber, Subscription
+from tests.support.cli import SLUG, Cli, _not_utf8, _valid_rows, one_sentence, write_csv
+from tests.support.env import make_env
+from tests.support.messages import parse
 
 
-def one_sentence(result: subprocess.CompletedProcess[str]) -> str:
-    """The single line a failed command prints on stderr, checked for form."""
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("gazette: "), lines[0]
-    return lines[0]
-
-
-def parse(path: Path) -> EmailMessage:
-    message = message_from_bytes(path.read_bytes(), policy=policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
-def write_csv(path: Path, rows: list[list[str]]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        csv.writer(handle).writerows(rows)
-    return path
+def last_events(session: Session, count: int) -> list[tuple[object, str]]:
+    """The ``count`` latest events as (kind, address), newest first."""
+    rows = session.execute(
+        select(Event.kind, Subscriber.email)
+        .join(Subscriber, Subscriber.id == Event.subscriber_id)
+        .order_by(Event.id.desc())
+        .limit(count)
+    )
+    return [(kind, email) for kind, email in rows]
 
 
 def summary(result: subprocess.CompletedProcess[str]) -> str:
@@ -322,14 +213,18 @@ def test_import_without_a_language_keeps_the_language_a_reader_chose(cli: Cli) -
     assert "0 updated, 1 unchanged" in line
 
 
+# As Excel saves "CSV UTF-8": a byte order mark, CRLF line ends, a quoted comma.
+EXCEL_CSV = (
+    "\ufeffemail,name,language\r\n"
+    'oksana@example.org,"Коваленко, Оксана",uk\r\n'
+    "hanako@example.net,佐藤 花子,ja\r\n"
+    "olivia@example.org,Olivia,\r\n"
+)
+
+
 def test_import_of_a_utf8_file_with_a_bom_and_crlf_line_ends(cli: Cli) -> None:
     path = cli.folder / "excel.csv"
-    path.write_bytes(
-        "\ufeffemail,name,language\r\n"
-        'oksana@example.org,"Коваленко, Оксана",uk\r\n'
-        "hanako@example.net,佐藤 花子,ja\r\n"
-        "olivia@example.org,Olivia,\r\n".encode()
-    )
+    path.write_bytes(EXCEL_CSV.encode())
     line = summary(
         cli.ok("subscribers", "import", str(path), "--send-confirmations", "--rate", "1000")
     )
@@ -391,12 +286,7 @@ def test_import_numbers_and_reads_rows_as_the_file_lays_them_out(cli: Cli) -> No
     line = summary(cli.ok("subscribers", "import", str(again), "--confirmed"))
     assert "1 added, 2 updated, 0 unchanged" in line
     with cli.session() as session:
-        events = session.execute(
-            select(Event.kind, Subscriber.email)
-            .join(Subscriber, Subscriber.id == Event.subscriber_id)
-            .order_by(Event.id.desc())
-            .limit(3)
-        ).all()
+        events = last_events(session, 3)
     assert [tuple(e) for e in reversed(events)] == [
         ("confirmed", "ada@example.org"),
         ("subscribed", "new@example.org"),
@@ -424,12 +314,7 @@ def test_import_numbers_and_reads_rows_as_the_file_lays_them_out(cli: Cli) -> No
     )
     assert "1 added, 2 updated, 0 unchanged" in line
     with cli.session() as session:
-        events = session.execute(
-            select(Event.kind, Subscriber.email)
-            .join(Subscriber, Subscriber.id == Event.subscriber_id)
-            .order_by(Event.id.desc())
-            .limit(3)
-        ).all()
+        events = last_events(session, 3)
         subscriptions = session.execute(
             select(Subscriber.email)
             .join(Subscription, Subscription.subscriber_id == Subscriber.id)
@@ -570,17 +455,6 @@ def test_import_of_100000_rows_with_1_percent_bad_is_reported_by_line(cli: Cli) 
     )
     assert second.stderr == first.stderr
     assert len(cli.emails()) == 99_000
-
-
-def _valid_rows(first: int, last: int) -> str:
-    return "".join(f"reader{n}@example.org,Reader {n}\n" for n in range(first, last + 1))
-
-
-def _not_utf8(bad_line: int) -> tuple[bytes, int]:
-    # Rows on lines 2..bad_line-1 are fine; Latin-1 "é" on bad_line; more fine rows after.
-    before = ("email,name\n" + _valid_rows(2, bad_line - 1)).encode()
-    after = _valid_rows(bad_line + 1, bad_line + 200).encode()
-    return before + b"rene@example.org,Ren\xe9\n" + after, bad_line
 
 
 UNREADABLE: dict[str, tuple[bytes, int | None]] = {

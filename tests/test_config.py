@@ -8,8 +8,9 @@ from urllib.parse import quote
 
 import pytest
 
-from gazette.config import MailURL, Settings, load_settings, parse_database_url, parse_mail_url
+from gazette.config import Settings, load_settings
 from gazette.errors import ConfigError
+from gazette.url_settings import MailURL, parse_database_url, parse_mail_url
 
 GOOD_KEY = "a-good-secret-key-0123456789"
 

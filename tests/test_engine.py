@@ -9,10 +9,7 @@ is bounded.
 
 from __future__ import annotations
 
-import asyncio
-import csv
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -20,22 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 import redis
-from sqlalchemy import func, select, update
-from waitress import wasyncore
-from waitress.server import create_server
+from sqlalchemy import select, update
 
-from gazette.articles import ArticleInput, upsert_article
-from gazette.config import load_settings
-from gazette.digests import pending_batches, plan_issue
-from gazette.imports import import_csv
-from gazette.newsletters import create_newsletter
-from gazette.runtime import Runtime, build_runtime, use_runtime
-from gazette.store import migrate
+from gazette.digests.ledger import pending_batches
+from gazette.runtime import Runtime
 from gazette.store.db import transaction
 from gazette.store.models import (
     Delivery,
@@ -47,65 +36,49 @@ from gazette.store.models import (
     SubscriptionStatus,
     utcnow,
 )
-from gazette.subscribers import Origin
+from gazette.subscribers.service import Origin
 from gazette.tokens import Purpose
 from gazette.web import create_app
-from tests.conftest import make_env
-from tests.figures import record
-from tests.smtp import Received, RecordingHandler, SMTPServer, by_recipient, message_ids
-from tests.workers import Worker, require_redis, wait_for
+from tests.support import reliability
+from tests.support.env import installed_env
+from tests.support.figures import record
+from tests.support.http import serve
+from tests.support.smtp import Received, SMTPServer, by_recipient, header_block, message_ids
+from tests.support.workers import Worker, require_redis, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.reliability]
 BACKEND = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
-
-SLUG = "weekly"
-LANGUAGES = ("en", "uk", "ja")
 
 
 # -- the relay ---------------------------------------------------------------------------
 
 
 @dataclass
-class EngineHandler(RecordingHandler):
-    """RecordingHandler that can take ``delay`` seconds per DATA and keeps headers only.
+class EngineHandler(reliability.SlowHandler):
+    """SlowHandler (``delay`` per DATA, headers only) that notes when each message arrived.
 
     Ten thousand whole digests would hold a few hundred megabytes for nothing: the
-    header block carries what these tests check (recipient, Message-ID). The delay is
-    awaited, so slowing the relay never blocks its other sessions.
+    header block carries what these tests check (recipient, Message-ID).
     """
 
-    delay: float = 0.0
     arrivals: list[float] = field(default_factory=list)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.delay:
-            await asyncio.sleep(self.delay)
+    def keep(self, received: Received) -> None:
+        """Keep the header block and the moment it arrived, together."""
         with self.lock:
-            self.data_count += 1
-            count = self.data_count
-        if self.data_script is not None:
-            reply = self.data_script(envelope.rcpt_tos[0], count)
-            if reply is not None:
-                return reply
-        content: bytes = envelope.original_content
-        head = re.split(rb"\r?\n\r?\n", content, maxsplit=1)[0]
-        with self.lock:
-            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), head))
+            self.messages.append(header_block(received))
             self.arrivals.append(time.monotonic())
-        return "250 Message accepted"
 
 
 @pytest.fixture
-def relay() -> EngineHandler:
+def smtp_handler() -> EngineHandler:
+    """The relay of these tests (conftest's smtp_server serves it)."""
     return EngineHandler()
 
 
 @pytest.fixture
-def smtp(relay: EngineHandler) -> Iterator[SMTPServer]:
-    server = SMTPServer(relay)
-    server.start()
-    yield server
-    server.stop()
+def relay(smtp_handler: EngineHandler) -> EngineHandler:
+    return smtp_handler
 
 
 # -- the installation --------------------------------------------------------------------
@@ -113,90 +86,42 @@ def smtp(relay: EngineHandler) -> Iterator[SMTPServer]:
 
 @contextmanager
 def installed(
-    tmp_path: Path, database_url: str, smtp: SMTPServer, **extra: str
+    tmp_path: Path, database_url: str, smtp_server: SMTPServer, **extra: str
 ) -> Iterator[tuple[dict[str, str], Runtime]]:
     """GAZETTE_* for the workers, and the same installation migrated and used in-process."""
-    from worker.app import configure
-
-    env = make_env(tmp_path, database_url, broker_url=require_redis(), smtp_url=smtp.url, **extra)
-    settings = load_settings(env, cwd=tmp_path)
-    built = build_runtime(settings)
-    migrate.upgrade(built.engine)
-    use_runtime(built)
-    configure(settings)
-    try:
-        yield env, built
-    finally:
-        use_runtime(None)
+    with installed_env(
+        tmp_path, database_url, broker_url=require_redis(), smtp_url=smtp_server.url, **extra
+    ) as pair:
+        yield pair
 
 
-def address(n: int) -> str:
-    return f"reader{n}@example.org"
+def outcome(runtime: Runtime, issue_id: int) -> tuple[Counter[DeliveryStatus], Issue]:
+    """The issue's rows counted by status, and the issue itself."""
+    return reliability.ledger(runtime, issue_id), reliability.load_issue(runtime, issue_id)
 
 
-def seed(runtime: Runtime, tmp_path: Path, readers: int) -> int:
-    """A newsletter, three articles and ``readers`` confirmed readers (one CSV import).
+def first_pass(
+    runtime: Runtime, issue_id: int, batches: int, timeout: float
+) -> Counter[DeliveryStatus]:
+    """Send the issue in ``batches`` batches; once no row is in flight, count its rows."""
+    from gazette.digests.ledger import in_flight
+    from worker.tasks import enqueue_issue
 
-    Returns the id of the planned issue, whose ledger holds one pending row per reader.
-    """
-    now = utcnow()
-    with transaction(runtime.sessions) as session:
-        newsletter_id = create_newsletter(session, SLUG, "The Weekly")
-        for n in range(3):
-            upsert_article(
-                session,
-                ArticleInput(
-                    title=f"Article {n}",
-                    url=f"https://example.org/a/{n}",
-                    published_at=now - timedelta(hours=n + 1),
-                    summary="<p>Summary.</p>",
-                ),
-            )
-    path = tmp_path / "readers.csv"
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["email", "name", "language"])
-        writer.writerows(
-            [address(n), f"Reader {n}", LANGUAGES[n % len(LANGUAGES)]] for n in range(readers)
-        )
-    report = import_csv(runtime.sessions, path, SLUG, Origin("import"), confirmed=True)
-    assert (report.added, report.rejected) == (readers, [])
-    with transaction(runtime.sessions) as session:
-        plan = plan_issue(session, newsletter_id, now + timedelta(seconds=1))
-    assert (plan.status, plan.deliveries) == (IssueStatus.PLANNED, readers)
-    return plan.issue_id
+    assert enqueue_issue(issue_id) == batches
 
+    def settled() -> bool:
+        with runtime.sessions() as session:
+            return not in_flight(session, issue_id, utcnow())
 
-def ledger(runtime: Runtime, issue_id: int) -> Counter[DeliveryStatus]:
-    """The issue's delivery rows counted by status."""
-    with runtime.sessions() as session:
-        rows = session.execute(
-            select(Delivery.status, func.count())
-            .where(Delivery.issue_id == issue_id)
-            .group_by(Delivery.status)
-        )
-        return Counter(dict(rows.all()))
-
-
-def load_issue(runtime: Runtime, issue_id: int) -> Issue:
-    with runtime.sessions() as session:
-        return session.get_one(Issue, issue_id)
-
-
-def issue_sent(runtime: Runtime, issue_id: int) -> bool:
-    return load_issue(runtime, issue_id).status == IssueStatus.SENT
-
-
-def wait_ready(log: Path) -> None:
-    """Wait until the worker logging to ``log`` says it is ready to take tasks."""
-    wait_for(lambda: b" ready." in log.read_bytes(), 60, f"the worker logging to {log.name}")
+    wait_for(settled, timeout, "the first pass to settle")
+    return reliability.ledger(runtime, issue_id)
 
 
 def start_worker(env: dict[str, str], log: Path, concurrency: int = 2) -> Worker:
     """A `celery worker` that has said it is ready, so timings leave its start-up out."""
     worker = Worker(env, log, concurrency=concurrency)
     try:
-        wait_ready(log)
+        reliability.wait_ready(log)
     except BaseException:
         worker.stop()
         raise
@@ -207,22 +132,26 @@ def start_worker(env: dict[str, str], log: Path, concurrency: int = 2) -> Worker
 
 
 def test_ten_thousand_messages_each_sent_once(
-    tmp_path: Path, database_url: str, smtp: SMTPServer, relay: EngineHandler
+    tmp_path: Path, database_url: str, smtp_server: SMTPServer, relay: EngineHandler
 ) -> None:
     from worker.tasks import enqueue_issue
 
     readers = 10_000
-    with installed(tmp_path, database_url, smtp, batch_size="500") as (env, runtime):
+    with installed(tmp_path, database_url, smtp_server, batch_size="500") as (env, runtime):
         # The worker starts while the readers are seeded; the timing starts when both are.
         worker = Worker(env, tmp_path / "worker.log")
         try:
             seeding = time.monotonic()
-            issue_id = seed(runtime, tmp_path, readers)
+            issue_id = reliability.seed(runtime, tmp_path, readers)
             seeded = time.monotonic() - seeding
-            wait_ready(tmp_path / "worker.log")
+            reliability.wait_ready(tmp_path / "worker.log")
             started = time.monotonic()
             assert enqueue_issue(issue_id) == 20
-            wait_for(lambda: issue_sent(runtime, issue_id), 240, "the issue to be marked sent")
+            wait_for(
+                lambda: reliability.issue_sent(runtime, issue_id),
+                240,
+                "the issue to be marked sent",
+            )
             elapsed = time.monotonic() - started
         finally:
             worker.stop()
@@ -230,8 +159,7 @@ def test_ten_thousand_messages_each_sent_once(
             f"\n[{runtime.engine.dialect.name}] seeded {readers} readers in {seeded:.1f} s; "
             f"sent {readers} messages in {elapsed:.1f} s ({readers / elapsed:.0f}/s)"
         )
-        counts = ledger(runtime, issue_id)
-        issue = load_issue(runtime, issue_id)
+        counts, issue = outcome(runtime, issue_id)
         with runtime.sessions() as session:
             recorded_ids = set(
                 session.scalars(select(Delivery.message_id).where(Delivery.issue_id == issue_id))
@@ -242,7 +170,7 @@ def test_ten_thousand_messages_each_sent_once(
     ids = message_ids(relay.messages)
     assert len(ids) == readers
     assert set(ids) == recorded_ids
-    assert by_recipient(relay.messages) == Counter(address(n) for n in range(readers))
+    assert by_recipient(relay.messages) == Counter(reliability.address(n) for n in range(readers))
     record(
         f"10,000 messages ({BACKEND[runtime.engine.dialect.name]})",
         "one issue of 10,000 sent by a real worker (2 processes) over Redis to an SMTP server",
@@ -271,7 +199,7 @@ def sweep_until_sent(
 
         def settled() -> bool:
             nonlocal last
-            if issue_sent(runtime, issue_id):
+            if reliability.issue_sent(runtime, issue_id):
                 return True
             if time.monotonic() - last >= 2 and broker.llen(runtime.settings.queue) == 0:
                 sweep.delay()
@@ -282,7 +210,7 @@ def sweep_until_sent(
 
 
 def test_sigkill_mid_send_loses_nothing_and_resends_only_unrecorded_rows(
-    tmp_path: Path, database_url: str, smtp: SMTPServer, relay: EngineHandler
+    tmp_path: Path, database_url: str, smtp_server: SMTPServer, relay: EngineHandler
 ) -> None:
     from worker.tasks import enqueue_issue
 
@@ -291,33 +219,19 @@ def test_sigkill_mid_send_loses_nothing_and_resends_only_unrecorded_rows(
     # A lease is written by the worker that claims the row, so the killed worker takes
     # its rows with the short lease too; with the default ten minutes nothing could be
     # reclaimed within the test.
-    with installed(tmp_path, database_url, smtp, batch_size="200", lease_seconds="10") as (
+    with installed(tmp_path, database_url, smtp_server, batch_size="200", lease_seconds="10") as (
         env,
         runtime,
     ):
-        issue_id = seed(runtime, tmp_path, readers)
+        issue_id = reliability.seed(runtime, tmp_path, readers)
         first = start_worker(env, tmp_path / "first.log")
         second: Worker | None = None
         try:
             assert enqueue_issue(issue_id) == readers // 200
-            wait_for(
-                lambda: ledger(runtime, issue_id)[DeliveryStatus.SENT] >= readers // 3,
-                120,
-                "a third of the issue to be sent",
-            )
+            reliability.wait_a_third_sent(runtime, issue_id, readers, 120)
             first.kill()
-            at_kill = ledger(runtime, issue_id)
-            with runtime.sessions() as session:
-                in_flight_at_kill = set(
-                    session.scalars(
-                        select(Subscriber.email)
-                        .join(Delivery, Delivery.subscriber_id == Subscriber.id)
-                        .where(
-                            Delivery.issue_id == issue_id,
-                            Delivery.status == DeliveryStatus.SENDING,
-                        )
-                    )
-                )
+            at_kill = reliability.ledger(runtime, issue_id)
+            in_flight_at_kill = reliability.being_sent(runtime, issue_id)
             restarted = time.monotonic()
             second = start_worker(env, tmp_path / "second.log")
             sweep_until_sent(runtime, issue_id, 180)
@@ -326,8 +240,7 @@ def test_sigkill_mid_send_loses_nothing_and_resends_only_unrecorded_rows(
             first.stop()
             if second is not None:
                 second.stop()
-        counts = ledger(runtime, issue_id)
-        issue = load_issue(runtime, issue_id)
+        counts, issue = outcome(runtime, issue_id)
         with runtime.sessions() as session:
             recorded_ids = set(
                 session.scalars(select(Delivery.message_id).where(Delivery.issue_id == issue_id))
@@ -344,7 +257,7 @@ def test_sigkill_mid_send_loses_nothing_and_resends_only_unrecorded_rows(
     assert readers // 3 <= at_kill[DeliveryStatus.SENT] < readers
     assert at_kill[DeliveryStatus.SENDING] == len(in_flight_at_kill) > 0
     # Nothing lost: every reader got the issue, and the ledger says so.
-    assert set(per_reader) == {address(n) for n in range(readers)}
+    assert set(per_reader) == {reliability.address(n) for n in range(readers)}
     assert counts == {DeliveryStatus.SENT: readers}
     assert (issue.sent_count, issue.failed_count, issue.skipped_count) == (readers, 0, 0)
     assert set(ids) == recorded_ids
@@ -366,14 +279,13 @@ def test_sigkill_mid_send_loses_nothing_and_resends_only_unrecorded_rows(
 
 
 def test_deferrals_refusals_and_421_each_end_right(
-    tmp_path: Path, database_url: str, smtp: SMTPServer, relay: EngineHandler
+    tmp_path: Path, database_url: str, smtp_server: SMTPServer, relay: EngineHandler
 ) -> None:
-    from gazette.digests import in_flight
-    from worker.tasks import enqueue_issue, sweep
+    from worker.tasks import sweep
 
     readers = 1000
-    deferred = {address(n) for n in range(readers) if n % 20 == 7}  # 5 %: 451 once
-    refused = {address(n) for n in range(readers) if n % 50 == 13}  # 2 %: 550 always
+    deferred = {reliability.address(n) for n in range(readers) if n % 20 == 7}  # 5 %: 451 once
+    refused = {reliability.address(n) for n in range(readers) if n % 50 == 13}  # 2 %: 550 always
     assert (len(deferred), len(refused), deferred & refused) == (50, 20, set())
     deferred_once: set[str] = set()
 
@@ -389,19 +301,12 @@ def test_deferrals_refusals_and_421_each_end_right(
         return "421 4.3.2 Service shutting down" if count % 100 == 0 else None
 
     relay.rcpt_script, relay.data_script = rcpt, data
-    with installed(tmp_path, database_url, smtp, batch_size="100") as (env, runtime):
-        issue_id = seed(runtime, tmp_path, readers)
+    with installed(tmp_path, database_url, smtp_server, batch_size="100") as (env, runtime):
+        issue_id = reliability.seed(runtime, tmp_path, readers)
         worker = start_worker(env, tmp_path / "worker.log")
         try:
-            assert enqueue_issue(issue_id) == 10
-
-            def first_pass_done() -> bool:
-                with runtime.sessions() as session:
-                    return not in_flight(session, issue_id, utcnow())
-
-            wait_for(first_pass_done, 120, "the first pass to settle")
-            after_first = ledger(runtime, issue_id)
-            status_after_first = load_issue(runtime, issue_id).status
+            after_first = first_pass(runtime, issue_id, 10, 120)
+            status_after_first = reliability.load_issue(runtime, issue_id).status
             with transaction(runtime.sessions) as session:
                 waiting = session.execute(
                     select(Subscriber.email, Delivery.next_attempt_at, Delivery.last_error)
@@ -416,11 +321,10 @@ def test_deferrals_refusals_and_421_each_end_right(
                 )
             received_after_first = by_recipient(relay.messages)
             sweep.delay()
-            wait_for(lambda: issue_sent(runtime, issue_id), 60, "the retries to be sent")
+            reliability.wait_sent(runtime, issue_id, 60, "the retries to be sent")
         finally:
             worker.stop()
-        counts = ledger(runtime, issue_id)
-        issue = load_issue(runtime, issue_id)
+        counts, issue = outcome(runtime, issue_id)
         with runtime.sessions() as session:
             rows = {
                 email: (status, attempts, last_error)
@@ -465,7 +369,9 @@ def test_deferrals_refusals_and_421_each_end_right(
     assert relay.data_count // 100 >= 9
     # In the end: every deferred reader got it once, refused ones never, nobody twice.
     received = by_recipient(relay.messages)
-    assert received == Counter(a for n in range(readers) if (a := address(n)) not in refused)
+    assert received == Counter(
+        a for n in range(readers) if (a := reliability.address(n)) not in refused
+    )
     assert max(message_ids(relay.messages).values()) == 1
     for email in deferred:
         assert rows[email][:2] == (DeliveryStatus.SENT, 2)
@@ -490,39 +396,25 @@ def test_deferrals_refusals_and_421_each_end_right(
 # -- 4. an unsubscribe that lands mid-send -------------------------------------------------
 
 
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Serve a WSGI app with waitress on 127.0.0.1 in a daemon thread; yield its URL."""
-    server = create_server(app, host="127.0.0.1", port=0)
-    stop = threading.Event()
-
-    def run() -> None:
-        # waitress's run() loops until its socket map is empty, and emptying the map from
-        # another thread races with its poll, so this loop stops and cleans up itself.
-        while not stop.is_set():
-            wasyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
-        server.task_dispatcher.shutdown()
-        wasyncore.close_all(server._map)
-
-    thread = threading.Thread(target=run, name="waitress", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{int(server.effective_port)}"
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        assert not thread.is_alive(), "waitress did not stop"
+def record_unsubscribe_mid_send(runtime: Runtime) -> None:
+    """The report's row for an unsubscribe that lands while the issue is being sent."""
+    record(
+        f"one-click unsubscribe mid-send ({BACKEND[runtime.engine.dialect.name]})",
+        "RFC 8058 POST for a reader late in the order while the issue is being sent",
+        "0 messages to that reader, delivery skipped",
+        "nothing after the POST",
+    )
 
 
 def test_one_click_unsubscribe_mid_send_skips_the_reader(
-    tmp_path: Path, database_url: str, smtp: SMTPServer, relay: EngineHandler
+    tmp_path: Path, database_url: str, smtp_server: SMTPServer, relay: EngineHandler
 ) -> None:
     from worker.tasks import enqueue_issue
 
     readers = 2000
     relay.delay = 0.005
-    with installed(tmp_path, database_url, smtp, batch_size="100") as (env, runtime):
-        issue_id = seed(runtime, tmp_path, readers)
+    with installed(tmp_path, database_url, smtp_server, batch_size="100") as (env, runtime):
+        issue_id = reliability.seed(runtime, tmp_path, readers)
         with runtime.sessions() as session:
             late_delivery, late_email, late_public_id = session.execute(
                 select(Delivery.id, Subscriber.email, Subscriber.public_id)
@@ -531,24 +423,23 @@ def test_one_click_unsubscribe_mid_send_skips_the_reader(
                 .order_by(Delivery.id.desc())
                 .limit(1)
             ).one()
-        token = runtime.tokens.mint(Purpose.UNSUBSCRIBE, late_public_id, SLUG)
-        with serving(create_app(runtime)) as base_url:
+        token = runtime.tokens.mint(Purpose.UNSUBSCRIBE, late_public_id, reliability.SLUG)
+        with serve(create_app(runtime)) as server:
             worker = start_worker(env, tmp_path / "worker.log")
             try:
                 assert enqueue_issue(issue_id) == 20
                 wait_for(lambda: len(relay.messages) > 0, 60, "the first message to arrive")
                 response = httpx.post(
-                    f"{base_url}/unsubscribe/{token}",
+                    f"{server.url}/unsubscribe/{token}",
                     data={"List-Unsubscribe": "One-Click"},
                     timeout=30,
                 )
                 answered = time.monotonic()
-                sent_when_answered = ledger(runtime, issue_id)[DeliveryStatus.SENT]
-                wait_for(lambda: issue_sent(runtime, issue_id), 120, "the issue to be sent")
+                sent_when_answered = reliability.ledger(runtime, issue_id)[DeliveryStatus.SENT]
+                reliability.wait_sent(runtime, issue_id, 120, "the issue to be sent")
             finally:
                 worker.stop()
-        counts = ledger(runtime, issue_id)
-        issue = load_issue(runtime, issue_id)
+        counts, issue = outcome(runtime, issue_id)
         with runtime.sessions() as session:
             late_row = session.get_one(Delivery, late_delivery)
             subscription_status = session.scalar(
@@ -567,17 +458,14 @@ def test_one_click_unsubscribe_mid_send_skips_the_reader(
     ]
     assert not [at for at in late_arrivals if at > answered], "mailed after unsubscribing"
     assert late_arrivals == []
-    assert received == Counter(a for n in range(readers) if (a := address(n)) != late_email)
+    assert received == Counter(
+        a for n in range(readers) if (a := reliability.address(n)) != late_email
+    )
     assert (late_row.status, late_row.message_id) == (DeliveryStatus.SKIPPED, None)
     assert subscription_status == SubscriptionStatus.UNSUBSCRIBED
     assert counts == {DeliveryStatus.SENT: readers - 1, DeliveryStatus.SKIPPED: 1}
     assert (issue.sent_count, issue.failed_count, issue.skipped_count) == (readers - 1, 0, 1)
-    record(
-        f"one-click unsubscribe mid-send ({BACKEND[runtime.engine.dialect.name]})",
-        "RFC 8058 POST for a reader late in the order while the issue is being sent",
-        "0 messages to that reader, delivery skipped",
-        "nothing after the POST",
-    )
+    record_unsubscribe_mid_send(runtime)
 
 
 # -- 5. every batch enqueued twice -----------------------------------------------------------
@@ -589,15 +477,15 @@ def succeeded_tasks(log: Path) -> int:
 
 
 def test_every_batch_enqueued_twice_sends_each_message_once(
-    tmp_path: Path, database_url: str, smtp: SMTPServer, relay: EngineHandler
+    tmp_path: Path, database_url: str, smtp_server: SMTPServer, relay: EngineHandler
 ) -> None:
     from worker.tasks import send_batch
 
     readers = 2000
     logs = [tmp_path / "worker-a.log", tmp_path / "worker-b.log"]
 
-    with installed(tmp_path, database_url, smtp, batch_size="100") as (env, runtime):
-        issue_id = seed(runtime, tmp_path, readers)
+    with installed(tmp_path, database_url, smtp_server, batch_size="100") as (env, runtime):
+        issue_id = reliability.seed(runtime, tmp_path, readers)
         with runtime.sessions() as session:
             ranges = pending_batches(session, issue_id, runtime.settings.batch_size)
         assert len(ranges) == 20
@@ -608,7 +496,7 @@ def test_every_batch_enqueued_twice_sends_each_message_once(
             for low, high in ranges:
                 send_batch.delay(issue_id, low, high)
                 send_batch.delay(issue_id, low, high)
-            wait_for(lambda: issue_sent(runtime, issue_id), 120, "the issue to be sent")
+            wait_for(lambda: reliability.issue_sent(runtime, issue_id), 120, "the issue to be sent")
             wait_for(
                 lambda: sum(succeeded_tasks(log) for log in logs) == 2 * len(ranges),
                 60,
@@ -617,15 +505,14 @@ def test_every_batch_enqueued_twice_sends_each_message_once(
         finally:
             for worker in workers:
                 worker.stop()
-        counts = ledger(runtime, issue_id)
-        issue = load_issue(runtime, issue_id)
+        counts, issue = outcome(runtime, issue_id)
         with runtime.sessions() as session:
             attempts = Counter(
                 session.scalars(select(Delivery.attempts).where(Delivery.issue_id == issue_id))
             )
     # Both worker processes took tasks, so copies of one batch really ran side by side.
     assert all(succeeded_tasks(log) > 0 for log in logs)
-    assert by_recipient(relay.messages) == Counter(address(n) for n in range(readers))
+    assert by_recipient(relay.messages) == Counter(reliability.address(n) for n in range(readers))
     ids = message_ids(relay.messages)
     assert len(ids) == readers
     assert max(ids.values()) == 1
@@ -644,60 +531,46 @@ def test_every_batch_enqueued_twice_sends_each_message_once(
 
 
 def test_issue_finishes_when_its_last_waiting_row_is_unsubscribed(
-    tmp_path: Path, database_url: str, smtp: SMTPServer, relay: EngineHandler
+    tmp_path: Path, database_url: str, smtp_server: SMTPServer, relay: EngineHandler
 ) -> None:
     """docs/operations.md: the issue is marked sent when no row is pending or sending.
 
     A row waiting on a retry backoff that its reader's unsubscribe skips leaves no
     pending row behind; nothing but the sweep runs for the issue after that.
     """
-    from gazette.digests import in_flight
-    from gazette.subscribers import unsubscribe_link
-    from worker.tasks import enqueue_issue
+    from gazette.subscribers.unsubscribing import unsubscribe_link
 
     readers = 20
-    greylisted = address(7)
+    greylisted = reliability.address(7)
 
     def rcpt(recipient: str, _data_count: int) -> str | None:
         return "451 4.7.1 Greylisted, please try again later" if recipient == greylisted else None
 
     relay.rcpt_script = rcpt
-    with installed(tmp_path, database_url, smtp, batch_size="100") as (env, runtime):
-        issue_id = seed(runtime, tmp_path, readers)
+    with installed(tmp_path, database_url, smtp_server, batch_size="100") as (env, runtime):
+        issue_id = reliability.seed(runtime, tmp_path, readers)
         worker = start_worker(env, tmp_path / "worker.log")
         try:
-            assert enqueue_issue(issue_id) == 1
-
-            def first_pass_done() -> bool:
-                with runtime.sessions() as session:
-                    return not in_flight(session, issue_id, utcnow())
-
-            wait_for(first_pass_done, 60, "the first pass to settle")
-            after_first = ledger(runtime, issue_id)
+            after_first = first_pass(runtime, issue_id, 1, 60)
             with transaction(runtime.sessions) as session:
                 public_id = session.scalar(
                     select(Subscriber.public_id).where(Subscriber.email == greylisted)
                 )
                 assert public_id is not None
-                assert unsubscribe_link(session, public_id, SLUG, Origin("web")).changed
-            after_unsubscribe = ledger(runtime, issue_id)
-            status_after_unsubscribe = load_issue(runtime, issue_id).status
+                assert unsubscribe_link(session, public_id, reliability.SLUG, Origin("web")).changed
+            after_unsubscribe = reliability.ledger(runtime, issue_id)
+            status_after_unsubscribe = reliability.load_issue(runtime, issue_id).status
             # Beat would run the sweep every minute; a few runs are as good as a week of them.
             sweep_until_sent(
                 runtime, issue_id, 20, "the sweep to mark sent an issue with no pending row left"
             )
         finally:
             worker.stop()
-        issue = load_issue(runtime, issue_id)
+        issue = reliability.load_issue(runtime, issue_id)
     assert after_first == {DeliveryStatus.SENT: readers - 1, DeliveryStatus.PENDING: 1}
     assert after_unsubscribe == {DeliveryStatus.SENT: readers - 1, DeliveryStatus.SKIPPED: 1}
     assert status_after_unsubscribe == IssueStatus.SENDING
     assert greylisted not in by_recipient(relay.messages)
     assert issue.finished_at is not None
     assert (issue.sent_count, issue.failed_count, issue.skipped_count) == (readers - 1, 0, 1)
-    record(
-        f"one-click unsubscribe mid-send ({BACKEND[runtime.engine.dialect.name]})",
-        "RFC 8058 POST for a reader late in the order while the issue is being sent",
-        "0 messages to that reader, delivery skipped",
-        "nothing after the POST",
-    )
+    record_unsubscribe_mid_send(runtime)

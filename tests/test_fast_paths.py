@@ -14,10 +14,8 @@ import smtplib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +23,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gazette.articles import clean_html
-from gazette.composer import Composer, Reader, SendContext, prepare
-from gazette.config import MailURL
-from gazette.mailer import DeliveryError, MaildirTransport, SMTPConnection, dot_stuffed, transmit
-from gazette.mime import BodyTemplate, DotSafe, Envelope, build_message, quoted_printable
+from gazette.articles.service import clean_html
+from gazette.digests.composer import Composer, Reader, SendContext, prepare
+from gazette.mail.mime import BodyTemplate, DotSafe, Envelope, build_message, quoted_printable
+from gazette.mail.outcomes import DeliveryError
+from gazette.mail.smtp import SMTPConnection, dot_stuffed, transmit
+from gazette.mail.transports import MaildirTransport
 from gazette.ratelimit import make_throttle
 from gazette.rendering import ArticleView, IssueView, RenderedMessage, Renderer
 from gazette.store.models import Newsletter, utcnow
 from gazette.text import html_to_text
 from gazette.tokens import Tokens
-from tests.conftest import TEST_KEY
-from tests.reliability_helpers import DropAfterDotHandler
-from tests.smtp import RecordingHandler, SMTPServer
+from gazette.url_settings import MailURL
+from tests.support.env import TEST_KEY
+from tests.support.messages import parse
+from tests.support.reliability import DropAfterDotHandler
+from tests.support.smtp import CommandLog, RecordingHandler, SMTPServer
 
 MARKERS = ("@@5eed:GREETING@@", "@@5eed:UNSUBSCRIBE@@", "@@5eed:PREFERENCES@@")
 # The inputs that make quoted-printable interesting: blanks that end a line or a chunk,
@@ -195,12 +196,6 @@ READERS = [
 ]
 
 
-def parse(data: bytes) -> EmailMessage:
-    message = message_from_bytes(data, policy=policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
 def test_composed_messages_are_the_bytes_of_encoding_whole_bodies(
     renderer: RecordingRenderer, tmp_path: Path
 ) -> None:
@@ -271,40 +266,6 @@ def test_dot_stuffing_matches_smtplib(data: bytes) -> None:
     assert dot_stuffed(data) == re.sub(rb"(?m)^\.", b"..", data)
 
 
-@dataclass
-class CommandLog(RecordingHandler):
-    """Records each command's name and arguments as the relay saw them."""
-
-    mail_script: Callable[[str], str | None] | None = None
-    commands: list[str] = field(default_factory=list)
-
-    async def handle_MAIL(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        self.commands.append(" ".join(["MAIL", address, *options]))
-        if self.mail_script is not None:
-            reply = self.mail_script(address)
-            if reply is not None:
-                return reply
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 OK"
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        self.commands.append(f"RCPT {address}")
-        return await super().handle_RCPT(server, session, envelope, address, options)
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.commands.append("DATA")
-        return await super().handle_DATA(server, session, envelope)
-
-    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
-        self.commands.append("RSET")
-        return "250 OK"
-
-
 REPLIES = {
     "refused": ("rcpt", "550 5.1.1 no such user"),
     "closing": ("rcpt", "421 4.3.2 closing"),
@@ -322,18 +283,13 @@ def scripted(address: str, stage: str) -> str | None:
 
 
 @pytest.fixture
-def relay() -> Iterator[SMTPServer]:
-    handler = CommandLog(
+def smtp_handler() -> CommandLog:
+    """The relay of the exchange tests: scripted replies by local part, every command logged."""
+    return CommandLog(
         rcpt_script=lambda address, _count: scripted(address, "rcpt"),
         data_script=lambda address, _count: scripted(address, "data"),
         mail_script=lambda address: "550 5.7.1 sender blocked" if "blocked" in address else None,
     )
-    server = SMTPServer(handler)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 # Dots at line starts (the first byte too), a lone dot line, and no CRLF at the end.
@@ -341,14 +297,14 @@ DOTTED = b".first\r\nSubject: dots\r\n\r\n..two\r\n.\r\nmid.dle\r\n.\r\n\r\n.las
 Send = Callable[[smtplib.SMTP, str, str, bytes], object]
 
 
-def exchange(relay: SMTPServer, send: Send, sender: str, recipient: str) -> list[object]:
+def exchange(smtp_server: SMTPServer, send: Send, sender: str, recipient: str) -> list[object]:
     """The commands, outcome and deliveries of one send and of a plain send after it."""
-    handler = relay.handler
+    handler = smtp_server.handler
     assert isinstance(handler, CommandLog)
     handler.commands.clear()
     handler.messages.clear()
     seen: list[object] = []
-    client = smtplib.SMTP("127.0.0.1", relay.port, timeout=10)
+    client = smtplib.SMTP("127.0.0.1", smtp_server.port, timeout=10)
     try:
         try:
             send(client, sender, recipient, DOTTED)
@@ -363,7 +319,7 @@ def exchange(relay: SMTPServer, send: Send, sender: str, recipient: str) -> list
     return [
         *seen,
         list(handler.commands),
-        [(m.sender, m.recipients, m.data) for m in relay.messages],
+        [(m.sender, m.recipients, m.data) for m in smtp_server.messages],
     ]
 
 
@@ -381,35 +337,33 @@ def exchange(relay: SMTPServer, send: Send, sender: str, recipient: str) -> list
     ],
 )
 def test_transmit_talks_smtp_as_sendmail_does(
-    relay: SMTPServer, sender: str, recipient: str
+    smtp_server: SMTPServer, sender: str, recipient: str
 ) -> None:
     def sendmail(client: smtplib.SMTP, sender: str, recipient: str, message: bytes) -> object:
         return client.sendmail(sender, [recipient], message)
 
-    plain = exchange(relay, sendmail, sender, recipient)
-    assert exchange(relay, transmit, sender, recipient) == plain
+    plain = exchange(smtp_server, sendmail, sender, recipient)
+    assert exchange(smtp_server, transmit, sender, recipient) == plain
     if recipient == "reader@example.org" and sender == SENDER:
         # Dot-stuffed on the wire, unstuffed by the relay: the bytes as sent, plus CRLF.
         assert plain[-1][0] == (SENDER, [recipient], DOTTED + b"\r\n")  # type: ignore[index]
 
 
-def connection(relay: SMTPServer) -> SMTPConnection:
+def connection(smtp_server: SMTPServer) -> SMTPConnection:
     return SMTPConnection(
-        MailURL(scheme="smtp", host="127.0.0.1", port=relay.port, timeout=10), 100
+        MailURL(scheme="smtp", host="127.0.0.1", port=smtp_server.port, timeout=10), 100
     )
 
 
 @contextmanager
 def talking_to(handler: RecordingHandler) -> Iterator[SMTPConnection]:
     """A relay on loopback with ``handler``, and a connection to it; both closed after."""
-    relay = SMTPServer(handler)
-    relay.start()
-    conn = connection(relay)
-    try:
-        yield conn
-    finally:
-        conn.close()
-        relay.stop()
+    with SMTPServer(handler) as relay:
+        conn = connection(relay)
+        try:
+            yield conn
+        finally:
+            conn.close()
 
 
 def streamed(conn: SMTPConnection, messages: list[tuple[int, str, str, bytes]]) -> list[object]:
@@ -428,11 +382,11 @@ def streamed(conn: SMTPConnection, messages: list[tuple[int, str, str, bytes]]) 
     ],
 )
 def test_refusals_are_delivery_errors_and_the_session_goes_on(
-    relay: SMTPServer, recipient: str, code: int, permanent: bool
+    smtp_server: SMTPServer, recipient: str, code: int, permanent: bool
 ) -> None:
-    handler = relay.handler
+    handler = smtp_server.handler
     assert isinstance(handler, CommandLog)
-    conn = connection(relay)
+    conn = connection(smtp_server)
     try:
         with pytest.raises(DeliveryError) as caught:
             conn.send(SENDER, recipient, b"Subject: hi\r\n\r\nbody\r\n")
@@ -443,7 +397,7 @@ def test_refusals_are_delivery_errors_and_the_session_goes_on(
         conn.send(SENDER, "next@example.org", b"Subject: next\r\n\r\nbody\r\n")
     finally:
         conn.close()
-    assert [m.recipients for m in relay.messages] == [["next@example.org"]]
+    assert [m.recipients for m in smtp_server.messages] == [["next@example.org"]]
 
 
 @pytest.mark.parametrize("offered", [True, False])
@@ -471,10 +425,10 @@ def test_an_internationalised_address_goes_by_smtputf8_or_is_refused_clearly(
     assert [m.recipients for m in server.messages] == expected
 
 
-def test_421_after_data_reconnects_once_then_defers(relay: SMTPServer) -> None:
-    handler = relay.handler
+def test_421_after_data_reconnects_once_then_defers(smtp_server: SMTPServer) -> None:
+    handler = smtp_server.handler
     assert isinstance(handler, CommandLog)
-    conn = connection(relay)
+    conn = connection(smtp_server)
     try:
         with pytest.raises(DeliveryError) as caught:
             conn.send(SENDER, "shutdown@example.org", b"Subject: hi\r\n\r\nbody\r\n")
@@ -483,7 +437,7 @@ def test_421_after_data_reconnects_once_then_defers(relay: SMTPServer) -> None:
         conn.send(SENDER, "next@example.org", b"Subject: next\r\n\r\nbody\r\n")
     finally:
         conn.close()
-    assert [m.recipients for m in relay.messages] == [["next@example.org"]]
+    assert [m.recipients for m in smtp_server.messages] == [["next@example.org"]]
 
 
 @pytest.mark.parametrize("drops", [1, 2])
@@ -501,11 +455,11 @@ def test_a_dropped_connection_is_retried_once(drops: int) -> None:
 
 
 def test_a_digest_arrives_byte_identical(
-    relay: SMTPServer, renderer: RecordingRenderer, tmp_path: Path
+    smtp_server: SMTPServer, renderer: RecordingRenderer, tmp_path: Path
 ) -> None:
     digest = composer(renderer, tmp_path)
     sent = []
-    conn = connection(relay)
+    conn = connection(smtp_server)
     try:
         for reader in READERS:
             composed = digest.compose(reader, utcnow())
@@ -514,7 +468,7 @@ def test_a_digest_arrives_byte_identical(
             sent.append(composed[1])
     finally:
         conn.close()
-    assert [m.data for m in relay.messages] == sent
+    assert [m.data for m in smtp_server.messages] == sent
 
 
 @settings(max_examples=300, deadline=None)
@@ -574,11 +528,11 @@ def _outcome(failure: DeliveryError | None) -> tuple[int | None, bool] | None:
     return None if failure is None else (failure.code, failure.permanent)
 
 
-def test_send_each_gives_each_message_the_outcome_send_gives_it(relay: SMTPServer) -> None:
+def test_send_each_gives_each_message_the_outcome_send_gives_it(smtp_server: SMTPServer) -> None:
     messages = [
         (n, SENDER, r, f"Subject: {n}\r\n\r\nbody\r\n".encode()) for n, r in enumerate(STREAM)
     ]
-    conn = connection(relay)
+    conn = connection(smtp_server)
     try:
         one_at_a_time = []
         for _key, sender, recipient, message in messages:
@@ -588,8 +542,8 @@ def test_send_each_gives_each_message_the_outcome_send_gives_it(relay: SMTPServe
                 one_at_a_time.append(_outcome(failure))
             else:
                 one_at_a_time.append(None)
-        delivered_by_send = [m.recipients for m in relay.messages]
-        relay.messages.clear()
+        delivered_by_send = [m.recipients for m in smtp_server.messages]
+        smtp_server.messages.clear()
         streamed = [(key, _outcome(failure)) for key, failure in conn.send_each(iter(messages))]
     finally:
         conn.close()
@@ -598,7 +552,7 @@ def test_send_each_gives_each_message_the_outcome_send_gives_it(relay: SMTPServe
         None, (550, True), (451, False), (554, True), (552, False), (421, False), (421, False),
         None,
     ]  # fmt: skip
-    assert [m.recipients for m in relay.messages] == delivered_by_send
+    assert [m.recipients for m in smtp_server.messages] == delivered_by_send
 
 
 def test_send_each_builds_the_next_message_before_reading_the_last_reply() -> None:

@@ -15,9 +15,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from gazette.articles import ArticleInput, clean_html, upsert_article
+from gazette.articles.feed_documents import parse_feed
+from gazette.articles.feeds import ingest_document
+from gazette.articles.service import ArticleInput, clean_html, upsert_article
 from gazette.errors import GazetteError
-from gazette.feeds import ingest_document, parse_feed
 from gazette.store.models import Article, Topic
 from gazette.text import clean_line
 
@@ -25,45 +26,31 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "feed.xml"
 AMPERSAND_TITLE = 'Grid Storage & the "Evening Peak": What Batteries Can and Cannot Do'
 JAPANESE_TITLE = "地方鉄道の再生：乗客が戻る路線の条件"
 UKRAINIAN_TITLE = "Міська спека: як тінь і вода охолоджують квартали"
+REMOTE_WORK_TITLE_JA = "在宅勤務は地方経済を変えるか"
 
 # guid -> (title, publication time in UTC from the pubDate and its offset, topic slugs)
+REMOTE_WORK_TITLE = "Remote Work and the Changing Shape of City Centres"
+MICROGRIDS_TITLE = "Енергостійкість громад: уроки локальних мікромереж"
+NIGHT_TRAINS_TITLE = "Night Trains Are Back. Can the Timetables Keep Up?"
+SMALL_BUSINESS_TITLE = "Цифрові послуги для малого бізнесу: що справді економить час"
+# What the example feed holds: guid -> (title, published in UTC, topic slugs).
 EXPECTED = {
-    "meridian-2026-008": (
-        AMPERSAND_TITLE,
-        datetime(2026, 11, 27, 9, 15, tzinfo=UTC),
-        {"energy", "technology"},
-    ),
-    "meridian-2026-007": (
-        JAPANESE_TITLE,
-        datetime(2026, 11, 24, 9, 30, tzinfo=UTC),
-        {"transport", "cities"},
-    ),
-    "meridian-2026-006": (UKRAINIAN_TITLE, datetime(2026, 11, 20, 8, 0, tzinfo=UTC), {"cities"}),
-    "meridian-2026-005": (
-        "Remote Work and the Changing Shape of City Centres",
-        datetime(2026, 11, 17, 19, 45, tzinfo=UTC),
-        {"economy", "cities"},
-    ),
-    "meridian-2026-004": (
-        "Енергостійкість громад: уроки локальних мікромереж",
-        datetime(2026, 11, 13, 6, 0, tzinfo=UTC),
-        {"energy"},
-    ),
-    "meridian-2026-003": (
-        "在宅勤務は地方経済を変えるか",
-        datetime(2026, 11, 10, 2, 20, tzinfo=UTC),
-        {"economy", "technology"},
-    ),
-    "meridian-2026-002": (
-        "Night Trains Are Back. Can the Timetables Keep Up?",
-        datetime(2026, 11, 6, 16, 5, tzinfo=UTC),
-        {"transport"},
-    ),
-    "meridian-2026-001": (
-        "Цифрові послуги для малого бізнесу: що справді економить час",
-        datetime(2026, 11, 2, 6, 30, tzinfo=UTC),
-        {"technology", "economy"},
-    ),
+    guid: (title, datetime.fromisoformat(published).replace(tzinfo=UTC), set(topics.split()))
+    for guid, title, published, topics in [
+        ("meridian-2026-008", AMPERSAND_TITLE, "2026-11-27T09:15", "energy technology"),
+        ("meridian-2026-007", JAPANESE_TITLE, "2026-11-24T09:30", "transport cities"),
+        ("meridian-2026-006", UKRAINIAN_TITLE, "2026-11-20T08:00", "cities"),
+        ("meridian-2026-005", REMOTE_WORK_TITLE, "2026-11-17T19:45", "economy cities"),
+        ("meridian-2026-004", MICROGRIDS_TITLE, "2026-11-13T06:00", "energy"),
+        (
+            "meridian-2026-003",
+            "在宅勤務は地方経済を変えるか",
+            "2026-11-10T02:20",
+            "economy technology",
+        ),
+        ("meridian-2026-002", NIGHT_TRAINS_TITLE, "2026-11-06T16:05", "transport"),
+        ("meridian-2026-001", SMALL_BUSINESS_TITLE, "2026-11-02T06:30", "technology economy"),
+    ]
 }
 
 
@@ -117,8 +104,9 @@ def test_parse_example_feed_keeps_every_item_and_its_text() -> None:
     assert by_guid["meridian-2026-007"].url == (
         "https://meridian.example.org/2026/11/24/regional-rail-revival/"
     )
-    # content:encoded wins over the plain description.
-    assert "<em>evening peak</em>" in by_guid["meridian-2026-008"].summary
+    # Both are kept (issue 15): the description is the excerpt, content:encoded the post.
+    assert "<em>evening peak</em>" in by_guid["meridian-2026-008"].content
+    assert by_guid["meridian-2026-008"].summary.startswith("Four-hour batteries are reshaping")
 
 
 @pytest.fixture
@@ -157,9 +145,11 @@ def test_ingest_example_feed_stores_clean_articles(session: Session) -> None:
     assert "&quot;" not in grid.title
     assert grid.author == "Helen Okafor"
     assert grid.language == "en"
-    assert "<em>evening peak</em>" in grid.summary
-    assert 'href="https://meridian.example.org/research/grid-storage-2026/"' in grid.summary
-    assert "本研究では" in stored["meridian-2026-007"].summary
+    # The description is the excerpt; content:encoded is kept whole beside it (issue 15).
+    assert grid.summary.startswith("Four-hour batteries are reshaping")
+    assert "<em>evening peak</em>" in grid.content
+    assert 'href="https://meridian.example.org/research/grid-storage-2026/"' in grid.content
+    assert "本研究では" in stored["meridian-2026-007"].content
     topics = {t.slug: t.name for t in session.scalars(select(Topic))}
     assert topics == {
         "energy": "Energy",

@@ -7,25 +7,23 @@ scheduled tick of each week with its own article window, goes to those who chose
 
 from __future__ import annotations
 
-import email
 import json
 import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
-from email import policy
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gazette.archive import archived_issue, list_archive
-from gazette.articles import ArticleInput, upsert_article
+from gazette.articles.service import ArticleInput, upsert_article
 from gazette.config import load_settings
-from gazette.digests import due_editions, period_key, plan_issue
+from gazette.digests.archive import archived_issue, list_archive
+from gazette.digests.planning import due_editions, period_key, plan_issue
 from gazette.errors import GazetteError
-from gazette.newsletters import (
+from gazette.newsletters.service import (
     NewsletterChanges,
     Schedule,
     create_newsletter,
@@ -35,8 +33,12 @@ from gazette.newsletters import (
 from gazette.runtime import Runtime, build_runtime
 from gazette.store.db import transaction
 from gazette.store.models import Delivery, Edition, Issue, IssueArticle, IssueStatus, Subscriber
-from gazette.subscribers import Origin, subscribe, update_preferences
-from tests.digest_helpers import installed_runtime, maildir_messages
+from gazette.subscribers.preferences import update_preferences
+from gazette.subscribers.service import Origin
+from gazette.subscribers.subscribing import subscribe
+from tests.support.digests import maildir_messages
+from tests.support.env import installed_runtime
+from tests.support.messages import parse
 from worker import tasks
 
 CLI = Origin("cli")
@@ -349,10 +351,7 @@ def test_the_scheduler_sends_the_summary_only_to_weekly_readers(
         tasks.plan_due_issues()
         received = {
             str(message["To"]): message
-            for message in (
-                email.message_from_bytes(raw, policy=policy.default)
-                for raw in maildir_messages(runtime)
-            )
+            for message in (parse(raw) for raw in maildir_messages(runtime))
         }
         assert sorted(received) == ["every@example.org", "weekly@example.org"]
         with runtime.sessions() as session:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from html import unescape
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
@@ -19,53 +20,49 @@ import pytest
 from selenium.webdriver.chrome.webdriver import WebDriver
 from sqlalchemy import select, update
 
-from gazette import previews
-from gazette.articles import ArticleInput, upsert_article
-from gazette.errors import GazetteError, InvalidChoiceError
-from gazette.languages import (
+from gazette.articles.service import ArticleInput, upsert_article
+from gazette.digests import previews
+from gazette.digests.routing import (
     normalise_tag,
     parse_link_languages,
     published_languages,
     save_extra_languages,
 )
-from gazette.newsletters import create_newsletter
+from gazette.errors import GazetteError, InvalidChoiceError
+from gazette.newsletters.service import create_newsletter
 from gazette.runtime import Runtime
 from gazette.store.db import transaction
 from gazette.store.models import (
     Article,
     DeliveryStatus,
     Event,
+    Issue,
     IssueStatus,
     Newsletter,
     Subscriber,
     utcnow,
 )
-from gazette.subscribers import Origin
+from gazette.subscribers.service import Origin
 from gazette.tokens import Purpose
 from gazette.web import create_app, server_options
-from tests.digest_helpers import (
+from tests.support.digests import (
     BASE_URL,
     NAME,
     SLUG,
     WORDS,
-    HtmlDocument,
     SeededReader,
     add_readers,
     artifacts_dir,
     deliveries,
     expected_subject,
-    installed_runtime,
     js,
-    listed_titles,
-    parse,
-    parts,
     plan,
-    require_chromium,
     send,
-    start_chromium,
 )
-from tests.http import Browser, Page, serve
-from tests.smtp import RecordingHandler, SMTPServer, by_recipient
+from tests.support.http import Browser, Page, serve
+from tests.support.messages import HtmlDocument, listed_titles, parse, parts
+from tests.support.reliability import parse_html
+from tests.support.smtp import SMTPServer, by_recipient
 
 # (title, language, hours ago): the newest is Ukrainian, so an English reader's subject
 # would lead with it if routing did not narrow their edition.
@@ -112,22 +109,6 @@ OWN_EDITION = {
 
 
 # --- set-up ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[SMTPServer]:
-    server = SMTPServer(RecordingHandler())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def smtp_runtime(tmp_path: Path, database_url: str, smtp_server: SMTPServer) -> Iterator[Runtime]:
-    with installed_runtime(tmp_path, database_url, smtp_url=smtp_server.url) as built:
-        yield built
 
 
 def new_newsletter(
@@ -219,19 +200,29 @@ def render_count(runtime: Runtime, issue_id: int) -> int:
 # --- sending ----------------------------------------------------------------------------
 
 
+def send_the_issue(
+    runtime: Runtime, server: SMTPServer, mode: str
+) -> tuple[int, str, Issue, dict[str, Received]]:
+    """A newsletter routing by ``mode``, the issue's articles and readers; plan and send it.
+
+    Returns the issue's id, its public id, the issue as it stands after sending, and what
+    each reader received (checked to be every reader, once).
+    """
+    now = utcnow()
+    newsletter_id = new_newsletter(runtime, mode)
+    add_issue_articles(runtime, now, ISSUE)
+    seed_readers(runtime)
+    issue_id, public_id, _status = plan(runtime, newsletter_id, now)
+    issue = send(runtime, issue_id)
+    got = received(server)
+    assert set(got) == set(OWN_EDITION)
+    return issue_id, public_id, issue, got
+
+
 def test_own_sends_each_reader_their_languages_once_from_one_render_per_edition(
     smtp_runtime: Runtime, smtp_server: SMTPServer
 ) -> None:
-    now = utcnow()
-    newsletter_id = new_newsletter(smtp_runtime, "own")
-    add_issue_articles(smtp_runtime, now, ISSUE)
-    seed_readers(smtp_runtime)
-    issue_id, public_id, _status = plan(smtp_runtime, newsletter_id, now)
-
-    issue = send(smtp_runtime, issue_id)
-
-    got = received(smtp_server)
-    assert set(got) == set(OWN_EDITION)
+    issue_id, public_id, issue, got = send_the_issue(smtp_runtime, smtp_server, "own")
     for address, (language, titles) in OWN_EDITION.items():
         message = got[address]
         assert message.titles == titles, address
@@ -258,16 +249,7 @@ def test_own_sends_each_reader_their_languages_once_from_one_render_per_edition(
 def test_all_sends_every_reader_every_article(
     smtp_runtime: Runtime, smtp_server: SMTPServer
 ) -> None:
-    now = utcnow()
-    newsletter_id = new_newsletter(smtp_runtime, "all")
-    add_issue_articles(smtp_runtime, now, ISSUE)
-    seed_readers(smtp_runtime)
-    issue_id, public_id, _status = plan(smtp_runtime, newsletter_id, now)
-
-    issue = send(smtp_runtime, issue_id)
-
-    got = received(smtp_server)
-    assert set(got) == set(OWN_EDITION)
+    issue_id, public_id, issue, got = send_the_issue(smtp_runtime, smtp_server, "all")
     for address, (language, _own) in OWN_EDITION.items():
         assert got[address].titles == TITLES, address
         assert got[address].subject == expected_subject(NAME, TITLES, language)
@@ -464,6 +446,57 @@ def test_the_archive_page_shows_the_languages_its_link_names(site: Site) -> None
         assert article_titles(page) == OWN_EDITION[address][1], address
 
 
+def test_the_archive_index_keeps_the_languages_its_link_names(site: Site) -> None:
+    """/archive?lang= narrows each issue's lead as the issue page does, and the links
+    between the index and the issue keep it; without it nothing is narrowed."""
+    issue = f"/archive/{site.issue_public_id}"
+    index = site.browser.get("/archive?lang=uk", headers={"Accept-Language": "en"})
+    assert index.status == 200
+    assert "Only the articles in your languages are shown." in index.text
+    links = dict(HtmlDocument(index.text).links)
+    assert f"{issue}?lang=uk" in links
+    # The lead is the issue's first Ukrainian title though the page is in English, and
+    # the count is of the Ukrainian (and language-less) articles only.
+    assert titles_in("uk")[0] in index.text
+    assert f"and {len(titles_in('uk')) - 1} more" in index.text
+    assert not any(title in index.text for title in TITLES if title not in titles_in("uk"))
+    # The issue page's "Archive" link leads back to the same narrowed index.
+    page = site.browser.get(f"{issue}?lang=uk")
+    assert ("/archive?lang=uk", "Archive") in HtmlDocument(page.text).links
+    # Without ?lang: every article counts and no link carries a language.
+    plain = site.browser.get("/archive", headers={"Accept-Language": "en"})
+    assert "Only the articles in your languages are shown." not in plain.text
+    assert f"and {len(TITLES) - 1} more" in plain.text
+    assert issue in dict(HtmlDocument(plain.text).links)
+    assert not any("lang=" in href for href, _ in HtmlDocument(plain.text).links)
+    assert ("/archive", "Archive") in HtmlDocument(site.browser.get(issue).text).links
+
+
+def test_a_bad_language_list_on_the_archive_index_is_one_sentence(site: Site) -> None:
+    bad = site.browser.get("/archive?lang=uk,%3Cscript%3E")
+    assert bad.status == 400
+    assert "The language list 'uk,<script>' is not a list of language codes." in unescape(bad.text)
+    assert "<script>" not in bad.text
+
+
+def test_the_archive_marks_each_article_s_language(site: Site) -> None:
+    """Each article says its language (lang=), so a browser draws Japanese with Japanese
+    glyphs and a screen reader picks the right voice; the notice names what is shown; the
+    index leads with a title in the visitor's language rather than the first article."""
+    page = site.browser.get(f"/archive/{site.issue_public_id}?lang=uk,ja")
+    elements = parse_html(page.text).elements
+    marked = [attributes.get("lang") for tag, attributes in elements if tag == "article"]
+    assert marked == ["uk", "ja", None, "uk"]  # the issue's uk, ja and language-less ones
+    assert "(日本語, Українська)" in "".join(parse_html(page.text).text)
+    leads = {}
+    for language in ("en", "uk", "ja"):
+        index = site.browser.get("/archive", headers={"Accept-Language": language})
+        [lead] = [a for tag, a in parse_html(index.text).elements if tag == "small" and "lang" in a]
+        leads[language] = lead["lang"]
+        assert titles_in(language)[0] in index.text
+    assert leads == {"en": "en", "uk": "uk", "ja": "ja"}
+
+
 def test_the_subscribe_form_offers_the_languages_the_newsletter_publishes(site: Site) -> None:
     now = utcnow()
     add_issue_articles(site.runtime, now, [("Neue Bibliothek", "de", 1)])
@@ -521,17 +554,6 @@ def test_further_languages_are_checked_against_what_the_newsletter_publishes(
 
 
 # --- in a browser -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def chromium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
-    require_chromium()
-    monkeypatch.setenv("SE_OFFLINE", "true")
-    driver = start_chromium(tmp_path / "chromium-profile")
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def test_an_own_readers_digest_and_edition_page_in_chromium(

@@ -6,7 +6,6 @@ import binascii
 import dataclasses
 import re
 from datetime import UTC, datetime
-from email import message_from_bytes, policy
 from email.header import decode_header, make_header
 from email.message import EmailMessage
 from typing import Any
@@ -15,8 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gazette.mime import Envelope, build_message, encode_text, format_address, quoted_printable
+from gazette.mail.mime import Envelope, build_message, encode_text, format_address, quoted_printable
 from gazette.text import clean_line
+from tests.support.messages import parse
 
 BOUNDARY = "=_gazette_7f3a9c41d2"
 TO_ADDRESS = "reader@example.org"
@@ -63,12 +63,6 @@ JAPANESE_SUBJECT = (
 
 def envelope(**changes: Any) -> Envelope:
     return dataclasses.replace(BASE, **changes)
-
-
-def parse(data: bytes) -> EmailMessage:
-    message = message_from_bytes(data, policy=policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
 
 
 def crlf(text: str) -> str:

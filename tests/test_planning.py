@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from gazette.articles import ArticleInput, upsert_article
-from gazette.digests import PlanResult, due_editions, pending_batches, period_key, plan_issue
-from gazette.newsletters import create_newsletter
+from gazette.articles.service import ArticleInput, upsert_article
+from gazette.digests.ledger import pending_batches
+from gazette.digests.planning import PlanResult, due_editions, period_key, plan_issue
+from gazette.newsletters.service import create_newsletter
 from gazette.runtime import Runtime
 from gazette.store.db import make_engine, make_session_factory, transaction
 from gazette.store.models import (
@@ -32,39 +31,21 @@ from gazette.store.models import (
     SubscriptionStatus,
     Topic,
 )
-from gazette.subscribers import Origin, subscribe, unsubscribe
+from gazette.subscribers.service import Origin
+from gazette.subscribers.subscribing import subscribe
+from gazette.subscribers.unsubscribing import unsubscribe
+from tests.support.digests import add_article, carried
+from tests.support.workers import wait_for
 
 CLI = Origin("cli")
 KYIV = ZoneInfo("Europe/Kyiv")
 # Newsletters below run "0 8 * * 1" in UTC unless said otherwise: Mondays 08:00 UTC.
+DAY = timedelta(days=1)
 WEEK = timedelta(days=7)
 MONDAY_1 = datetime(2025, 6, 2, 8, tzinfo=UTC)
 NOW_1 = MONDAY_1 + timedelta(hours=1)
 NOW_2 = NOW_1 + WEEK
 NOW_3 = NOW_2 + WEEK
-
-
-def add_article(
-    session: Session,
-    title: str,
-    published_at: datetime,
-    *,
-    topics: Iterable[str] = (),
-    guid: str = "",
-    url: str | None = None,
-) -> int:
-    slug = "-".join(title.lower().split())
-    result = upsert_article(
-        session,
-        ArticleInput(
-            title=title,
-            url=url or f"https://news.example.org/{slug}",
-            published_at=published_at,
-            guid=guid,
-            topics=list(topics),
-        ),
-    )
-    return result.article_id
 
 
 def add_reader(
@@ -73,14 +54,10 @@ def add_reader(
     return subscribe(session, email, slug, CLI, confirmed=confirmed).subscriber_id
 
 
-def issue_article_ids(session: Session, issue_id: int) -> list[int]:
-    return list(
-        session.scalars(
-            select(IssueArticle.article_id)
-            .where(IssueArticle.issue_id == issue_id)
-            .order_by(IssueArticle.position)
-        )
-    )
+def add_stories(session: Session, *titles: str) -> None:
+    """One article a day for each title, the last published the day before MONDAY_1."""
+    for days_before, title in enumerate(reversed(titles), start=1):
+        add_article(session, title, MONDAY_1 - timedelta(days=days_before))
 
 
 def delivery_subscribers(session: Session, issue_id: int) -> list[int]:
@@ -100,8 +77,7 @@ def test_planning_a_period_twice_returns_the_same_issue(runtime: Runtime) -> Non
     with transaction(runtime.sessions) as session:
         newsletter_id = create_newsletter(session, "weekly", "Weekly")
         readers = [add_reader(session, f"reader{n}@example.org") for n in range(3)]
-        add_article(session, "First story", MONDAY_1 - timedelta(days=2))
-        add_article(session, "Second story", MONDAY_1 - timedelta(days=1))
+        add_stories(session, "First story", "Second story")
         first = plan_issue(session, newsletter_id, NOW_1)
     assert first.created is True
     assert first.status == IssueStatus.PLANNED
@@ -130,11 +106,10 @@ def test_plan_result_counts_what_was_frozen(runtime: Runtime) -> None:
         newsletter_id = create_newsletter(session, "weekly", "Weekly")
         for n in range(4):
             add_reader(session, f"reader{n}@example.org")
-        add_article(session, "First story", MONDAY_1 - timedelta(days=2))
-        add_article(session, "Second story", MONDAY_1 - timedelta(days=1))
+        add_stories(session, "First story", "Second story")
         created = plan_issue(session, newsletter_id, NOW_1)
     with runtime.sessions() as session:
-        frozen_articles = len(issue_article_ids(session, created.issue_id))
+        frozen_articles = len(carried(session, created.issue_id))
         frozen_deliveries = len(delivery_subscribers(session, created.issue_id))
     assert (frozen_articles, frozen_deliveries) == (2, 4)
     # The call that created the issue reports the same counts as any later call.
@@ -186,8 +161,7 @@ def test_too_few_articles_skip_the_issue_without_deliveries(runtime: Runtime) ->
     with transaction(runtime.sessions) as session:
         newsletter_id = create_newsletter(session, "weekly", "Weekly", min_articles=3)
         add_reader(session, "reader@example.org")
-        add_article(session, "One", MONDAY_1 - timedelta(days=2))
-        add_article(session, "Two", MONDAY_1 - timedelta(days=1))
+        add_stories(session, "One", "Two")
         result = plan_issue(session, newsletter_id, NOW_1)
     assert result.created is True
     assert result.status == IssueStatus.SKIPPED
@@ -225,9 +199,9 @@ def test_articles_of_a_skipped_issue_carry_over_to_the_next(runtime: Runtime) ->
     with transaction(runtime.sessions) as session:
         new = add_article(session, "Three", NOW_1 + timedelta(days=1))
         result = plan_issue(session, newsletter_id, NOW_2)
-        carried = issue_article_ids(session, result.issue_id)
+        carried_ids = carried(session, result.issue_id)
     assert result.issue_id != skipped.issue_id
-    assert sorted(carried) == sorted([*old, new])
+    assert sorted(carried_ids) == sorted([*old, new])
     assert result.status == IssueStatus.PLANNED
 
 
@@ -244,7 +218,7 @@ def test_next_issue_carries_what_the_edition_has_not_carried(runtime: Runtime) -
         by_url = add_article(session, "By link", MONDAY_1 - timedelta(days=2))
         at_cutoff = add_article(session, "At the cutoff", NOW_1)
         first = plan_issue(session, newsletter_id, NOW_1)
-        first_articles = issue_article_ids(session, first.issue_id)
+        first_articles = carried(session, first.issue_id)
     assert sorted(first_articles) == sorted([early, by_url, at_cutoff])
 
     with transaction(runtime.sessions) as session:
@@ -254,29 +228,22 @@ def test_next_issue_carries_what_the_edition_has_not_carried(runtime: Runtime) -
         late = add_article(session, "Late arrival", NOW_1 - timedelta(minutes=5))
         # Published after the next cutoff: not yet.
         add_article(session, "Tomorrow", NOW_2 + timedelta(days=1))
-        # Updated articles keep their id: new title and date (matched by guid) ...
-        updated = upsert_article(
-            session,
-            ArticleInput(
-                title="Early, corrected",
-                url="https://news.example.org/early-v2",
-                published_at=NOW_1 + timedelta(days=3),
-                guid="tag:early",
-            ),
-        )
-        # ... or a new title only (no guid: matched by its link).
-        retitled = upsert_article(
-            session,
-            ArticleInput(
-                title="By link, retitled",
-                url="https://news.example.org/by-link",
-                published_at=NOW_1 + timedelta(days=4),
-            ),
+        site = "https://news.example.org"
+        updated, retitled = (
+            upsert_article(session, article)
+            for article in (
+                # Updated articles keep their id: new title and date (matched by guid) ...
+                ArticleInput(
+                    "Early, corrected", f"{site}/early-v2", NOW_1 + 3 * DAY, guid="tag:early"
+                ),
+                # ... or a new title only (no guid: matched by its link).
+                ArticleInput("By link, retitled", f"{site}/by-link", NOW_1 + 4 * DAY),
+            )
         )
         assert (updated.article_id, updated.created) == (early, False)
         assert (retitled.article_id, retitled.created) == (by_url, False)
         second = plan_issue(session, newsletter_id, NOW_2)
-        second_articles = issue_article_ids(session, second.issue_id)
+        second_articles = carried(session, second.issue_id)
         issue = session.get_one(Issue, second.issue_id)
         # The look-back window: the newsletter's 14 days.
         assert issue.since_at == NOW_2 - timedelta(days=14)
@@ -288,7 +255,7 @@ def test_next_issue_carries_what_the_edition_has_not_carried(runtime: Runtime) -
     with transaction(runtime.sessions) as session:
         newest = add_article(session, "Newest", NOW_2 + timedelta(hours=1))
         third = plan_issue(session, newsletter_id, NOW_3)
-        third_articles = issue_article_ids(session, third.issue_id)
+        third_articles = carried(session, third.issue_id)
     # "Tomorrow" was after the second cutoff, so it belongs to the third issue.
     assert newest in third_articles
     assert len(third_articles) == 2
@@ -306,7 +273,7 @@ def test_articles_are_oldest_due_first_capped_and_shown_newest_first(runtime: Ru
             for name, ago in days.items()
         }
         result = plan_issue(session, newsletter_id, NOW_1)
-        chosen = issue_article_ids(session, result.issue_id)
+        chosen = carried(session, result.issue_id)
         positions = list(
             session.scalars(
                 select(IssueArticle.position)
@@ -321,7 +288,7 @@ def test_articles_are_oldest_due_first_capped_and_shown_newest_first(runtime: Ru
     # The rest roll over to the next issue (was: lost once three were sent).
     with transaction(runtime.sessions) as session:
         following = plan_issue(session, newsletter_id, NOW_1 + timedelta(days=1), "next")
-        assert issue_article_ids(session, following.issue_id) == [ids["Fri"], ids["Thu"]]
+        assert carried(session, following.issue_id) == [ids["Fri"], ids["Thu"]]
 
 
 def test_topic_filter_picks_only_articles_with_the_newsletter_s_topics(runtime: Runtime) -> None:
@@ -341,8 +308,8 @@ def test_topic_filter_picks_only_articles_with_the_newsletter_s_topics(runtime: 
         add_article(session, "No topic", day)
         filtered = plan_issue(session, science_id, NOW_1)
         unfiltered = plan_issue(session, everything_id, NOW_1)
-        science_articles = issue_article_ids(session, filtered.issue_id)
-        all_articles = issue_article_ids(session, unfiltered.issue_id)
+        science_articles = carried(session, filtered.issue_id)
+        all_articles = carried(session, unfiltered.issue_id)
     assert sorted(science_articles) == sorted([tagged, both])
     assert len(all_articles) == 4
 
@@ -493,6 +460,15 @@ def due_newsletters_regular(session: Session, now: datetime) -> list[int]:
 # --- two planners at the same moment (PostgreSQL) -----------------------------------------
 
 
+def waits_on_a_lock(runtime: Runtime, pid: int) -> bool:
+    """True while PostgreSQL backend ``pid`` is blocked waiting for a lock."""
+    with runtime.engine.connect() as connection:
+        kind = connection.scalar(
+            text("SELECT wait_event_type FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+        )
+    return str(kind) == "Lock"
+
+
 def test_concurrent_planners_make_one_issue(runtime: Runtime, database_url: str) -> None:
     if make_url(database_url).get_backend_name() != "postgresql":
         pytest.skip("SQLite serialises writers (BEGIN IMMEDIATE); the race needs PostgreSQL")
@@ -508,20 +484,38 @@ def test_concurrent_planners_make_one_issue(runtime: Runtime, database_url: str)
     try:
         for now in (NOW_1, NOW_2, NOW_3):
             barrier = threading.Barrier(2, timeout=30)
+            pids: dict[int, int] = {}
+            returned: list[int] = []
+            order = threading.Lock()
 
             def planner(
-                index: int, now: datetime = now, barrier: threading.Barrier = barrier
-            ) -> tuple[PlanResult, float]:
+                index: int,
+                now: datetime = now,
+                barrier: threading.Barrier = barrier,
+                pids: dict[int, int] = pids,
+                returned: list[int] = returned,
+                order: threading.Lock = order,
+            ) -> tuple[PlanResult, bool]:
+                """Plan in a transaction; the first to return holds it until the other waits."""
                 factory = make_session_factory(engines[index])
                 with factory() as session, session.begin():
-                    session.get_one(Newsletter, newsletter_id)  # connected, in a transaction
+                    # Connected, in a transaction, and known by the server's process id.
+                    session.get_one(Newsletter, newsletter_id)
+                    pids[index] = int(session.scalar(text("SELECT pg_backend_pid()")) or 0)
                     barrier.wait()
-                    started = time.monotonic()
                     result = plan_issue(session, newsletter_id, now)
-                    took = time.monotonic() - started
-                    # Hold the transaction open: the other planner meets an uncommitted row.
-                    time.sleep(0.5)
-                return result, took
+                    with order:
+                        first = not returned
+                        returned.append(index)
+                    if first:
+                        # Hold the transaction open until the other planner is seen blocked
+                        # on this one's uncommitted issue: it must wait, then find it.
+                        wait_for(
+                            lambda: waits_on_a_lock(runtime, pids[1 - index]),
+                            60,
+                            "the other planner to wait on the uncommitted issue",
+                        )
+                return result, first
 
             with ThreadPoolExecutor(2) as pool:
                 futures = [pool.submit(planner, n) for n in range(2)]
@@ -532,9 +526,9 @@ def test_concurrent_planners_make_one_issue(runtime: Runtime, database_url: str)
             loser = next(r for r in results if not r.created)
             assert loser.deliveries == readers
             assert results[0].articles == results[1].articles >= 1
-            # The loser waited on the winner's uncommitted issue, then found it.
-            loser_took = next(took for result, took in outcomes if not result.created)
-            assert loser_took >= 0.3
+            # The loser waited on the winner's uncommitted issue, then found it: the winner
+            # returned first and held its transaction until the loser was blocked on a lock.
+            assert [first for result, first in outcomes if result.created] == [True]
 
             with runtime.sessions() as session:
                 key = period_key(session.get_one(Newsletter, newsletter_id), now)

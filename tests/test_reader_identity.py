@@ -4,7 +4,7 @@ every way in (subscribe, forget, links, the web sign-up and its per-address limi
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Engine, func, inspect, select
@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from gazette.addresses import address_and_key, identity_key
 from gazette.errors import GazetteError
-from gazette.newsletters import create_newsletter
+from gazette.newsletters.service import create_newsletter
 from gazette.store import migrate
 from gazette.store.db import make_engine, make_session_factory, transaction
 from gazette.store.models import (
@@ -25,31 +25,17 @@ from gazette.store.models import (
     Subscription,
     SubscriptionStatus,
 )
-from gazette.subscribers import (
+from gazette.subscribers.service import (
     Origin,
-    forget,
     is_suppressed,
-    subscribe,
     subscriber_by_email,
     subscriber_by_public_id,
-    unsubscribe_link,
 )
+from gazette.subscribers.subscribing import subscribe
+from gazette.subscribers.unsubscribing import forget, unsubscribe_link
 from gazette.tokens import Purpose
-from tests.test_web import (  # noqa: F401 - fixtures, found by pytest by name
-    Site,
-    SiteFactory,
-    make_site,
-    smtp_server,
-    subscribe_form,
-)
+from tests.support.web import SPELLINGS, Site, SiteFactory, subscribe_form
 
-SPELLINGS = (
-    "Mailbox@example.com",
-    "mailbox@example.com",
-    "MAILBOX@EXAMPLE.COM",
-    "mailbox@\uff45\uff58\uff41\uff4d\uff50\uff4c\uff45.com",  # full-width "example"
-    "MailBox@Example.Com",
-)
 BEFORE = "4a1c0de5e1ec"  # 0004, the last revision without the identity key
 CLI = Origin("cli")
 
@@ -134,6 +120,24 @@ def _at(day: int) -> str:
     return f"'2025-06-{day:02d} 08:00:00+00:00'"
 
 
+def statuses_of(session: Session, subscriber_id: int) -> dict[int, SubscriptionStatus]:
+    """The reader's subscription status on each newsletter, by newsletter id."""
+    rows = session.execute(
+        select(Subscription.newsletter_id, Subscription.status).where(
+            Subscription.subscriber_id == subscriber_id
+        )
+    )
+    return dict(rows.all())
+
+
+def insert_rows(
+    run: Callable[[str], object], into: str, values: str, rows: list[tuple[object, ...]]
+) -> None:
+    """INSERT INTO ``into`` one row per tuple: ``values`` with the tuple's fields filled in."""
+    for row in rows:
+        run(f"INSERT INTO {into} VALUES ({values.format(*row)})")
+
+
 def _seed_duplicates(engine: Engine) -> None:
     """A 0004 database: three spellings of one mailbox, and one other reader."""
     with engine.begin() as connection:
@@ -161,15 +165,12 @@ def _seed_duplicates(engine: Engine) -> None:
                 f"'{source}', {consent_at}, 1, '{{}}')"
             )
         # weekly: active, unsubscribed, pending; monthly: pending (first), active (third).
-        subscriptions = [
-            (1, 1, 1, "active"), (2, 2, 1, "unsubscribed"), (3, 3, 1, "pending"),
-            (4, 1, 2, "pending"), (5, 3, 2, "active"), (6, 4, 1, "active"),
-        ]  # fmt: skip
-        for sub_id, sid, nid, status in subscriptions:
-            run(
-                "INSERT INTO subscription (id, subscriber_id, newsletter_id, status, "
-                f"created_at, updated_at) VALUES ({sub_id}, {sid}, {nid}, '{status}', {T}, {T})"
-            )
+        insert_rows(
+            run, "subscription (id, subscriber_id, newsletter_id, status, created_at, updated_at)",
+            f"{{}}, {{}}, {{}}, '{{}}', {T}, {T}",
+            [(1, 1, 1, "active"), (2, 2, 1, "unsubscribed"), (3, 3, 1, "pending"),
+             (4, 1, 2, "pending"), (5, 3, 2, "active"), (6, 4, 1, "active")],
+        )  # fmt: skip
         run("INSERT INTO subscription_topic (subscription_id, topic_id) VALUES (3, 1)")
         for iid in (1, 2):
             run(
@@ -178,15 +179,11 @@ def _seed_duplicates(engine: Engine) -> None:
                 f"({iid}, 'i{iid}', 1, 'k{iid}', 'sent', {T}, {T}, 1, 0, 0)"
             )
         # Issue 1 went out to the second spelling only; issue 2 to the first only.
-        deliveries = [
-            (1, 1, 1, "pending"), (2, 1, 2, "sent"), (3, 1, 3, "failed"),
-            (4, 2, 1, "sent"), (5, 2, 3, "skipped"), (6, 1, 4, "sent"),
-        ]  # fmt: skip
-        for did, iid, sid, status in deliveries:
-            run(
-                "INSERT INTO delivery (id, issue_id, subscriber_id, status, attempts) "
-                f"VALUES ({did}, {iid}, {sid}, '{status}', 1)"
-            )
+        insert_rows(
+            run, "delivery (id, issue_id, subscriber_id, status, attempts)", "{}, {}, {}, '{}', 1",
+            [(1, 1, 1, "pending"), (2, 1, 2, "sent"), (3, 1, 3, "failed"),
+             (4, 2, 1, "sent"), (5, 2, 3, "skipped"), (6, 1, 4, "sent")],
+        )  # fmt: skip
         for sid in (1, 2, 3, 4):
             run(
                 "INSERT INTO event (subscriber_id, newsletter_id, kind, source, detail, "
@@ -196,15 +193,6 @@ def _seed_duplicates(engine: Engine) -> None:
             # Rows given explicit ids leave the sequences behind; later inserts need them on.
             for table in ("newsletter", "topic", "subscriber", "subscription", "issue", "delivery"):
                 run(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), 100)")
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    built = make_engine(database_url)
-    try:
-        yield built
-    finally:
-        built.dispose()
 
 
 def test_upgrade_merges_spellings_into_the_earliest_reader_and_keeps_their_links(
@@ -230,13 +218,7 @@ def test_upgrade_merges_spellings_into_the_earliest_reader_and_keeps_their_links
         assert survivor.confirmed_at is not None
         assert survivor.confirmed_at.day == 1
         assert survivor.bounce_count == 3
-        statuses = dict(
-            session.execute(
-                select(Subscription.newsletter_id, Subscription.status).where(
-                    Subscription.subscriber_id == 1
-                )
-            ).all()
-        )
+        statuses = statuses_of(session, 1)
         # An unsubscribe beats active and pending; active beats pending.
         assert statuses == {1: SubscriptionStatus.UNSUBSCRIBED, 2: SubscriptionStatus.ACTIVE}
         assert session.scalar(select(func.count()).select_from(Subscription)) == 3
@@ -310,7 +292,7 @@ def test_upgrade_without_duplicates_only_fills_the_key(engine: Engine) -> None:
 
 
 def test_five_spellings_signing_up_are_one_reader_under_one_per_address_limit(
-    make_site: SiteFactory,  # noqa: F811 - the fixture imported above
+    make_site: SiteFactory,
 ) -> None:
     site: Site = make_site(subscribe_limit_per_address="3")
     browser = site.browser()
@@ -336,7 +318,7 @@ def test_five_spellings_signing_up_are_one_reader_under_one_per_address_limit(
 
 def test_one_click_from_a_merged_spellings_link_stops_the_one_reader(
     database_url: str,
-    make_site: SiteFactory,  # noqa: F811 - the fixture imported above
+    make_site: SiteFactory,
 ) -> None:
     """Links already in inboxes name the merged readers' public ids: each still works."""
     engine = make_engine(database_url)
@@ -351,13 +333,7 @@ def test_one_click_from_a_merged_spellings_link_stops_the_one_reader(
     response = site.browser(cookies=False).post(path, [("List-Unsubscribe", "One-Click")])
     assert response.status == 200, response.text
     with rt.sessions() as session:
-        statuses = dict(
-            session.execute(
-                select(Subscription.newsletter_id, Subscription.status).where(
-                    Subscription.subscriber_id == 1
-                )
-            ).all()
-        )
+        statuses = statuses_of(session, 1)
     assert statuses == {1: SubscriptionStatus.UNSUBSCRIBED, 2: SubscriptionStatus.UNSUBSCRIBED}
     # The preferences link of another merged spelling shows the one reader's page.
     token = rt.tokens.mint(Purpose.PREFERENCES, "p-second", "monthly")

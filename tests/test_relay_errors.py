@@ -11,203 +11,47 @@ words.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, LoginPassword
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
-from gazette.articles import ArticleInput, upsert_article
-from gazette.config import load_settings
-from gazette.mailer import Fault, classify
-from gazette.newsletters import create_newsletter
-from gazette.runtime import Runtime, build_runtime, use_runtime
-from gazette.store import migrate
+from gazette.mail.outcomes import Fault, classify
 from gazette.store.db import transaction
 from gazette.store.models import (
     Delivery,
     DeliveryStatus,
     Event,
     Subscriber,
-    Subscription,
     SubscriptionStatus,
     utcnow,
 )
-from gazette.subscribers import Origin, subscribe
-from tests.conftest import make_env
-from tests.smtp import RecordingHandler, SMTPServer, by_recipient, free_port
-
-SLUG = "relay-news"
-READERS = ("ada@example.org", "grace@example.org", "linus@example.org")
-USER, PASSWORD = "gazette", "right-password"
-
+from tests.support.relays import (
+    PASSWORD,
+    READERS,
+    USER,
+    AuthRelay,
+    Installation,
+    Relay,
+    bounce_events,
+    make_installation,
+    one_sentence,
+    readers,
+)
+from tests.support.smtp import SMTPServer, by_recipient, free_port
 
 # --- a relay on loopback that can ask for a login and refuse a sender -------------------
-
-
-@dataclass
-class Relay(RecordingHandler):
-    """RecordingHandler that logs every login attempt and MAIL FROM, and can refuse MAIL."""
-
-    mail_reply: str | None = None
-    mails: int = 0
-    # One entry per AUTH the relay answered: (id of the SMTP session, accepted).
-    logins: list[tuple[int, bool]] = field(default_factory=list)
-
-    async def handle_MAIL(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        with self.lock:
-            self.mails += 1
-        if self.mail_reply is not None:
-            return self.mail_reply
-        envelope.mail_from = address
-        envelope.mail_options.extend(options)
-        return "250 OK"
-
-    def authenticate(
-        self, _server: Any, session: Any, _envelope: Any, _mechanism: str, data: Any
-    ) -> AuthResult:
-        ok = isinstance(data, LoginPassword) and data == (USER.encode(), PASSWORD.encode())
-        with self.lock:
-            self.logins.append((id(session), ok))
-        return AuthResult(success=ok, handled=False)
-
-    @property
-    def login_sessions(self) -> int:
-        """How many SMTP sessions tried to log in."""
-        return len({session for session, _ok in self.logins})
-
-
-class AuthRelay(SMTPServer):
-    """aiosmtpd offering AUTH over plain loopback (no TLS to set up in a test)."""
-
-    def __init__(self, handler: Relay) -> None:
-        super().__init__(handler)
-        self._controller.loop.close()  # the plain controller it replaces never ran
-        self._controller = Controller(
-            handler, hostname="127.0.0.1", port=self.port,
-            authenticator=handler.authenticate, auth_require_tls=False,
-        )  # fmt: skip
-
-
-@contextmanager
-def running(server: SMTPServer) -> Iterator[SMTPServer]:
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 # --- an installation, its readers, and the command line -------------------------------
 
 
-@dataclass
-class Installation:
-    folder: Path
-    database_url: str
-
-    def env(self, smtp_url: str) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("GAZETTE_")}
-        return base | make_env(self.folder, self.database_url, smtp_url=smtp_url)
-
-    def gazette(self, smtp_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "gazette", *args], cwd=self.folder,
-            env=self.env(smtp_url), capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-
-    def send(self, smtp_url: str) -> subprocess.CompletedProcess[str]:
-        return self.gazette(smtp_url, "digest", "send", SLUG, "--now", "--wait")
-
-    @contextmanager
-    def runtime(self, smtp_url: str) -> Iterator[Runtime]:
-        """This installation's runtime in the test process, installed for the tasks."""
-        from worker.app import configure
-
-        settings = load_settings(make_env(self.folder, self.database_url, smtp_url=smtp_url))
-        built = build_runtime(settings)
-        use_runtime(built)
-        configure(settings)
-        try:
-            yield built
-        finally:
-            use_runtime(None)
-            built.engine.dispose()
-
-
 @pytest.fixture
 def site(tmp_path: Path, database_url: str) -> Installation:
     """A migrated database with a newsletter, two fresh articles and three readers."""
-    settings = load_settings(make_env(tmp_path, database_url), cwd=tmp_path)
-    built = build_runtime(settings)
-    migrate.upgrade(built.engine)
-    with transaction(built.sessions) as session:
-        create_newsletter(session, SLUG, "Relay News")
-        for n in range(2):
-            upsert_article(
-                session,
-                ArticleInput(
-                    title=f"Article {n}", url=f"https://blog.example.com/{n}",
-                    published_at=utcnow() - timedelta(hours=n + 1),
-                ),
-            )  # fmt: skip
-        for email in READERS:
-            subscribe(session, email, SLUG, Origin("import"), confirmed=True)
-    built.engine.dispose()
-    return Installation(tmp_path, database_url)
-
-
-@dataclass(frozen=True)
-class ReaderState:
-    subscription: SubscriptionStatus
-    bounce_count: int
-    delivery: DeliveryStatus
-    last_error: str | None
-    retry_later: bool
-
-
-def readers(site: Installation) -> dict[str, ReaderState]:
-    """Each reader's subscription, bounce count and ledger row of the latest issue."""
-    with site.runtime("maildir:///nowhere") as runtime, runtime.sessions() as session:
-        rows = session.execute(
-            select(
-                Subscriber.email, Subscription.status, Subscriber.bounce_count, Delivery.status,
-                Delivery.last_error, Delivery.next_attempt_at,
-            )
-            .join(Subscription, Subscription.subscriber_id == Subscriber.id)
-            .join(Delivery, Delivery.subscriber_id == Subscriber.id)
-        ).all()  # fmt: skip
-    return {
-        email: ReaderState(sub, count, status, error, at is not None and at > utcnow())
-        for email, sub, count, status, error, at in rows
-    }
-
-
-def bounce_events(site: Installation) -> int:
-    with site.runtime("maildir:///nowhere") as runtime, runtime.sessions() as session:
-        return session.scalar(
-            select(func.count()).select_from(Event).where(Event.kind.in_(["bounce", "suppressed"]))
-        ) or 0  # fmt: skip
-
-
-def one_sentence(result: subprocess.CompletedProcess[str]) -> str:
-    """The single line a failed command printed on stderr, with no traceback."""
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
+    return make_installation(tmp_path, database_url, READERS)
 
 
 # --- the relay refuses the session: nobody's fault but the relay's --------------------
@@ -217,11 +61,16 @@ def test_a_refused_login_leaves_every_reader_active_and_the_send_exits_non_zero(
     site: Installation,
 ) -> None:
     relay = Relay()
-    with running(AuthRelay(relay)) as server:
+    with AuthRelay(relay) as server:
         wrong = f"smtp://{USER}:wrongpass@127.0.0.1:{server.port}"
         result = site.send(wrong)
         line = one_sentence(result)
-        assert "535 5.7.8 Authentication credentials invalid" in line
+        assert line == (
+            f"gazette: The relay smtp://{USER}:***@127.0.0.1:{server.port} refused to send "
+            "issue 1 (login refused: 535 5.7.8 Authentication credentials invalid); its 3 "
+            "pending deliveries are kept and retried later, and `gazette digest retry 1` "
+            "sends them now."
+        )
         assert "wrongpass" not in result.stdout + result.stderr
         assert "0 sent, 0 failed, 0 skipped, 3 pending" in result.stdout
         state = readers(site)
@@ -256,7 +105,7 @@ def test_a_refused_sender_bounces_nobody_and_leaves_the_rows_pending(
     site: Installation,
 ) -> None:
     relay = Relay(mail_reply="554 5.7.1 <digest@news.example.org>: Sender address rejected")
-    with running(SMTPServer(relay)) as server:
+    with SMTPServer(relay) as server:
         result = site.send(server.url)
     line = one_sentence(result)
     assert "554 5.7.1 <digest@news.example.org>: Sender address rejected" in line
@@ -291,7 +140,7 @@ def test_550_5_1_1_bounces_that_reader_and_the_others_are_sent(site: Installatio
     relay = Relay(
         rcpt_script=refuse_at_rcpt(READERS[1], "550 5.1.1 <grace@example.org>: no such user")
     )
-    with running(SMTPServer(relay)) as server:
+    with SMTPServer(relay) as server:
         result = site.send(server.url)
     assert result.returncode == 0, result.stderr
     assert "2 sent, 1 failed, 0 skipped, 0 pending" in result.stdout
@@ -318,7 +167,7 @@ def test_a_policy_refusal_fails_the_message_without_a_bounce(
 ) -> None:
     script = refuse_at_rcpt(READERS[1], reply)
     relay = Relay(rcpt_script=script) if stage == "rcpt" else Relay(data_script=script)
-    with running(SMTPServer(relay)) as server:
+    with SMTPServer(relay) as server:
         result = site.send(server.url)
     assert result.returncode == 0, result.stderr
     state = readers(site)
@@ -330,6 +179,27 @@ def test_a_policy_refusal_fails_the_message_without_a_bounce(
     assert refused.last_error == reply
     assert bounce_events(site) == 0
     assert set(by_recipient(relay.messages)) == {READERS[0], READERS[2]}
+
+
+def test_a_policy_refusal_of_every_reader_exits_non_zero_with_the_relays_words(
+    site: Installation,
+) -> None:
+    """Nobody bounced, but nothing went out either: a quiet exit 0 would hide it."""
+    reply = "550 5.7.1 Recipient address rejected: Access denied"
+    relay = Relay(rcpt_script=lambda _recipient, _count: reply)
+    with SMTPServer(relay) as server:
+        result = site.send(server.url)
+    line = one_sentence(result)
+    assert line == (
+        f"gazette: The relay smtp://127.0.0.1:{server.port} refused every reader of issue 1 "
+        f"for its own reasons ({reply}); nobody was counted as bounced."
+    )
+    assert "0 sent, 3 failed, 0 skipped, 0 pending" in result.stdout
+    for email, reader in readers(site).items():
+        assert (reader.subscription, reader.bounce_count) == (SubscriptionStatus.ACTIVE, 0), email
+        assert (reader.delivery, reader.last_error) == (DeliveryStatus.FAILED, reply), email
+    assert bounce_events(site) == 0
+    assert relay.messages == []
 
 
 @pytest.mark.parametrize(
@@ -364,7 +234,7 @@ def test_unbounce_gives_the_reader_back_and_refuses_what_is_not_bounced(
     site: Installation,
 ) -> None:
     relay = Relay(rcpt_script=refuse_at_rcpt(READERS[1], "550 5.1.1 no such user"))
-    with running(SMTPServer(relay)) as server:
+    with SMTPServer(relay) as server:
         assert site.send(server.url).returncode == 0
         assert readers(site)[READERS[1]].subscription == SubscriptionStatus.BOUNCED
 

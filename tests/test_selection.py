@@ -16,18 +16,12 @@ import pytest
 from sqlalchemy import Engine, insert, select, text
 from sqlalchemy.orm import Session
 
-from gazette.articles import ArticleInput, upsert_article, withdraw_article
-from gazette.digests import (
-    EXPIRED_EVENT,
-    due_editions,
-    plan_issue,
-    select_articles,
-    waiting_articles,
-    window_start,
-)
+from gazette.articles.feeds import store_items
+from gazette.articles.service import ArticleInput, upsert_article, withdraw_article
+from gazette.digests.planning import due_editions, plan_issue
+from gazette.digests.selection import EXPIRED_EVENT, select_articles, waiting_articles, window_start
 from gazette.errors import GazetteError
-from gazette.feeds import store_items
-from gazette.newsletters import (
+from gazette.newsletters.service import (
     NewsletterChanges,
     create_newsletter,
     offered_newsletters,
@@ -47,7 +41,10 @@ from gazette.store.models import (
     Newsletter,
     Subscriber,
 )
-from gazette.subscribers import Origin, subscribe, update_preferences
+from gazette.subscribers.preferences import update_preferences
+from gazette.subscribers.service import Origin
+from gazette.subscribers.subscribing import subscribe
+from tests.support.digests import add_article, carried
 
 CLI = Origin("cli")
 DAY = timedelta(days=1)
@@ -57,42 +54,20 @@ START = datetime(2026, 11, 30, 8, tzinfo=UTC)
 DAILY = "0 8 * * *"
 
 
-def add_article(
-    session: Session,
-    title: str,
-    published_at: datetime,
-    *,
-    guid: str = "",
-    language: str | None = None,
-    url: str | None = None,
-) -> int:
-    slug = "-".join(title.lower().split())
-    return upsert_article(
-        session,
-        ArticleInput(
-            title=title,
-            url=url or f"https://news.example.org/{slug}",
-            published_at=published_at,
-            guid=guid,
-            language=language,
-        ),
-    ).article_id
+def add_weekly_reader(session: Session) -> None:
+    """Let readers of "daily" choose a frequency, and add one who chose a weekly summary."""
+    update_newsletter(session, "daily", NewsletterChanges(allow_frequency=True))
+    reader = subscribe(session, "weekly@example.org", "daily", CLI, confirmed=True)
+    public_id = session.get_one(Subscriber, reader.subscriber_id).public_id
+    update_preferences(
+        session, public_id, "daily", Origin("web"), language="en", topics=[], frequency="weekly"
+    )
 
 
 def newsletter(session: Session, slug: str = "daily", **options: object) -> int:
     newsletter_id = create_newsletter(session, slug, slug.title(), cron=DAILY, **options)  # type: ignore[arg-type]
     subscribe(session, f"reader@{slug}.example.org", slug, CLI, confirmed=True)
     return newsletter_id
-
-
-def carried(session: Session, issue_id: int) -> list[int]:
-    return list(
-        session.scalars(
-            select(IssueArticle.article_id)
-            .where(IssueArticle.issue_id == issue_id)
-            .order_by(IssueArticle.position)
-        )
-    )
 
 
 def carried_by_edition(
@@ -179,33 +154,24 @@ def test_the_first_issue_carries_nothing_older_than_the_window(runtime: Runtime)
         assert expired(session, newsletter_id) == []
 
 
+P1, P7 = "https://site.example/?p=1", "https://site.example/?p=7"  # WordPress-style guids
+
+
 def test_an_updated_article_is_never_new_again(runtime: Runtime) -> None:
     with transaction(runtime.sessions) as session:
         newsletter_id = newsletter(session)
-        original = add_article(session, "Draft", START - HOUR, guid="https://site.example/?p=7")
+        original = add_article(session, "Draft", START - HOUR, guid=P7)
         assert plan(session, newsletter_id, START) == [original]
         # The site edits it: new title, new link, and an "updated" date days later.
-        updated = upsert_article(
-            session,
-            ArticleInput(
-                title="Final",
-                url="https://site.example/final",
-                published_at=START + 3 * DAY,
-                guid="https://site.example/?p=7",
-            ),
-        )
+        final = ArticleInput("Final", "https://site.example/final", START + 3 * DAY, guid=P7)
+        updated = upsert_article(session, final)
         assert (updated.article_id, updated.created, updated.changed) == (original, False, True)
         # An old article edited much later stays out of the window too.
-        old = add_article(session, "Ancient", START - 40 * DAY, guid="https://site.example/?p=1")
-        upsert_article(
-            session,
-            ArticleInput(
-                title="Ancient, revised",
-                url="https://news.example.org/ancient",
-                published_at=START + 3 * DAY,
-                guid="https://site.example/?p=1",
-            ),
+        old = add_article(session, "Ancient", START - 40 * DAY, guid=P1)
+        revised = ArticleInput(
+            "Ancient, revised", "https://news.example.org/ancient", START + 3 * DAY, guid=P1
         )
+        upsert_article(session, revised)
         for day in range(1, 6):
             plan(session, newsletter_id, START + day * DAY)
         exactly_once(carried_by_edition(session, newsletter_id), [original])
@@ -351,13 +317,7 @@ def test_the_weekly_summary_carries_each_article_once_beside_the_regular_issues(
 ) -> None:
     with transaction(runtime.sessions) as session:
         newsletter_id = newsletter(session, max_articles=2)
-        update_newsletter(session, "daily", NewsletterChanges(allow_frequency=True))
-        weekly_reader = subscribe(session, "weekly@example.org", "daily", CLI, confirmed=True)
-        public_id = session.get_one(Subscriber, weekly_reader.subscriber_id).public_id
-        update_preferences(
-            session, public_id, "daily", Origin("web"), language="en", topics=[],
-            frequency="weekly",
-        )  # fmt: skip
+        add_weekly_reader(session)
         # Three weeks: three posts a day, two fit an issue, one a day rolls over.
         posts: list[int] = []
         summaries: list[list[int]] = []
@@ -386,13 +346,7 @@ def test_the_weekly_summary_carries_each_article_once_beside_the_regular_issues(
 def test_a_summary_never_reaches_back_past_the_previous_one(runtime: Runtime) -> None:
     with transaction(runtime.sessions) as session:
         newsletter_id = newsletter(session)
-        update_newsletter(session, "daily", NewsletterChanges(allow_frequency=True))
-        reader = subscribe(session, "weekly@example.org", "daily", CLI, confirmed=True)
-        public_id = session.get_one(Subscriber, reader.subscriber_id).public_id
-        update_preferences(
-            session, public_id, "daily", Origin("web"), language="en", topics=[],
-            frequency="weekly",
-        )  # fmt: skip
+        add_weekly_reader(session)
         before = add_article(session, "Before", START - 2 * DAY)
         assert plan(session, newsletter_id, START, edition=Edition.WEEKLY) == [before]
         # Published before that summary, fetched after it: the summary's readers missed
@@ -451,21 +405,24 @@ def advance_sequences(engine: Engine) -> None:
             connection.execute(text(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), 100)"))
 
 
+# The "daily" newsletter as the schema before the carry rule (4a1c0de5e1ec) stored it.
+OLD_STAMP = "2026-11-30 08:00:00+00:00"
+OLD_DAILY = (
+    "INSERT INTO newsletter (id, slug, name, description, schedule_cron, timezone,"
+    " min_articles, max_articles, allow_frequency, template_set, default_language,"
+    " max_age_days, article_languages, created_at) VALUES (1, 'daily', 'Daily', '',"
+    f" '0 8 * * *', 'UTC', 1, 1, false, 'digest', 'en', 14, 'all', '{OLD_STAMP}')"
+)
+
+
 def test_after_the_upgrade_nothing_old_is_sent_again(runtime: Runtime) -> None:
     """Issues planned under the old rule: what they carried and all before their cutoff
     counts as carried; nothing new is lost."""
     engine = runtime.engine
     migrate.downgrade(engine, "4a1c0de5e1ec")
-    stamp = "2026-11-30 08:00:00+00:00"
+    stamp = OLD_STAMP
     with engine.begin() as connection:
-        connection.execute(
-            text(
-                "INSERT INTO newsletter (id, slug, name, description, schedule_cron, timezone,"
-                " min_articles, max_articles, allow_frequency, template_set, default_language,"
-                " max_age_days, article_languages, created_at) VALUES (1, 'daily', 'Daily', '',"
-                f" '0 8 * * *', 'UTC', 1, 1, false, 'digest', 'en', 14, 'all', '{stamp}')"
-            )
-        )
+        connection.execute(text(OLD_DAILY))
         rows = [
             # (id, guid, published): 1 was sent; 2 overflowed under the old rule (lost);
             # 3 was published after the last old issue.

@@ -18,19 +18,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from gazette.articles.feed_registry import add_feed
+from gazette.articles.feeds import poll_feed
 from gazette.config import load_settings
-from gazette.digests import due_editions, plan_issue
-from gazette.feeds import add_feed, poll_feed
-from gazette.newsletters import create_newsletter
-from gazette.runtime import Runtime, build_runtime, use_runtime
-from gazette.store import migrate
+from gazette.digests.planning import due_editions, plan_issue
+from gazette.newsletters.service import create_newsletter
+from gazette.runtime import Runtime
 from gazette.store.db import transaction
 from gazette.store.models import Delivery, DeliveryStatus
-from gazette.subscribers import Origin, subscribe
-from tests.conftest import make_env
-from tests.feedserver import serve_feeds
-from tests.smtp import RecordingHandler, SMTPServer
-from tests.workers import Worker, require_redis, wait_for
+from gazette.subscribers.service import Origin
+from gazette.subscribers.subscribing import subscribe
+from tests.support.env import install, make_env
+from tests.support.feedserver import serve_feeds
+from tests.support.smtp import SMTPServer
+from tests.support.workers import Worker, require_redis, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -53,29 +54,14 @@ def rss(posts: list[tuple[str, datetime]]) -> bytes:
 
 
 @pytest.fixture
-def smtp() -> Iterator[SMTPServer]:
-    server = SMTPServer(RecordingHandler())
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def broker_env(tmp_path: Path, database_url: str, smtp: SMTPServer) -> dict[str, str]:
-    return make_env(tmp_path, database_url, broker_url=require_redis(), smtp_url=smtp.url)
+def broker_env(tmp_path: Path, database_url: str, smtp_server: SMTPServer) -> dict[str, str]:
+    return make_env(tmp_path, database_url, broker_url=require_redis(), smtp_url=smtp_server.url)
 
 
 @pytest.fixture
 def broker_runtime(tmp_path: Path, broker_env: dict[str, str]) -> Iterator[Runtime]:
-    from worker.app import configure
-
-    settings = load_settings(broker_env, cwd=tmp_path)
-    built = build_runtime(settings)
-    migrate.upgrade(built.engine)
-    use_runtime(built)
-    configure(settings)
-    yield built
-    use_runtime(None)
+    with install(load_settings(broker_env, cwd=tmp_path)) as built:
+        yield built
 
 
 def all_sent(rt: Runtime, issues: list[int]) -> bool:
@@ -90,7 +76,7 @@ def all_sent(rt: Runtime, issues: list[int]) -> bool:
 
 
 def test_a_post_a_minute_reaches_every_reader_once(
-    tmp_path: Path, broker_env: dict[str, str], broker_runtime: Runtime, smtp: SMTPServer
+    tmp_path: Path, broker_env: dict[str, str], broker_runtime: Runtime, smtp_server: SMTPServer
 ) -> None:
     from worker.tasks import enqueue_issue
 
@@ -129,8 +115,8 @@ def test_a_post_a_minute_reaches_every_reader_once(
             worker.stop()
     assert len(issues) == MINUTES
     received: Counter[tuple[str, str]] = Counter()
-    assert len(smtp.messages) == MINUTES * READERS, len(smtp.messages)
-    for message in smtp.messages:
+    assert len(smtp_server.messages) == MINUTES * READERS, len(smtp_server.messages)
+    for message in smtp_server.messages:
         body = message.parsed().get_body(("plain",))
         assert body is not None
         text = body.get_content()

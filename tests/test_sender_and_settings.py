@@ -17,12 +17,13 @@ import pytest
 
 from gazette.config import PLACEHOLDER_SECRET, load_settings
 from gazette.errors import ConfigError
-from gazette.senders import parse_sender
-from tests.conftest import TEST_KEY, make_env
-from tests.digest_helpers import check_wire_format, parse, raw_header
-from tests.http import Browser, LiveServer
-from tests.smtp import RecordingHandler, SMTPServer, free_port
-from tests.test_serve import _healthy, _wait_until
+from gazette.mail.senders import parse_sender
+from tests.support.cli import healthy
+from tests.support.env import TEST_KEY, make_env
+from tests.support.http import Browser, LiveServer
+from tests.support.messages import check_wire_format, parse, raw_header
+from tests.support.smtp import RecordingHandler, SMTPServer, free_port
+from tests.support.workers import wait_for
 
 KPL = "Kyiv Policy Lab <news@kyivpolicylab.example>"
 
@@ -193,7 +194,7 @@ def test_serve_without_a_broker_logs_no_kombu_warning(tmp_path: Path) -> None:
             cwd=tmp_path, env=site.env, stdout=subprocess.DEVNULL, stderr=err,
         )  # fmt: skip
     try:
-        _wait_until(lambda: _healthy(port, 1), 60, "the server to answer")
+        wait_for(lambda: healthy(port, 1), 60, "the server to answer")
         browser = Browser(LiveServer("127.0.0.1", port))
         form = browser.get("/subscribe").form("/subscribe")
         page = browser.submit(form, email="ada@example.org", name="Ada")

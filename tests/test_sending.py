@@ -8,41 +8,32 @@ whose replies each test scripts.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from email import message_from_bytes, policy
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
-from gazette import sending
-from gazette.articles import ArticleInput, upsert_article
-from gazette.config import load_settings
-from gazette.digests import pending_batches, plan_issue, resumable_issues
-from gazette.newsletters import create_newsletter
-from gazette.runtime import Runtime, build_runtime, use_runtime
-from gazette.sending import BatchResult
-from gazette.store import migrate
+from gazette.articles.service import ArticleInput, upsert_article
+from gazette.digests import sending
+from gazette.digests.ledger import pending_batches, resumable_issues
+from gazette.digests.planning import plan_issue
+from gazette.digests.sending import BatchResult
+from gazette.newsletters.service import create_newsletter
+from gazette.runtime import Runtime
 from gazette.store.db import transaction
-from gazette.store.models import (
-    Delivery,
-    DeliveryStatus,
-    Issue,
-    IssueStatus,
-    Subscriber,
-    utcnow,
-)
-from gazette.subscribers import Origin, subscribe, unsubscribe
+from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus, Subscriber, utcnow
+from gazette.subscribers.service import Origin
+from gazette.subscribers.subscribing import subscribe
+from gazette.subscribers.unsubscribing import unsubscribe
 from gazette.tokens import Purpose
-from tests.concurrency import at_once
-from tests.conftest import make_env
-from tests.smtp import Received, RecordingHandler, SMTPServer
+from tests.support.concurrency import at_once
+from tests.support.digests import deliveries
+from tests.support.messages import parse
+from tests.support.smtp import RecordingHandler, SMTPServer
 from worker import tasks
-from worker.app import configure
 
 SLUG = "test-weekly"
 NAME = "Test Weekly"
@@ -82,46 +73,30 @@ class Seeded:
 
 
 @pytest.fixture
-def smtp_server() -> Iterator[SMTPServer]:
-    server = SMTPServer(TrackingHandler())
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def smtp_handler() -> TrackingHandler:
+    """The relay of these tests (conftest's smtp_server serves it)."""
+    return TrackingHandler()
 
 
-@pytest.fixture
-def smtp_runtime(tmp_path: Path, database_url: str, smtp_server: SMTPServer) -> Iterator[Runtime]:
-    """A migrated database and a runtime whose transport is the loopback SMTP server."""
-    settings = load_settings(
-        make_env(tmp_path, database_url, smtp_url=smtp_server.url), cwd=tmp_path
-    )
-    assert settings.smtp.scheme == "smtp"
-    built = build_runtime(settings)
-    migrate.upgrade(built.engine)
-    use_runtime(built)
-    configure(settings)
-    try:
-        yield built
-    finally:
-        use_runtime(None)
+def numbered_articles(count: int) -> list[ArticleInput]:
+    """``count`` articles published an hour apart, the newest an hour ago."""
+    return [
+        ArticleInput(
+            title=f"Article number {n}",
+            url=f"https://blog.example.com/articles/{n}",
+            published_at=utcnow() - timedelta(hours=n + 1),
+            summary=f"<p>Summary of article {n} &amp; more.</p>",
+        )
+        for n in range(count)
+    ]
 
 
 def seed(runtime: Runtime, readers: int, articles: int = 2) -> Seeded:
     """A newsletter, a few recent articles and ``readers`` confirmed readers in en/uk/ja."""
     with transaction(runtime.sessions) as session:
         newsletter_id = create_newsletter(session, SLUG, NAME)
-        for n in range(articles):
-            upsert_article(
-                session,
-                ArticleInput(
-                    title=f"Article number {n}",
-                    url=f"https://blog.example.com/articles/{n}",
-                    published_at=utcnow() - timedelta(hours=n + 1),
-                    summary=f"<p>Summary of article {n} &amp; more.</p>",
-                ),
-            )
+        for article in numbered_articles(articles):
+            upsert_article(session, article)
         added: list[tuple[int, str, str, str]] = []
         for n in range(readers):
             email = f"reader{n:04d}@example.com"
@@ -158,26 +133,16 @@ def load_issue(runtime: Runtime, issue_id: int) -> Issue:
         return session.get_one(Issue, issue_id)
 
 
-def ledger(runtime: Runtime, issue_id: int) -> dict[str, Delivery]:
-    """The issue's deliveries by subscriber address."""
-    with runtime.sessions() as session:
-        rows = session.execute(
-            select(Subscriber.email, Delivery)
-            .join(Delivery, Delivery.subscriber_id == Subscriber.id)
-            .where(Delivery.issue_id == issue_id)
-        )
-        return dict(rows.all())
-
-
 def delivery_ids(runtime: Runtime, issue_id: int) -> list[int]:
     with runtime.sessions() as session:
         return sorted(session.scalars(select(Delivery.id).where(Delivery.issue_id == issue_id)))
 
 
-def parse(received: Received) -> EmailMessage:
-    message = received.parsed()
-    assert message.defects == []
-    return message
+def planned(runtime: Runtime, readers: int) -> tuple[Seeded, int, list[int]]:
+    """Seed ``readers`` readers and plan their issue: the seed, its id, its delivery ids."""
+    seeded = seed(runtime, readers)
+    issue_id = plan(runtime, seeded.newsletter_id)
+    return seeded, issue_id, delivery_ids(runtime, issue_id)
 
 
 def recipients(server: SMTPServer) -> Counter[str]:
@@ -198,7 +163,7 @@ def test_three_hundred_readers_get_one_correct_message_each(
     assert tasks.enqueue_issue(issue_id) >= 1
 
     readers = seeded.by_email()
-    rows = ledger(smtp_runtime, issue_id)
+    rows = deliveries(smtp_runtime, issue_id)
     assert len(smtp_server.messages) == 300
     assert recipients(smtp_server) == Counter(readers.keys())
     assert {row.status for row in rows.values()} == {DeliveryStatus.SENT}
@@ -206,7 +171,7 @@ def test_three_hundred_readers_get_one_correct_message_each(
 
     message_ids: set[str] = set()
     for received in smtp_server.messages:
-        message = parse(received)
+        message = received.parsed()
         address = received.recipients[0]
         reader = readers[address]
         row = rows[address]
@@ -265,7 +230,7 @@ def test_message_id_is_deterministic_per_issue_and_subscriber(
     issue_id = plan(smtp_runtime, seeded.newsletter_id)
     tasks.enqueue_issue(issue_id)
     assert len(smtp_server.messages) == 4
-    first = {m.recipients[0]: parse(m)["Message-ID"] for m in smtp_server.messages}
+    first = {m.recipients[0]: m.parsed()["Message-ID"] for m in smtp_server.messages}
 
     # Resend one reader's message (as after a crash): the same Message-ID goes out again.
     again = seeded.readers[2].email
@@ -273,7 +238,7 @@ def test_message_id_is_deterministic_per_issue_and_subscriber(
         session.execute(
             update(Delivery)
             .where(
-                Delivery.id == ledger(smtp_runtime, issue_id)[again].id,
+                Delivery.id == deliveries(smtp_runtime, issue_id)[again].id,
             )
             .values(status=DeliveryStatus.PENDING, message_id=None)
         )
@@ -281,16 +246,14 @@ def test_message_id_is_deterministic_per_issue_and_subscriber(
     assert len(smtp_server.messages) == 5
     resent = smtp_server.messages[-1]
     assert resent.recipients == [again]
-    assert parse(resent)["Message-ID"] == first[again]
+    assert resent.parsed()["Message-ID"] == first[again]
     assert len(set(first.values())) == 4
 
 
 def test_send_batch_twice_for_the_same_range_sends_once(
     smtp_runtime: Runtime, smtp_server: SMTPServer
 ) -> None:
-    seeded = seed(smtp_runtime, 20)
-    issue_id = plan(smtp_runtime, seeded.newsletter_id)
-    ids = delivery_ids(smtp_runtime, issue_id)
+    seeded, issue_id, ids = planned(smtp_runtime, 20)
     ctx = smtp_runtime.send_context
 
     first = sending.send_batch(smtp_runtime.sessions, ctx, issue_id, ids[0], ids[-1])
@@ -304,9 +267,7 @@ def test_send_batch_twice_for_the_same_range_sends_once(
 def test_concurrent_send_batch_for_the_same_range_sends_once(
     smtp_runtime: Runtime, smtp_server: SMTPServer
 ) -> None:
-    seeded = seed(smtp_runtime, 60)
-    issue_id = plan(smtp_runtime, seeded.newsletter_id)
-    ids = delivery_ids(smtp_runtime, issue_id)
+    seeded, issue_id, ids = planned(smtp_runtime, 60)
     results = at_once(
         2,
         lambda: sending.send_batch(
@@ -334,7 +295,7 @@ def test_permanent_rcpt_refusal_fails_those_deliveries_without_retry(
     issue_id = plan(smtp_runtime, seeded.newsletter_id)
     tasks.enqueue_issue(issue_id)
 
-    rows = ledger(smtp_runtime, issue_id)
+    rows = deliveries(smtp_runtime, issue_id)
     for email, row in rows.items():
         if email in rejected:
             assert row.status == DeliveryStatus.FAILED
@@ -369,7 +330,7 @@ def test_transient_refusal_is_retried_by_the_sweep_once_due(
     before = utcnow()
     tasks.enqueue_issue(issue_id)
 
-    rows = ledger(smtp_runtime, issue_id)
+    rows = deliveries(smtp_runtime, issue_id)
     for email, row in rows.items():
         if email in deferred:
             assert row.status == DeliveryStatus.PENDING
@@ -399,7 +360,7 @@ def test_transient_refusal_is_retried_by_the_sweep_once_due(
         )
     tasks.sweep()
 
-    rows = ledger(smtp_runtime, issue_id)
+    rows = deliveries(smtp_runtime, issue_id)
     assert {row.status for row in rows.values()} == {DeliveryStatus.SENT}
     assert {rows[email].attempts for email in deferred} == {2}
     assert recipients(smtp_server) == Counter(r.email for r in seeded.readers)
@@ -420,7 +381,7 @@ def test_transient_refusal_after_the_retry_period_fails_for_good(
             .values(planned_at=utcnow() - sending.RETRY_PERIOD - timedelta(hours=1))
         )
     tasks.enqueue_issue(issue_id)
-    rows = ledger(smtp_runtime, issue_id)
+    rows = deliveries(smtp_runtime, issue_id)
     assert {row.status for row in rows.values()} == {DeliveryStatus.FAILED}
     issue = load_issue(smtp_runtime, issue_id)
     assert (issue.status, issue.failed_count) == (IssueStatus.SENT, 3)
@@ -453,7 +414,7 @@ def test_421_on_data_reconnects_and_delivers_exactly_once(
     assert handler.peers[4] != handler.peers[3]
     assert handler.peers[0] == handler.peers[3]
     assert len(set(handler.peers[4:])) == 1
-    rows = ledger(smtp_runtime, issue_id)
+    rows = deliveries(smtp_runtime, issue_id)
     assert rows[closed_on[0]].status == DeliveryStatus.SENT
     assert {row.attempts for row in rows.values()} == {1}
     assert load_issue(smtp_runtime, issue_id).sent_count == 12
@@ -473,7 +434,7 @@ def test_unsubscribe_between_planning_and_sending_skips_the_delivery(
     counts = recipients(smtp_server)
     assert leaving.email not in counts
     assert counts == Counter(r.email for r in seeded.readers if r is not leaving)
-    assert ledger(smtp_runtime, issue_id)[leaving.email].status == DeliveryStatus.SKIPPED
+    assert deliveries(smtp_runtime, issue_id)[leaving.email].status == DeliveryStatus.SKIPPED
     issue = load_issue(smtp_runtime, issue_id)
     assert (issue.status, issue.sent_count, issue.skipped_count) == (IssueStatus.SENT, 9, 1)
 
@@ -485,7 +446,7 @@ def test_unsubscribe_while_a_batch_is_sending_is_honoured(
     seeded = seed(smtp_runtime, chunk * 3 + 10)
     issue_id = plan(smtp_runtime, seeded.newsletter_id)
     ids = delivery_ids(smtp_runtime, issue_id)
-    by_delivery = {row.id: email for email, row in ledger(smtp_runtime, issue_id).items()}
+    by_delivery = {row.id: email for email, row in deliveries(smtp_runtime, issue_id).items()}
     # A reader two chunks later than the message during which they unsubscribe.
     leaving = seeded.by_email()[by_delivery[ids[chunk * 2 + 5]]]
     fire_at = 5
@@ -515,7 +476,7 @@ def test_unsubscribe_while_a_batch_is_sending_is_honoured(
     counts = recipients(smtp_server)
     assert leaving.email not in counts
     assert counts == Counter(r.email for r in seeded.readers if r is not leaving)
-    row = ledger(smtp_runtime, issue_id)[leaving.email]
+    row = deliveries(smtp_runtime, issue_id)[leaving.email]
     assert row.status == DeliveryStatus.SKIPPED
     assert row.message_id is None
     issue = load_issue(smtp_runtime, issue_id)
@@ -609,7 +570,7 @@ def test_maildir_outbox_by_default(runtime: Runtime) -> None:
     assert list((outbox / "tmp").iterdir()) == []
     addresses = set()
     for path in files:
-        message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        message = parse(path)
         assert isinstance(message, EmailMessage)
         assert message.defects == []
         assert message.get_content_type() == "multipart/alternative"

@@ -1,4 +1,4 @@
-"""`gazette serve --processes N`: several waitress processes on one port, supervised.
+"""`gazette serve --processes N`: gunicorn's gthread workers on one port; waitress for one.
 
 Each test runs the real command as a subprocess on a fresh SQLite installation and
 talks to it over loopback; processes are found through /proc.
@@ -11,16 +11,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_env
-from tests.smtp import free_port
+from tests.support.cli import healthy
+from tests.support.env import make_env
+from tests.support.smtp import free_port
+from tests.support.workers import wait_for
 
 GAZETTE = [sys.executable, "-m", "gazette"]
 
@@ -47,24 +47,6 @@ def _children(pid: int) -> list[int]:
     return sorted(found)
 
 
-def _healthy(port: int, timeout: float = 5) -> bool:
-    """True when a new connection to the server gets a 200 from /healthz."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
-
-
-def _wait_until(predicate: object, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {seconds} s waiting for {what}")
-
-
 @contextmanager
 def serving(
     tmp_path: Path, processes: int, host: str = "127.0.0.1"
@@ -84,7 +66,10 @@ def serving(
             stderr=err,
         )
     try:
-        _wait_until(lambda: _healthy(port, 1), 60, "the server to answer")
+        wait_for(lambda: healthy(port, 1), 60, "the server to answer")
+        if processes > 1:
+            # The first process may answer before the last one is forked.
+            wait_for(lambda: len(_children(process.pid)) == processes, 60, "every process")
         yield process, port
     finally:
         if process.poll() is None:
@@ -94,31 +79,47 @@ def serving(
             os.kill(child, signal.SIGKILL)
 
 
-def test_two_processes_each_serve_and_stop_together_on_sigterm(tmp_path: Path) -> None:
-    with serving(tmp_path, 2) as (process, port):
+# "localhost" hands gunicorn an IPv4 and an IPv6 socket bound here, where ::1 exists.
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_two_processes_each_serve_and_stop_together_on_sigterm(tmp_path: Path, host: str) -> None:
+    with serving(tmp_path, 2, host) as (process, port):
         children = _children(process.pid)
         assert len(children) == 2
         # With one process stopped, the other must take every new connection alone.
         for paused, other in (children, reversed(children)):
             os.kill(paused, signal.SIGSTOP)
             try:
-                assert all(_healthy(port) for _ in range(5)), f"process {other} did not serve"
+                assert all(healthy(port) for _ in range(5)), f"process {other} did not serve"
             finally:
                 os.kill(paused, signal.SIGCONT)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
-        _wait_until(lambda: not any(Path(f"/proc/{c}").exists() for c in children), 10, "exit")
+        wait_for(lambda: not any(Path(f"/proc/{c}").exists() for c in children), 10, "exit")
         assert "with 2 processes of 8 threads" in (tmp_path / "out.log").read_text()
+        assert "Using worker: gthread" in (tmp_path / "err.log").read_text()
 
 
-def test_a_process_that_dies_stops_the_set_with_a_failing_status(tmp_path: Path) -> None:
-    with serving(tmp_path, 2) as (process, _port):
-        first, second = _children(process.pid)
-        os.kill(first, signal.SIGKILL)
-        assert process.wait(timeout=30) == 1
-        _wait_until(lambda: not Path(f"/proc/{second}").exists(), 10, "the other to exit")
-        err = (tmp_path / "err.log").read_text()
-        assert f"process {first} exited with status -9; stopping the others." in err
+def test_a_killed_process_is_replaced_and_the_port_keeps_serving(tmp_path: Path) -> None:
+    with serving(tmp_path, 2) as (process, port):
+        killed, kept = _children(process.pid)
+        os.kill(killed, signal.SIGKILL)
+
+        def replaced() -> bool:
+            # One look at /proc: the killed one reaped and a new one forked.
+            found = set(_children(process.pid))
+            return killed not in found and len(found - {kept}) == 1
+
+        wait_for(replaced, 60, "a new process in place of the killed one")
+        [new] = set(_children(process.pid)) - {kept}
+        assert process.poll() is None
+        # With the surviving original paused, only the replacement can answer.
+        os.kill(kept, signal.SIGSTOP)
+        try:
+            wait_for(lambda: healthy(port, 1), 60, f"the new process {new} to serve")
+        finally:
+            os.kill(kept, signal.SIGCONT)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
 
 
 # "*" is every interface and "localhost" may name both 127.0.0.1 and ::1, as in waitress.
@@ -126,7 +127,7 @@ def test_a_process_that_dies_stops_the_set_with_a_failing_status(tmp_path: Path)
 def test_one_process_serves_without_forking(tmp_path: Path, host: str) -> None:
     with serving(tmp_path, 1, host) as (process, port):
         assert _children(process.pid) == []
-        assert _healthy(port)
+        assert healthy(port)
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
 

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,33 +20,11 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.store import migrate
-from gazette.store.db import (
-    SQLITE_BUSY_TIMEOUT_MS,
-    make_engine,
-    make_session_factory,
-    transaction,
-)
-from gazette.store.models import (
-    Base,
-    Delivery,
-    Issue,
-    Newsletter,
-    Subscriber,
-    Subscription,
-)
-from tests.figures import record
+from gazette.store.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, make_session_factory, transaction
+from gazette.store.models import Base, Delivery, Issue, Newsletter, Subscriber, Subscription
+from tests.support.figures import record
 
 KYIV = ZoneInfo("Europe/Kyiv")
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    """An engine on the fresh, empty test database, disposed after the test."""
-    built = make_engine(database_url)
-    try:
-        yield built
-    finally:
-        built.dispose()
 
 
 @pytest.fixture
@@ -171,13 +148,18 @@ def _newsletter(session: Session, slug: str = "weekly") -> Newsletter:
     return newsletter
 
 
+def rows(factory: sessionmaker[Session], model: type[Base]) -> int:
+    """How many rows ``model``'s table holds."""
+    with transaction(factory) as session:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+
 def test_duplicate_subscriber_email_is_refused(migrated: Engine) -> None:
     factory = make_session_factory(migrated)
     with transaction(factory) as session:
         session.add(Subscriber(email="same@example.org"))
     refuse(factory, Subscriber(email="same@example.org"), r"uq_subscriber_email|subscriber\.email")
-    with transaction(factory) as session:
-        assert session.scalar(select(func.count()).select_from(Subscriber)) == 1
+    assert rows(factory, Subscriber) == 1
 
 
 def test_duplicate_issue_for_one_period_is_refused(migrated: Engine) -> None:
@@ -195,8 +177,7 @@ def test_duplicate_issue_for_one_period_is_refused(migrated: Engine) -> None:
         Issue(newsletter_id=weekly, period_key="2025-06-02T08:00Z", cutoff_at=cutoff),
         r"uq_issue_newsletter_id|issue\.newsletter_id",
     )
-    with transaction(factory) as session:
-        assert session.scalar(select(func.count()).select_from(Issue)) == 3
+    assert rows(factory, Issue) == 3
 
 
 def test_duplicate_delivery_for_one_subscriber_is_refused(migrated: Engine) -> None:
@@ -218,8 +199,7 @@ def test_duplicate_delivery_for_one_subscriber_is_refused(migrated: Engine) -> N
         Delivery(issue_id=issue_id, subscriber_id=reader_id),
         r"uq_delivery_issue_id|delivery\.issue_id",
     )
-    with transaction(factory) as session:
-        assert session.scalar(select(func.count()).select_from(Delivery)) == 2
+    assert rows(factory, Delivery) == 2
 
 
 # --- timestamps ---------------------------------------------------------------------------
@@ -236,8 +216,7 @@ def test_naive_datetime_is_refused(migrated: Engine) -> None:
         connection.execute(
             select(Subscriber.id).where(Subscriber.created_at < datetime(2025, 1, 1))
         )
-    with transaction(factory) as session:
-        assert session.scalar(select(func.count()).select_from(Subscriber)) == 0
+    assert rows(factory, Subscriber) == 0
 
 
 def test_timestamps_come_back_aware_utc(migrated: Engine) -> None:

@@ -5,27 +5,25 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import timedelta
-from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session
 
-from gazette.articles import ArticleInput, upsert_article
+from gazette.articles.service import ArticleInput, upsert_article
 from gazette.config import load_settings
-from gazette.digests import plan_issue
+from gazette.digests.planning import plan_issue
 from gazette.errors import GazetteError
-from gazette.newsletters import NewsletterChanges, create_newsletter, update_newsletter
-from gazette.runtime import build_runtime, use_runtime
-from gazette.store import migrate
+from gazette.newsletters.service import NewsletterChanges, create_newsletter, update_newsletter
 from gazette.store.db import transaction
 from gazette.store.models import utcnow
-from gazette.subscribers import Origin, subscribe
-from tests.conftest import make_env
+from gazette.subscribers.service import Origin
+from gazette.subscribers.subscribing import subscribe
+from tests.support.env import install, make_env
+from tests.support.messages import parse
 
 
 def test_a_newsletter_sends_with_its_own_template_set(tmp_path: Path, database_url: str) -> None:
-    from worker.app import configure
     from worker.tasks import enqueue_issue
 
     templates = tmp_path / "theme" / "email"
@@ -36,11 +34,7 @@ def test_a_newsletter_sends_with_its_own_template_set(tmp_path: Path, database_u
     settings = load_settings(
         make_env(tmp_path, database_url, template_dir=str(tmp_path / "theme")), cwd=tmp_path
     )
-    runtime = build_runtime(settings)
-    migrate.upgrade(runtime.engine)
-    use_runtime(runtime)
-    configure(settings)
-    try:
+    with install(settings) as runtime:
         assert runtime.renderer.has_template_set("brief")
         assert runtime.renderer.has_template_set("digest")  # the built-in theme fills in
         assert not runtime.renderer.has_template_set("missing")
@@ -55,10 +49,8 @@ def test_a_newsletter_sends_with_its_own_template_set(tmp_path: Path, database_u
             subscribe(session, "ada@example.org", "brief", Origin("cli"), confirmed=True)
             plan = plan_issue(session, newsletter_id, utcnow())
         enqueue_issue(plan.issue_id)
-    finally:
-        use_runtime(None)
     [path] = list((tmp_path / "var" / "outbox" / "new").iterdir())
-    message = message_from_bytes(path.read_bytes(), policy=policy.default)
+    message = parse(path)
     assert message["Subject"] == "Brief: 1 item(s)"
     plain = message.get_body(("plain",))
     assert plain is not None

@@ -20,7 +20,7 @@ from werkzeug.serving import make_server
 
 from gazette.runtime import Runtime
 from gazette.web import MAX_BODY, SERVER_MAX_BODY, create_app, server_options
-from tests.http import serve
+from tests.support.http import serve
 
 DECLARED = 2 * 1024 * 1024  # the 2 MB the request says it carries
 PATHS = ["/subscribe", "/unsubscribe/not-a-token", "/confirm/not-a-token"]
@@ -49,6 +49,21 @@ Server = Callable[[Runtime], AbstractContextManager[int]]
 SERVERS: dict[str, Server] = {"waitress": waitress_server, "werkzeug": werkzeug_server}
 
 
+def on_every_server_and_path(test: Callable[..., None]) -> Callable[..., None]:
+    """Run ``test`` against each server (SERVERS) for each path (PATHS)."""
+    over_paths: Callable[..., None] = pytest.mark.parametrize("path", PATHS)(test)
+    over_both: Callable[..., None] = pytest.mark.parametrize("server", list(SERVERS))(over_paths)
+    return over_both
+
+
+def form_post_head(path: str, length: str) -> str:
+    """The head of a form POST to ``path`` whose body's length ``length`` declares."""
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: news.example.org\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\n{length}\r\n\r\n"
+    )
+
+
 def status_after_partial_body(port: int, head: str, body: bytes) -> int:
     """Send ``head`` and the start of a body, send nothing more, return the status."""
     with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
@@ -72,30 +87,20 @@ def chunked(total: int, size: int = 8192) -> bytes:
     return piece * (total // size)
 
 
-@pytest.mark.parametrize("server", list(SERVERS))
-@pytest.mark.parametrize("path", PATHS)
+@on_every_server_and_path
 def test_a_declared_2mb_body_is_refused_before_it_is_sent(
     runtime: Runtime, server: str, path: str
 ) -> None:
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: news.example.org\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\n"
-        f"Content-Length: {DECLARED}\r\n\r\n"
-    )
+    head = form_post_head(path, f"Content-Length: {DECLARED}")
     with SERVERS[server](runtime) as port:
         assert status_after_partial_body(port, head, b"email=" + b"x" * 8192) == 413
 
 
-@pytest.mark.parametrize("server", list(SERVERS))
-@pytest.mark.parametrize("path", PATHS)
+@on_every_server_and_path
 def test_a_chunked_body_without_length_is_cut_at_the_limit(
     runtime: Runtime, server: str, path: str
 ) -> None:
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: news.example.org\r\n"
-        "Content-Type: application/x-www-form-urlencoded\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n"
-    )
+    head = form_post_head(path, "Transfer-Encoding: chunked")
     # Past the cap of the server under test, far short of an end: no last chunk is sent.
     cap = SERVER_MAX_BODY if server == "waitress" else MAX_BODY
     with SERVERS[server](runtime) as port:

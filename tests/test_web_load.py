@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from benchmarks import data, web
+from benchmarks.harness import seeding as data
+from benchmarks.harness import webload as web
 from gazette.store.models import (
     Delivery,
     DeliveryStatus,
@@ -27,8 +28,8 @@ from gazette.store.models import (
     Subscription,
     SubscriptionStatus,
 )
-from tests.conftest import PG_URL
-from tests.figures import record
+from tests.support.env import PG_URL
+from tests.support.figures import record
 
 pytestmark = pytest.mark.reliability
 
@@ -126,8 +127,8 @@ def test_web_endpoint_under_load_answers_every_request_and_records_every_unsubsc
         "WSGI endpoint under load (PostgreSQL)",
         f"wrk, {CONNECTIONS} connections (2 threads) for {SECONDS} s on loopback: one-click "
         "unsubscribe POSTs and GET /subscribe alternating, gazette serve --processes "
-        f"{web.PROCESSES} (waitress, 8 threads each) on PostgreSQL, {READERS:,} readers with "
-        "a planned issue",
+        f"{web.PROCESSES} (gunicorn, gthread workers of 8 threads) on PostgreSQL, "
+        f"{READERS:,} readers with a planned issue",
         f"{run.requests_per_s:,.0f} req/s ({run.posts / run.duration_s:,.0f} POST, "
         f"{run.gets / run.duration_s:,.0f} GET per s), p50 {run.p50_ms:,.0f} ms, "
         f"p99 {run.p99_ms:,.0f} ms, {run.errors} errors; {len(unsubscribed):,} readers "

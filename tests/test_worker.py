@@ -9,48 +9,37 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from gazette.articles import ArticleInput, upsert_article
+from gazette.articles.service import ArticleInput, upsert_article
 from gazette.config import load_settings
-from gazette.digests import plan_issue
-from gazette.newsletters import create_newsletter
-from gazette.runtime import Runtime, build_runtime, use_runtime
-from gazette.store import migrate
+from gazette.digests.planning import plan_issue
+from gazette.newsletters.service import create_newsletter
+from gazette.runtime import Runtime
 from gazette.store.db import transaction
 from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus, utcnow
-from gazette.subscribers import Origin, subscribe
-from tests.conftest import make_env
-from tests.smtp import RecordingHandler, SMTPServer
-from tests.workers import Worker, require_redis, wait_for
+from gazette.subscribers.service import Origin
+from gazette.subscribers.subscribing import subscribe
+from tests.support.env import install, make_env
+from tests.support.smtp import SMTPServer
+from tests.support.workers import Worker, require_redis, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def smtp() -> Iterator[SMTPServer]:
-    server = SMTPServer(RecordingHandler())
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def broker_env(tmp_path: Path, database_url: str, smtp: SMTPServer) -> dict[str, str]:
+def broker_env(tmp_path: Path, database_url: str, smtp_server: SMTPServer) -> dict[str, str]:
     return make_env(
-        tmp_path, database_url, broker_url=require_redis(), smtp_url=smtp.url, batch_size="100"
+        tmp_path,
+        database_url,
+        broker_url=require_redis(),
+        smtp_url=smtp_server.url,
+        batch_size="100",
     )
 
 
 @pytest.fixture
 def broker_runtime(tmp_path: Path, broker_env: dict[str, str]) -> Iterator[Runtime]:
-    from worker.app import configure
-
-    settings = load_settings(broker_env, cwd=tmp_path)
-    built = build_runtime(settings)
-    migrate.upgrade(built.engine)
-    use_runtime(built)
-    configure(settings)
-    yield built
-    use_runtime(None)
+    with install(load_settings(broker_env, cwd=tmp_path)) as built:
+        yield built
 
 
 def seed(runtime: Runtime, readers: int) -> int:
@@ -91,7 +80,7 @@ def sent(runtime: Runtime, issue_id: int) -> int:
 
 
 def test_real_worker_sends_every_message_once(
-    tmp_path: Path, broker_env: dict[str, str], broker_runtime: Runtime, smtp: SMTPServer
+    tmp_path: Path, broker_env: dict[str, str], broker_runtime: Runtime, smtp_server: SMTPServer
 ) -> None:
     from worker.tasks import enqueue_issue
 
@@ -101,7 +90,9 @@ def test_real_worker_sends_every_message_once(
     try:
         assert enqueue_issue(issue_id) == 10
         wait_for(lambda: sent(broker_runtime, issue_id) == readers, 120, "1,000 sent rows")
-        wait_for(lambda: len(smtp.messages) == readers, 30, "1,000 messages at the SMTP server")
+        wait_for(
+            lambda: len(smtp_server.messages) == readers, 30, "1,000 messages at the SMTP server"
+        )
         with broker_runtime.sessions() as session:
             wait_for(
                 lambda: (
@@ -113,7 +104,7 @@ def test_real_worker_sends_every_message_once(
             )
     finally:
         worker.stop()
-    ids = {message.parsed()["Message-ID"] for message in smtp.messages}
+    ids = {message.parsed()["Message-ID"] for message in smtp_server.messages}
     assert len(ids) == readers
-    recipients = sorted(r for message in smtp.messages for r in message.recipients)
+    recipients = sorted(r for message in smtp_server.messages for r in message.recipients)
     assert recipients == sorted(f"reader{n}@example.org" for n in range(readers))

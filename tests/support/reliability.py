@@ -24,21 +24,19 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
-from gazette.articles import ArticleInput, upsert_article
-from gazette.config import load_settings
-from gazette.digests import plan_issue
-from gazette.imports import import_csv
-from gazette.newsletters import create_newsletter
-from gazette.runtime import Runtime, build_runtime, use_runtime
-from gazette.store import migrate
+from gazette.articles.service import ArticleInput, upsert_article
+from gazette.digests.planning import plan_issue
+from gazette.newsletters.service import create_newsletter
+from gazette.runtime import Runtime
 from gazette.store.db import make_engine, make_session_factory, transaction
-from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus, utcnow
-from gazette.subscribers import Origin
-from tests.conftest import make_env
-from tests.smtp import Received, RecordingHandler, free_port
-from tests.workers import wait_for
+from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus, Subscriber, utcnow
+from gazette.subscribers.csv_import import import_csv
+from gazette.subscribers.service import Origin
+from tests.support.messages import fed
+from tests.support.smtp import Received, RecordingHandler, free_port, header_block
+from tests.support.workers import wait_for
 
 SLUG = "weekly"
 LANGUAGES = ("en", "uk", "ja")
@@ -129,13 +127,11 @@ class SlowHandler(RecordingHandler):
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.delay:
             await asyncio.sleep(self.delay)
-        with self.lock:
-            self.data_count += 1
-        content: bytes = envelope.original_content
-        head = re.split(rb"\r?\n\r?\n", content, maxsplit=1)[0]
-        with self.lock:
-            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), head))
-        return "250 Message accepted"
+        return await super().handle_DATA(server, session, envelope)
+
+    def keep(self, received: Received) -> None:
+        """Keep the header block only."""
+        super().keep(header_block(received))
 
 
 @dataclass
@@ -171,25 +167,6 @@ def duplicates(counts: Counter[str]) -> int:
 
 
 # -- an installation ---------------------------------------------------------------------
-
-
-@contextmanager
-def installed(
-    tmp_path: Path, database_url: str, **extra: str
-) -> Iterator[tuple[dict[str, str], Runtime]]:
-    """GAZETTE_* for worker processes, and the same installation migrated and used here."""
-    from worker.app import configure
-
-    env = make_env(tmp_path, database_url, **extra)
-    settings = load_settings(env, cwd=tmp_path)
-    built = build_runtime(settings)
-    migrate.upgrade(built.engine)
-    use_runtime(built)
-    configure(settings)
-    try:
-        yield env, built
-    finally:
-        use_runtime(None)
 
 
 def address(n: int) -> str:
@@ -249,6 +226,27 @@ def ledger(runtime: Runtime, issue_id: int | None = None) -> Counter[DeliverySta
         return Counter(dict(session.execute(query).all()))
 
 
+def wait_a_third_sent(runtime: Runtime, issue_id: int, readers: int, timeout: float) -> None:
+    """Wait until a third of the issue's ``readers`` rows are sent (a worker is then killed)."""
+    wait_for(
+        lambda: ledger(runtime, issue_id)[DeliveryStatus.SENT] >= readers // 3,
+        timeout,
+        "a third of the issue to be sent",
+    )
+
+
+def being_sent(runtime: Runtime, issue_id: int) -> set[str]:
+    """The addresses whose rows of the issue are in flight (SENDING) right now."""
+    with runtime.sessions() as session:
+        return set(
+            session.scalars(
+                select(Subscriber.email)
+                .join(Delivery, Delivery.subscriber_id == Subscriber.id)
+                .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.SENDING)
+            )
+        )
+
+
 def load_issue(runtime: Runtime, issue_id: int) -> Issue:
     with runtime.sessions() as session:
         return session.get_one(Issue, issue_id)
@@ -256,6 +254,11 @@ def load_issue(runtime: Runtime, issue_id: int) -> Issue:
 
 def issue_sent(runtime: Runtime, issue_id: int) -> bool:
     return load_issue(runtime, issue_id).status == IssueStatus.SENT
+
+
+def wait_sent(runtime: Runtime, issue_id: int, timeout: float, what: str) -> None:
+    """Wait until the issue is marked sent; fail naming ``what`` after ``timeout`` seconds."""
+    wait_for(lambda: issue_sent(runtime, issue_id), timeout, what)
 
 
 def wait_ready(log: Path, timeout: float = 60) -> None:
@@ -342,10 +345,8 @@ class Elements(HTMLParser):
 
 
 def parse_html(document: str) -> Elements:
-    parser = Elements()
-    parser.feed(document)
-    parser.close()
-    return parser
+    """The elements and text of ``document``."""
+    return fed(Elements(), document)
 
 
 URL_ATTRIBUTES = ("href", "src", "action", "formaction", "data", "xlink:href", "srcdoc", "content")
@@ -427,3 +428,18 @@ def xss_payloads(count: int = 200) -> list[str]:
     unique = list(dict.fromkeys(payloads))
     assert len(unique) >= count, len(unique)
     return unique[:count]
+
+
+def scenario(name: str, database_url: str) -> str:
+    """The scenario's name in the report, with the database it ran on."""
+    return f"{name} ({'PostgreSQL' if database_url.startswith('postgresql') else 'SQLite'})"
+
+
+def backoff_over(runtime: Runtime, where: Callable[[], object] | None = None) -> int:
+    """Move every pending row's next attempt into the past, as if the backoff ran out."""
+    with transaction(runtime.sessions) as session:
+        statement = update(Delivery).where(Delivery.status == DeliveryStatus.PENDING)
+        if where is not None:
+            statement = statement.where(where())  # type: ignore[arg-type]
+        result = session.execute(statement.values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        return int(result.rowcount)  # type: ignore[attr-defined]

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
 
 BIG = 50 * 1024 * 1024
 
@@ -42,6 +43,8 @@ class Static:
     etag: str | None = None
     last_modified: str | None = None
     honour_conditional: bool = True
+    # Further response headers (Content-Location, ...).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -237,7 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._head(
                 seen,
                 route.status,
-                {"Content-Type": kind, "Content-Length": length, **validators},
+                {"Content-Type": kind, "Content-Length": length, **validators, **route.headers},
             )
             self._body(feed, path, route.body)
         elif isinstance(route, Redirect):
@@ -326,3 +329,39 @@ def dead_port_url(path: str = "/feed.xml") -> str:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     return f"http://127.0.0.1:{port}{path}"
+
+
+def rss_item(
+    n: int,
+    title: str,
+    *,
+    host: str = "news.example.org",
+    description: str = "",
+    content: str | None = None,
+    date: str = "Wed, 18 Nov 2026 10:00:00 +0000",
+    categories: tuple[str, ...] = (),
+    cdata: bool = False,
+) -> str:
+    parts = [
+        f"<item><title>{escape(title)}</title>",
+        f"<link>https://{host}/{n}</link>",
+        f'<guid isPermaLink="false">{host}-{n}</guid>',
+        f"<pubDate>{date}</pubDate>",
+        f"<description>{escape(description)}</description>",
+        *(f"<category>{escape(c)}</category>" for c in categories),
+    ]
+    if content is not None:
+        # WordPress wraps content:encoded in CDATA; escaping it is the same document.
+        raw = f"<![CDATA[{content}]]>" if cdata and "]]>" not in content else escape(content)
+        parts.append(f"<content:encoded>{raw}</content:encoded>")
+    return "".join(parts) + "</item>\n"
+
+
+def rss(*items: str, encoding: str = "utf-8", title: str = "Test feed") -> bytes:
+    return (
+        f'<?xml version="1.0" encoding="{encoding}"?>\n'
+        '<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/" '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/"><channel>'
+        f"<title>{escape(title)}</title><link>https://news.example.org/</link>"
+        f"<description>Tests</description>\n{''.join(items)}</channel></rss>\n"
+    ).encode(encoding)

@@ -39,20 +39,27 @@ class LiveServer:
 
 
 @contextmanager
-def serve(app: Any, threads: int = 4, **options: Any) -> Iterator[LiveServer]:
-    """Serve ``app`` with waitress on 127.0.0.1 and a free port until the block ends.
+def serve(app: Any, threads: int = 4, port: int = 0, **options: Any) -> Iterator[LiveServer]:
+    """Serve ``app`` with waitress on 127.0.0.1 until the block ends.
 
-    ``options`` are waitress's, as `gazette serve` passes them (gazette.web.server_options).
+    ``port`` 0 takes a free one. ``options`` are waitress's, as `gazette serve` passes
+    them (gazette.web.server_options).
     """
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=threads, **options)
+    # The socket map is ours, handed to waitress: the loop below polls it and closes
+    # what is left in it, without reaching into the server's private attributes.
+    sockets: dict[int, Any] = {}
+    server = waitress.create_server(
+        app, map=sockets, host="127.0.0.1", port=port, threads=threads, **options
+    )
     stopping = threading.Event()
 
     def run() -> None:
-        # waitress's own run() loops until its socket map is empty; this loop also stops
-        # when asked, then closes the listening socket and every channel in this thread.
+        # waitress's own run() loops until its socket map is empty; closing that map
+        # from another thread races with the poll, so the loop and the close stay here.
         while not stopping.is_set():
-            wasyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
-        wasyncore.close_all(server._map, ignore_all=True)
+            wasyncore.loop(timeout=0.05, map=sockets, use_poll=True, count=1)
+        server.task_dispatcher.shutdown()
+        wasyncore.close_all(sockets, ignore_all=True)
 
     thread = threading.Thread(target=run, name="waitress-test-server", daemon=True)
     thread.start()
@@ -61,7 +68,6 @@ def serve(app: Any, threads: int = 4, **options: Any) -> Iterator[LiveServer]:
     finally:
         stopping.set()
         thread.join(timeout=10)
-        server.task_dispatcher.shutdown()
         assert not thread.is_alive(), "the test server did not stop"
 
 

@@ -8,24 +8,23 @@ SQLite and PostgreSQL.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
 from sqlalchemy import select
 
-from gazette.articles import topic_for
+from gazette.articles.feed_documents import parse_feed
+from gazette.articles.feed_registry import normalise_feed_url
+from gazette.articles.feeds import due_feeds
+from gazette.articles.service import topic_for
 from gazette.errors import GazetteError
-from gazette.feeds import due_feeds, normalise_feed_url, parse_feed
-from gazette.newsletters import create_newsletter
+from gazette.newsletters.service import create_newsletter
 from gazette.runtime import Runtime
 from gazette.store.db import transaction
 from gazette.store.models import Article, Feed, Newsletter, utcnow
-from tests.conftest import make_env
-from tests.feedserver import FeedServer, Static, dead_port_url, serve_feeds
-from tests.test_ingest import Cli, rss, rss_item
+from tests.support.cli import FeedCli
+from tests.support.feedserver import FeedServer, Static, dead_port_url, rss, rss_item
 
 HTML_PAGE = (
     b"<!DOCTYPE html><html><head><title>Harbour News</title></head>"
@@ -50,18 +49,6 @@ EMPTY_WITH_ENTITY = (
 DATE = "<pubDate>Wed, 18 Nov 2026 10:00:00 +0000</pubDate>"
 
 
-@pytest.fixture
-def feeds() -> Iterator[FeedServer]:
-    with serve_feeds() as server:
-        yield server
-
-
-@pytest.fixture
-def cli(runtime: Runtime, tmp_path: Path, database_url: str) -> Cli:
-    """The real CLI in a subprocess, against the test database the runtime migrated."""
-    return Cli(tmp_path, make_env(tmp_path, database_url))
-
-
 def one_sentence(message: str) -> str:
     """The stderr line of a refused command, without the program's prefix."""
     assert message.startswith("gazette: "), message
@@ -72,7 +59,7 @@ def one_sentence(message: str) -> str:
     return sentence
 
 
-def refused(cli: Cli, *args: str, code: int = 1) -> str:
+def refused(cli: FeedCli, *args: str, code: int = 1) -> str:
     """Run a command that must be refused with ``code`` and one sentence; return it."""
     result = cli(*args)
     assert result.returncode == code, f"{args}: exit {result.returncode}\n{result.stdout}"
@@ -88,12 +75,12 @@ def feed_rows(runtime: Runtime) -> list[Feed]:
 # --- item 9: unknown ids and names, partial failure -------------------------------------
 
 
-def test_polling_an_unknown_feed_id_is_one_sentence(cli: Cli) -> None:
+def test_polling_an_unknown_feed_id_is_one_sentence(cli: FeedCli) -> None:
     assert refused(cli, "feeds", "poll", "999") == "There is no feed 999."
 
 
 def test_poll_all_exits_non_zero_when_some_feeds_failed_after_polling_each(
-    cli: Cli, feeds: FeedServer
+    cli: FeedCli, feeds: FeedServer
 ) -> None:
     good = feeds.static("/good.xml", rss(rss_item(1, "Ferries")))
     bad = [feeds.url("/gone.xml"), feeds.url("/error"), dead_port_url()]
@@ -114,7 +101,7 @@ def test_poll_all_exits_non_zero_when_some_feeds_failed_after_polling_each(
     ]
 
 
-def test_a_failed_poll_of_one_feed_exits_non_zero(cli: Cli, feeds: FeedServer) -> None:
+def test_a_failed_poll_of_one_feed_exits_non_zero(cli: FeedCli, feeds: FeedServer) -> None:
     url = feeds.url("/gone.xml")
     cli.ok("feeds", "add", url, "--no-check")
 
@@ -127,7 +114,7 @@ def test_a_failed_poll_of_one_feed_exits_non_zero(cli: Cli, feeds: FeedServer) -
     ]
 
 
-def test_newsletter_topic_filter_refuses_an_unknown_topic(cli: Cli, runtime: Runtime) -> None:
+def test_newsletter_topic_filter_refuses_an_unknown_topic(cli: FeedCli, runtime: Runtime) -> None:
     with transaction(runtime.sessions) as session:
         create_newsletter(session, "weekly", "The Weekly")
         topic_for(session, "Energy")
@@ -149,7 +136,7 @@ def test_newsletter_topic_filter_refuses_an_unknown_topic(cli: Cli, runtime: Run
 # --- item 10: check and normalise when adding -------------------------------------------
 
 
-def test_adding_a_dead_port_is_refused_unless_no_check(cli: Cli, runtime: Runtime) -> None:
+def test_adding_a_dead_port_is_refused_unless_no_check(cli: FeedCli, runtime: Runtime) -> None:
     url = dead_port_url()
 
     assert refused(cli, "feeds", "add", url) == f"Connection refused on {url}."
@@ -160,7 +147,7 @@ def test_adding_a_dead_port_is_refused_unless_no_check(cli: Cli, runtime: Runtim
 
 
 def test_adding_a_404_is_refused_with_its_status(
-    cli: Cli, runtime: Runtime, feeds: FeedServer
+    cli: FeedCli, runtime: Runtime, feeds: FeedServer
 ) -> None:
     url = feeds.url("/feed.xml")
 
@@ -169,7 +156,7 @@ def test_adding_a_404_is_refused_with_its_status(
 
 
 def test_adding_an_html_page_is_refused_and_names_the_feed_it_links(
-    cli: Cli, runtime: Runtime, feeds: FeedServer
+    cli: FeedCli, runtime: Runtime, feeds: FeedServer
 ) -> None:
     plain = feeds.static("/about", HTML_PAGE, content_type="text/html")
     linking = feeds.static("/blog/", HTML_WITH_FEED_LINK, content_type="text/html")
@@ -183,7 +170,7 @@ def test_adding_an_html_page_is_refused_and_names_the_feed_it_links(
 
 
 def test_adding_a_json_feed_says_json_feed_is_not_supported(
-    cli: Cli, runtime: Runtime, feeds: FeedServer
+    cli: FeedCli, runtime: Runtime, feeds: FeedServer
 ) -> None:
     url = feeds.static("/feed.json", JSON_FEED, content_type="application/feed+json")
 
@@ -194,7 +181,7 @@ def test_adding_a_json_feed_says_json_feed_is_not_supported(
 
 
 def test_a_second_spelling_of_a_feed_is_refused_naming_the_first(
-    cli: Cli, runtime: Runtime, feeds: FeedServer
+    cli: FeedCli, runtime: Runtime, feeds: FeedServer
 ) -> None:
     url = feeds.static("/Feed.xml", rss(rss_item(1, "Ferries")))
     cli.ok("feeds", "add", url)
@@ -207,7 +194,7 @@ def test_a_second_spelling_of_a_feed_is_refused_naming_the_first(
 
 
 def test_a_feed_url_is_stored_in_its_normal_form(
-    cli: Cli, runtime: Runtime, feeds: FeedServer
+    cli: FeedCli, runtime: Runtime, feeds: FeedServer
 ) -> None:
     feeds.static("/", rss())
     given = f"HTTP://LocalHost:{feeds.port}"
@@ -250,7 +237,7 @@ def test_a_feed_url_that_is_not_http_is_refused(given: str) -> None:
 
 
 def test_a_removed_feed_is_not_polled_keeps_its_articles_and_comes_back_when_added(
-    cli: Cli, runtime: Runtime, feeds: FeedServer
+    cli: FeedCli, runtime: Runtime, feeds: FeedServer
 ) -> None:
     kept_url = feeds.static("/kept.xml", rss(rss_item(1, "Ferries", host="kept.example.org")))
     gone_url = feeds.static("/gone.xml", rss(rss_item(1, "Trams"), rss_item(2, "Buses")))
@@ -298,7 +285,7 @@ def test_a_removed_feed_is_not_polled_keeps_its_articles_and_comes_back_when_add
         assert {a.id: (a.guid, a.feed_id) for a in session.scalars(select(Article))} == before
 
 
-def test_removing_an_unknown_feed_is_one_sentence(cli: Cli) -> None:
+def test_removing_an_unknown_feed_is_one_sentence(cli: FeedCli) -> None:
     assert refused(cli, "feeds", "remove", "7") == "There is no feed 7."
     assert refused(cli, "feeds", "remove", "https://nowhere.example.org/feed") == (
         "There is no feed 'https://nowhere.example.org/feed' (give its id or its URL)."
@@ -309,7 +296,7 @@ def test_removing_an_unknown_feed_is_one_sentence(cli: Cli) -> None:
 
 
 def test_each_rejected_item_says_why_in_the_poll_and_in_feeds_list(
-    cli: Cli, feeds: FeedServer
+    cli: FeedCli, feeds: FeedServer
 ) -> None:
     items = [
         rss_item(1, "Ferries run again"),
@@ -361,7 +348,7 @@ def test_an_atom_entry_whose_html_title_is_only_an_image_is_rejected_with_the_re
 
 
 def test_the_rejection_summary_is_replaced_by_the_next_poll(
-    cli: Cli, runtime: Runtime, feeds: FeedServer
+    cli: FeedCli, runtime: Runtime, feeds: FeedServer
 ) -> None:
     bad = f"<item><title>Nowhere</title>{DATE}</item>"
     url = feeds.static("/feed.xml", rss(rss_item(1, "Ferries"), bad))
@@ -376,7 +363,7 @@ def test_the_rejection_summary_is_replaced_by_the_next_poll(
 
 
 def test_a_malformed_feed_names_its_line_and_column_and_the_url_once(
-    cli: Cli, runtime: Runtime, feeds: FeedServer
+    cli: FeedCli, runtime: Runtime, feeds: FeedServer
 ) -> None:
     # A stray "<" on the second line: the "<" after it is its 39th character.
     document = (
@@ -399,7 +386,7 @@ def test_a_malformed_feed_names_its_line_and_column_and_the_url_once(
 
 
 def test_polling_a_json_feed_says_json_feed_is_not_supported(
-    cli: Cli, runtime: Runtime, feeds: FeedServer
+    cli: FeedCli, runtime: Runtime, feeds: FeedServer
 ) -> None:
     # Served as application/json, the type most servers give it; the body decides.
     url = feeds.route("/feed.json", Static(JSON_FEED, content_type="application/json"))
@@ -421,7 +408,7 @@ def test_json_feed_is_recognised_without_a_content_type() -> None:
 
 
 def test_an_empty_rss_feed_with_an_html_entity_is_an_empty_feed(
-    cli: Cli, runtime: Runtime, feeds: FeedServer
+    cli: FeedCli, runtime: Runtime, feeds: FeedServer
 ) -> None:
     assert parse_feed(EMPTY_WITH_ENTITY, "empty") == []
     url = feeds.static("/empty.xml", EMPTY_WITH_ENTITY)
@@ -441,7 +428,7 @@ def test_an_rss_feed_cut_short_is_still_refused() -> None:
 
 
 def test_the_title_of_a_rejected_item_is_printed_literally_in_feeds_list(
-    cli: Cli, feeds: FeedServer
+    cli: FeedCli, feeds: FeedServer
 ) -> None:
     title = "[bold red]Loud[/bold red] [link=https://evil.example.org]x[/link]"
     item = f"<item><title>{escape(title)}</title>{DATE}</item>"

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -30,19 +30,32 @@ def require_redis() -> str:
 
 
 class Worker:
-    """One `celery -A worker worker` process with its own environment."""
+    """One `celery -A worker worker` process with its own environment.
 
-    def __init__(self, env: Mapping[str, str], log: Path, concurrency: int = 2) -> None:
+    ``command`` runs another long-lived process the same way instead (`gazette beat`,
+    `gazette worker`), in its own process group, stopped the same way.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log: Path,
+        concurrency: int = 2,
+        command: Sequence[str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
         full = {k: v for k, v in os.environ.items() if not k.startswith("GAZETTE_")}
         full.update(env)
+        self.log = log
         self._log = log.open("ab")
         self.process = subprocess.Popen(
-            [
+            list(command) if command is not None else [
                 sys.executable, "-m", "celery", "-A", "worker", "worker",
                 "--loglevel=INFO", f"--concurrency={concurrency}", "--pool=prefork",
                 "--without-gossip", "--without-mingle", "--without-heartbeat",
             ],
             env=full,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email import message_from_bytes, policy
-from email.message import EmailMessage
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +22,17 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from gazette.articles import ArticleInput, upsert_article
-from gazette.config import load_settings
-from gazette.digests import plan_issue
+from gazette.articles.service import ArticleInput, upsert_article
+from gazette.digests.planning import plan_issue
 from gazette.rendering import IssueView, RenderedMessage
-from gazette.runtime import Runtime, build_runtime, use_runtime
-from gazette.store import migrate
+from gazette.runtime import Runtime
 from gazette.store.db import transaction
-from gazette.store.models import Delivery, Issue, IssueStatus, Subscriber, utcnow
-from gazette.subscribers import Origin, subscribe, update_preferences
-from tests.conftest import make_env
+from gazette.store.models import Delivery, Issue, IssueArticle, IssueStatus, Subscriber, utcnow
+from gazette.subscribers.preferences import update_preferences
+from gazette.subscribers.service import Origin
+from gazette.subscribers.subscribing import subscribe
 from worker import tasks
 
 SLUG = "test-weekly"
@@ -44,12 +40,9 @@ NAME = "Test Weekly"
 DOMAIN = "news.example.org"
 BASE_URL = f"https://{DOMAIN}"
 FROM = f"digest@{DOMAIN}"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-# Tags a text part must never show; "<https://...>" link annotations are not tags.
-HTML_TAG = re.compile(r"</?[A-Za-z][A-Za-z0-9]*(\s[^<>]*)?/?>")
-HTML_ENTITY = re.compile(r"&(#\d+|#x[0-9a-fA-F]+|[A-Za-z]+);")
 
 
 @dataclass(frozen=True)
@@ -127,22 +120,6 @@ def expected_subject(newsletter: str, titles: list[str], language: str) -> str:
 # --- runtime and data -----------------------------------------------------------------
 
 
-@contextmanager
-def installed_runtime(tmp_path: Path, database_url: str, **extra: str) -> Iterator[Runtime]:
-    """A migrated database and a runtime built from make_env(**extra), installed for tasks."""
-    from worker.app import configure
-
-    settings = load_settings(make_env(tmp_path, database_url, **extra), cwd=tmp_path)
-    built = build_runtime(settings)
-    migrate.upgrade(built.engine)
-    use_runtime(built)
-    configure(settings)
-    try:
-        yield built
-    finally:
-        use_runtime(None)
-
-
 @dataclass(frozen=True)
 class ArticleSpec:
     title: str
@@ -166,6 +143,42 @@ def add_articles(runtime: Runtime, specs: list[ArticleSpec], now: datetime | Non
                     topics=list(spec.topics),
                 ),
             )
+
+
+def add_article(
+    session: Session,
+    title: str,
+    published_at: datetime,
+    *,
+    topics: Iterable[str] = (),
+    guid: str = "",
+    language: str | None = None,
+    url: str | None = None,
+) -> int:
+    """Store one article (its URL made from its title unless given); return its id."""
+    slug = "-".join(title.lower().split())
+    return upsert_article(
+        session,
+        ArticleInput(
+            title=title,
+            url=url or f"https://news.example.org/{slug}",
+            published_at=published_at,
+            guid=guid,
+            language=language,
+            topics=list(topics),
+        ),
+    ).article_id
+
+
+def carried(session: Session, issue_id: int) -> list[int]:
+    """The ids of the articles the issue carries, in its order."""
+    return list(
+        session.scalars(
+            select(IssueArticle.article_id)
+            .where(IssueArticle.issue_id == issue_id)
+            .order_by(IssueArticle.position)
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -265,132 +278,6 @@ def count_renders(monkeypatch: pytest.MonkeyPatch, runtime: Runtime) -> RenderLo
     return log
 
 
-# --- reading messages -----------------------------------------------------------------
-
-
-def parse(data: bytes) -> EmailMessage:
-    """Parse with the modern policy; the message and each part must have no defects."""
-    message = message_from_bytes(data, policy=policy.default)
-    assert isinstance(message, EmailMessage)
-    assert message.defects == [], message.defects
-    for part in message.walk():
-        assert part.defects == [], part.defects
-    return message
-
-
-def check_wire_format(data: bytes) -> None:
-    """CRLF line ends only, and no line longer than 998 octets (RFC 5322 2.1.1)."""
-    assert data.endswith(b"\r\n")
-    assert data.count(b"\n") == data.count(b"\r\n"), "a bare LF"
-    assert data.count(b"\r") == data.count(b"\r\n"), "a bare CR"
-    longest = max(len(line) for line in data.split(b"\r\n"))
-    assert longest <= 998, f"a line of {longest} octets"
-
-
-def raw_header_lines(data: bytes) -> list[bytes]:
-    """The header section's physical lines, folding kept."""
-    head, separator, _body = data.partition(b"\r\n\r\n")
-    assert separator, "no blank line after the headers"
-    return head.split(b"\r\n")
-
-
-def raw_header(data: bytes, name: str) -> list[bytes]:
-    """Every physical line of every occurrence of header ``name`` (first line first)."""
-    lines = raw_header_lines(data)
-    found: list[bytes] = []
-    prefix = name.lower().encode("ascii") + b":"
-    for n, line in enumerate(lines):
-        if line.lower().startswith(prefix):
-            found.append(line)
-            for more in lines[n + 1 :]:
-                if not more.startswith((b" ", b"\t")):
-                    break
-                found.append(more)
-    return found
-
-
-def parts(message: EmailMessage) -> tuple[str, str]:
-    """(text, HTML) of a multipart/alternative digest, decoded."""
-    assert message.get_content_type() == "multipart/alternative"
-    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
-    plain = message.get_body(("plain",))
-    html = message.get_body(("html",))
-    assert plain is not None
-    assert html is not None
-    for part in (plain, html):
-        assert part.get_content_charset() == "utf-8"
-    # Decoded quoted-printable keeps the canonical CRLF line ends; read them as lines.
-    return (
-        plain.get_content().replace("\r\n", "\n"),
-        html.get_content().replace("\r\n", "\n"),
-    )
-
-
-def listed_titles(text: str) -> list[str]:
-    """The article titles of a text part, from its numbered lines ("1. Title")."""
-    return re.findall(r"^\d+\. (.+)$", text, flags=re.MULTILINE)
-
-
-class HtmlDocument(HTMLParser):
-    """What a client shows of an HTML part: links with their text, visible and hidden text."""
-
-    def __init__(self, html: str) -> None:
-        super().__init__(convert_charrefs=True)
-        self.links: list[tuple[str, str]] = []
-        self.lang: str | None = None
-        self.tags: list[str] = []
-        self._visible: list[str] = []
-        self._hidden: list[str] = []
-        self._stack: list[tuple[str, bool]] = []
-        self._href: str | None = None
-        self._link_text: list[str] = []
-        self.feed(html)
-        self.close()
-
-    @property
-    def text(self) -> str:
-        return " ".join(" ".join(self._visible).split())
-
-    @property
-    def hidden_text(self) -> str:
-        return " ".join(" ".join(self._hidden).split())
-
-    def _is_hidden(self) -> bool:
-        return any(hidden for _tag, hidden in self._stack)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        self.tags.append(tag)
-        if tag == "html":
-            self.lang = a.get("lang")
-        if tag == "a":
-            self._href, self._link_text = a.get("href", ""), []
-        if tag in {"meta", "link", "br", "img", "hr", "input"}:
-            return
-        style = a.get("style", "").replace(" ", "").lower()
-        self._stack.append((tag, "display:none" in style))
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._href is not None:
-            self.links.append((self._href, " ".join("".join(self._link_text).split())))
-            self._href = None
-        while self._stack:
-            top, _hidden = self._stack.pop()
-            if top == tag:
-                break
-
-    def handle_data(self, data: str) -> None:
-        if any(tag in ("style", "title", "script") for tag, _hidden in self._stack):
-            return
-        (self._hidden if self._is_hidden() else self._visible).append(data)
-        if self._href is not None:
-            self._link_text.append(data)
-
-    def hrefs(self, text: str) -> list[str]:
-        """The targets of the links whose text starts with ``text``."""
-        return [href for href, label in self.links if label.startswith(text)]
-
-
 # --- DKIM ---------------------------------------------------------------------------
 
 
@@ -421,14 +308,6 @@ def generate_rsa_key(folder: Path) -> RsaKey:
     return RsaKey(private, public, base64.b64encode(der))
 
 
-def dkim_tags(message: EmailMessage) -> dict[str, str]:
-    """The tags of the message's DKIM-Signature, whitespace removed."""
-    values = message.get_all("DKIM-Signature") or []
-    assert len(values) == 1, values
-    unfolded = "".join(str(values[0]).split())
-    return dict(tag.split("=", 1) for tag in unfolded.split(";") if tag)
-
-
 # --- Chromium -------------------------------------------------------------------------
 
 
@@ -454,8 +333,17 @@ def require_chromium() -> None:
     pytest.skip(why)
 
 
-def start_chromium(profile: Path) -> WebDriver:
-    """Headless Chromium from /usr/bin; selenium must not try to fetch a driver (SE_OFFLINE)."""
+def start_chromium(
+    profile: Path,
+    *flags: str,
+    window: str | None = "1200,900",
+    prefs: dict[str, str] | None = None,
+) -> WebDriver:
+    """Headless Chromium from /usr/bin; selenium must not try to fetch a driver (SE_OFFLINE).
+
+    ``flags`` are added to the usual ones; ``window`` is the size (None: Chromium's own);
+    ``prefs`` are Chromium preferences.
+    """
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for flag in (
@@ -467,11 +355,24 @@ def start_chromium(profile: Path) -> WebDriver:
         "--disable-component-update",
         "--disable-sync",
         "--no-first-run",
-        "--window-size=1200,900",
+        *([f"--window-size={window}"] if window else []),
         f"--user-data-dir={profile}",
+        *flags,
     ):
         options.add_argument(flag)
+    if prefs:
+        options.add_experimental_option("prefs", prefs)
     return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+
+
+@contextmanager
+def chromium_session(profile: Path, **options: Any) -> Iterator[WebDriver]:
+    """start_chromium(profile, **options) until the block ends, then quit it."""
+    driver = start_chromium(profile, **options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
 
 
 def js(driver: WebDriver, script: str) -> Any:

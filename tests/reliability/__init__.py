@@ -1,0 +1,1 @@
+"""The fault and hostile-input suite (make reliability), a file per scenario."""
