@@ -1,10 +1,12 @@
 """Run the benchmarks: ``python -m benchmarks.run [--full] [--only NAME[,NAME]] [--runs N]``.
 
-Scenarios, in the order they run: sink, ceiling, gazette, obvious, planning, csv, feed,
-web. ``--only`` runs the named ones plus what their figures are computed from (gazette's
-ratios need the ceiling of the same run; obvious's ratio needs gazette). Every run
-rewrites benchmarks/results/latest.json, docs/benchmarks.md and docs/benchmarks.png; a
-partial run keeps the previous results of the scenarios it did not run, marked as such.
+Scenarios, in the order they run: sink, ceiling, gazette, obvious, relay, planning, csv,
+feed, web (benchmarks/scenarios/, one module each). ``--only`` runs the named ones plus
+what their figures are computed from (gazette's ratios need the ceiling of the same run;
+obvious's ratio needs gazette). Every run rewrites benchmarks/results/latest.json,
+docs/benchmarks.md and the charts next to it (``--output DIR`` writes all three into DIR
+instead); a partial run keeps the previous results of the scenarios it did not run,
+marked as such.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.core import MIN_RUNS, fmt
-from benchmarks.scenarios import SCENARIOS as SCENARIO_NAMES
+from benchmarks.harness.figures import MIN_RUNS, fmt
+from benchmarks.suite import SCENARIOS as SCENARIO_NAMES
 
 HARNESS_KEY = "benchmark-secret-key-0123456789"
 
@@ -32,6 +34,7 @@ def _prepare_environment(workdir: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments, run the chosen scenarios, write the outputs; 1 on a failure."""
     arguments = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--full", action="store_true", help="full sizes (under 30 minutes)")
@@ -53,6 +56,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-profile", action="store_true", help="skip the py-spy profile")
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write latest.json, benchmarks.md and the charts into DIR "
+        "(default: benchmarks/results/ and docs/)",
+    )
     args = parser.parse_args(arguments)
     chosen = [name.strip() for item in args.only for name in item.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SCENARIO_NAMES]
@@ -65,27 +76,34 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="gazette-bench-"))
     _prepare_environment(workdir)
-    from benchmarks import data, scenarios
+    from benchmarks import suite
+    from benchmarks.harness import report, seeding
+    from benchmarks.harness.context import FULL, QUICK, Context
 
-    ctx = scenarios.Context(
-        sizes=scenarios.FULL if args.full else scenarios.QUICK,
+    ctx = Context(
+        sizes=FULL if args.full else QUICK,
         workdir=workdir,
         runs=args.runs,
-        summary_chars=args.summary_chars or data.SUMMARY_CHARS,
+        summary_chars=args.summary_chars or seeding.SUMMARY_CHARS,
         profile=not args.no_profile,
     )
-    selected = scenarios.resolve(chosen or SCENARIO_NAMES)
+    out = args.output
+    results = report.RESULTS if out is None else out / report.RESULTS.name
+    markdown = report.MARKDOWN if out is None else out / report.MARKDOWN.name
+    charts = report.CHARTS if out is None else out
+    selected = suite.resolve(chosen or SCENARIO_NAMES)
     command = " ".join(["python -m benchmarks.run", *arguments])
     print(f"{command}: {', '.join(selected)} ({ctx.sizes.mode} sizes, {ctx.runs} runs each)")
     began = time.perf_counter()
     failed = True
     try:
-        failed = scenarios.run_all(ctx, selected)
+        failed = suite.run_all(ctx, selected)
     finally:
         seconds = time.perf_counter() - began
-        figures = scenarios.write_outputs(
-            ctx, selected, partial=bool(chosen), command=command, seconds=seconds
-        )
+        figures = suite.write_outputs(
+            ctx, selected, partial=bool(chosen), command=command, seconds=seconds,
+            results=results, markdown=markdown, charts=charts,
+        )  # fmt: skip
         if args.keep:
             print(f"working folder kept: {workdir}")
         else:
@@ -109,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes, rest = divmod(seconds, 60)
     print(
         f"\nbenchmarks finished in {int(minutes)} min {rest:04.1f} s; wrote "
-        "benchmarks/results/latest.json, docs/benchmarks.md, docs/benchmarks.png"
+        f"{results}, {markdown} and the charts in {charts}"
     )
     return 1 if failed else 0
 

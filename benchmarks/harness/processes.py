@@ -1,4 +1,4 @@
-"""Processes the benchmarks start and watch: Celery workers, and CPU/memory sampling."""
+"""Processes the benchmarks start: ports, child environments, process groups, Celery workers."""
 
 from __future__ import annotations
 
@@ -8,15 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks import procstat
+from benchmarks.harness import timing
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -124,7 +122,7 @@ class CeleryWorker:
 
     def pool_pids(self) -> list[int]:
         """The pool children's process ids."""
-        return procstat.descendants(self.pid)
+        return timing.descendants(self.pid)
 
     def wait_ready(self, broker_url: str, timeout: float = 60) -> None:
         """Wait until the worker answers a ping on the broker and its pool is up."""
@@ -149,70 +147,3 @@ class CeleryWorker:
         """Warm shutdown, then kill what is left."""
         stop_group(self.process)
         self._log.close()
-
-
-@dataclass
-class TreeSample:
-    """CPU seconds (user + system) per process id, at one moment."""
-
-    cpu: dict[int, float] = field(default_factory=dict)
-
-
-class TreeSampler:
-    """Samples a process tree's CPU time and peak memory in a background thread."""
-
-    def __init__(self, root: int, interval: float = 0.25) -> None:
-        self.root = root
-        self.interval = interval
-        self.peak_hwm: dict[int, int] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._lock = threading.Lock()
-        self._last = TreeSample()
-
-    def _pids(self) -> list[int]:
-        return [self.root, *procstat.descendants(self.root)]
-
-    def sample(self) -> TreeSample:
-        """Take one sample now (CPU and peak memory of every process in the tree)."""
-        current = TreeSample()
-        for pid in self._pids():
-            seconds = procstat.cpu_seconds(pid)
-            if seconds is None:
-                continue
-            current.cpu[pid] = seconds
-            hwm = procstat.peak_rss(pid)
-            with self._lock:
-                self.peak_hwm[pid] = max(self.peak_hwm.get(pid, 0), hwm)
-        with self._lock:
-            # A process that vanished keeps its last reading.
-            merged = dict(self._last.cpu)
-            merged.update(current.cpu)
-            self._last = TreeSample(merged)
-            return TreeSample(dict(merged))
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def start(self) -> TreeSample:
-        """Take the baseline sample and start sampling."""
-        baseline = self.sample()
-        self._thread.start()
-        return baseline
-
-    def stop(self) -> TreeSample:
-        """Stop sampling and take a last sample."""
-        self._stop.set()
-        self._thread.join()
-        return self.sample()
-
-    @staticmethod
-    def cpu_between(start: TreeSample, end: TreeSample) -> float:
-        """CPU seconds the tree used between two samples (new processes count from zero)."""
-        return sum(v - start.cpu.get(pid, 0.0) for pid, v in end.cpu.items())
-
-    def peak_of(self, pids: list[int]) -> int:
-        """Largest VmHWM seen among ``pids``, in bytes."""
-        with self._lock:
-            return max((self.peak_hwm.get(pid, 0) for pid in pids), default=0)

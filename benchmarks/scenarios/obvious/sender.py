@@ -1,4 +1,4 @@
-"""The obvious approach, for comparison: one Celery task per message, everything per message.
+"""The obvious approach's task: one Celery task per message, everything done per message.
 
 Each task opens a database session, loads its delivery, the reader, the issue and its
 articles, renders Gazette's digest templates with Jinja from scratch (subject, text and
@@ -31,8 +31,9 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from benchmarks.naive_app import app
+from benchmarks.scenarios.obvious.app import app
 from gazette.config import Settings, load_settings
+from gazette.newsletters.brand import brand_for
 from gazette.rendering import ArticleView, IssueView
 from gazette.resources import shipped_dir
 from gazette.store.db import make_engine, make_session_factory
@@ -188,6 +189,7 @@ def send_one_now(delivery_id: int) -> bool:
         )
         context = {
             "issue": view,
+            "brand": brand_for(newsletter, cfg.brand),
             "greeting": greeting,
             "unsubscribe_url": unsubscribe_url,
             "preferences_url": f"{cfg.base_url}/preferences/{preferences}",

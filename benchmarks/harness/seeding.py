@@ -1,4 +1,4 @@
-"""Realistic data for the benchmarks: articles, readers, databases, and bulk seeding.
+"""Realistic data for the benchmarks: articles, readers, CSV files, databases, bulk seeding.
 
 Readers are written in bulk (COPY on PostgreSQL, executemany on SQLite), never one
 ``subscribe()`` per row; articles go through Gazette's own ``upsert_article`` so their
@@ -7,6 +7,7 @@ summaries are sanitised exactly as production stores them.
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import secrets
@@ -22,10 +23,10 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from gazette.addresses import identity_key
-from gazette.articles import ArticleInput, upsert_article
+from gazette.articles.service import ArticleInput, upsert_article
 from gazette.config import Settings, load_settings
-from gazette.digests import plan_issue
-from gazette.newsletters import create_newsletter
+from gazette.digests.planning import plan_issue
+from gazette.newsletters.service import create_newsletter
 from gazette.runtime import Runtime, build_runtime, use_runtime
 from gazette.store import migrate
 from gazette.store.db import transaction
@@ -138,6 +139,31 @@ def reader_rows(count: int, start: int = 1, seed: int = 11) -> Iterator[ReaderRo
         public_id = f"{n:x}-{rng.getrandbits(64):016x}"
         email = f"reader{n}.{rng.choice(FIRST_NAMES['en']).lower()}@{_DOMAINS[n % len(_DOMAINS)]}"
         yield ReaderRow(n, public_id, email, f"{first} {last}", language)
+
+
+def write_csv(path: Path, rows: int, seed: int = 5) -> int:
+    """Write ``rows`` reader rows (0.5% invalid); return how many rows are valid."""
+    rng = random.Random(seed)
+    valid = 0
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["email", "name", "language"])
+        for reader in reader_rows(rows, seed=seed):
+            roll = rng.random()
+            if roll < 0.005:
+                writer.writerow([reader.email.replace("@", " at "), reader.name, reader.language])
+            elif roll < 0.01:
+                # A language Gazette does not offer: imported with the default language.
+                writer.writerow([reader.email, reader.name, "xx"])
+                valid += 1
+            else:
+                # Addresses as people type them: mixed case, stray spaces.
+                email = reader.email.title() if roll < 0.2 else reader.email
+                writer.writerow(
+                    [f" {email} " if roll > 0.95 else email, reader.name, reader.language]
+                )
+                valid += 1
+    return valid
 
 
 # -- databases ------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The SMTP sink every mail scenario sends to, in a process of its own.
 
 Postfix's ``smtp-sink`` (C, event-driven, discards everything) when it is installed;
-otherwise this module's aiosmtpd sink: ``python -m benchmarks.sink --port PORT``.
+otherwise this module's aiosmtpd sink: ``python -m benchmarks.harness.servers --port PORT``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.procs import ROOT, child_env, free_port, stop_group, wait_for_port
+from benchmarks.harness.processes import ROOT, child_env, free_port, stop_group, wait_for_port
 
 SMTP_SINK = "/usr/sbin/smtp-sink"
 SMTP_SOURCE = "/usr/sbin/smtp-source"
@@ -73,8 +73,8 @@ def start_sink(prefer_postfix: bool = True) -> Sink:
         command = [program, *user, "-4", "-m", "512", f"127.0.0.1:{port}", "1000"]
         kind = f"Postfix smtp-sink ({program}{_postfix_version()})"
     else:
-        command = [sys.executable, "-m", "benchmarks.sink", "--port", str(port)]
-        kind = "aiosmtpd (benchmarks.sink)"
+        command = [sys.executable, "-m", "benchmarks.harness.servers", "--port", str(port)]
+        kind = "aiosmtpd (benchmarks.harness.servers)"
     process = subprocess.Popen(
         command,
         cwd=ROOT,

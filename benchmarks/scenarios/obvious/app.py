@@ -1,4 +1,4 @@
-"""The Celery app of the obvious approach: ``celery -A benchmarks.naive_app worker``.
+"""The obvious approach's Celery app: ``celery -A benchmarks.scenarios.obvious.app worker``.
 
 Celery's defaults (early acknowledgement, prefetching four tasks per process), as an
 application written the obvious way would have them; only the broker and the queue come
@@ -14,7 +14,7 @@ from celery import Celery
 from gazette.config import Settings, load_settings
 from gazette.errors import ConfigError
 
-app = Celery("bench-naive", include=["benchmarks.naive"])
+app = Celery("bench-naive", include=["benchmarks.scenarios.obvious.sender"])
 
 
 def configure(settings: Settings) -> None:
@@ -34,5 +34,5 @@ def configure(settings: Settings) -> None:
 try:
     configure(load_settings())
 except ConfigError as error:
-    print(f"benchmarks.naive_app: {error}", file=sys.stderr)
+    print(f"benchmarks.scenarios.obvious.app: {error}", file=sys.stderr)
     raise SystemExit(2) from None

@@ -1,11 +1,21 @@
-"""Figures: each the median of several runs with their minimum and maximum."""
+"""Figures, and the one helper every scenario registers its figures through.
+
+A figure is the median of several runs with their minimum and maximum (or a ratio of
+two such figures). Each scenario module declares a ``FigureTable``: one ``FigureSpec``
+per figure it reports (name, unit, what it means, and a target when it has one), and
+records every figure with ``FigureTable.register``, so names, labels and targets are
+written in one place and registered the same way.
+"""
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from benchmarks.harness.context import Context
 
 MIN_RUNS = 3
 
@@ -108,3 +118,65 @@ def fmt(value: float) -> str:
     if magnitude >= 0.01:
         return f"{value:.3f}"
     return f"{value:.2g}"
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One figure a scenario reports.
+
+    ``name``, ``meaning`` and ``target`` are ``str.format`` templates over the keyword
+    arguments given to ``FigureTable.register`` (``subscribers`` always among them).
+    """
+
+    name: str
+    unit: str
+    meaning: str
+    target: str | None = None
+    check: Callable[[Figure], bool] | None = None
+
+
+class Ratio(NamedTuple):
+    """A figure computed as one figure of the run over another."""
+
+    numerator: Figure
+    denominator: Figure
+
+
+class FigureTable:
+    """A scenario's figures by key, and the helper that records them."""
+
+    def __init__(self, scenario: str, specs: dict[str, FigureSpec]) -> None:
+        self.scenario = scenario
+        self.specs = specs
+
+    def __iter__(self) -> Iterator[FigureSpec]:
+        return iter(self.specs.values())
+
+    def register(
+        self,
+        ctx: Context,
+        key: str,
+        measured: Sequence[float] | Ratio,
+        *,
+        subscribers: int | None = None,
+        targeted: bool = True,
+        **params: object,
+    ) -> Figure:
+        """Record figure ``key`` from its samples (or a Ratio) in ``ctx`` and print it.
+
+        ``targeted=False`` records it without the table's target (a target that only
+        applies to some databases or sizes).
+        """
+        spec = self.specs[key]
+        values = {"subscribers": subscribers, **params}
+        name, label = spec.name.format(**values), spec.meaning.format(**values)
+        if isinstance(measured, Ratio):
+            fig = ratio(name, *measured, scenario=self.scenario, label=label)
+        else:
+            fig = figure(
+                name, measured, spec.unit, scenario=self.scenario, label=label,
+                subscribers=subscribers,
+            )  # fmt: skip
+        if targeted and spec.target is not None and spec.check is not None:
+            with_target(fig, spec.target.format(**values), spec.check)
+        return ctx.add(fig)

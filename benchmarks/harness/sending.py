@@ -1,8 +1,9 @@
 """End to end: plan an issue for N readers and send it through real Celery workers.
 
-Gazette: ``celery -A worker worker --concurrency 2 --pool prefork`` on Redis, batches of
-GAZETTE_BATCH_SIZE rows, the ledger on PostgreSQL or SQLite. The obvious approach
-(benchmarks.naive): the same readers, the same plan, the same sink, one task per message.
+``send_once`` seeds a fresh database, plans the issue, starts ``celery -A APP worker
+--concurrency 2 --pool prefork`` on Redis and hands the issue to it the way an
+``Approach`` says (Gazette's in benchmarks.scenarios.gazette, the obvious approach's in
+benchmarks.scenarios.obvious); the same readers, plan and sink for both.
 
 The clock starts just before the first task is enqueued and stops at the last ledger
 update, max(delivery.sent_at). Worker CPU is the worker's main process plus its pool
@@ -12,6 +13,7 @@ children (psutil), peak memory the largest VmHWM among the pool children.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,15 +21,29 @@ from pathlib import Path
 import redis
 from sqlalchemy import func, select
 
-from benchmarks import data, procstat
-from benchmarks.procs import CeleryWorker, TreeSampler, wait_until
-from benchmarks.profile import Profiler, ProfileSummary, py_spy_path
-from gazette.config import load_settings
+from benchmarks.harness import seeding, timing
+from benchmarks.harness.processes import CeleryWorker, wait_until
+from benchmarks.harness.profiling import Profiler, ProfileSummary, py_spy_path
+from benchmarks.harness.timing import TreeSampler
+from gazette.config import Settings, load_settings
 from gazette.runtime import Runtime, use_runtime
-from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus
+from gazette.store.models import Delivery, DeliveryStatus
 
-APPROACHES = ("gazette", "obvious")
-WORKER_APPS = {"gazette": "worker", "obvious": "benchmarks.naive_app"}
+# Enqueue an issue's messages (the first ``limit`` of them, when given) and return the
+# test that says they have all been sent.
+Enqueue = Callable[[Runtime, int, int | None], Callable[[], bool]]
+
+
+@dataclass(frozen=True)
+class Approach:
+    """A way of sending an issue: its Celery app, and how the issue is handed to it."""
+
+    name: str
+    worker_app: str  # for `celery -A`
+    enqueue: Enqueue
+    # Point the app at the run's settings in this process before enqueueing.
+    configure: Callable[[Settings], None] | None = None
+    samples: bool = False  # whether it may send a sample (``limit``) of the issue
 
 
 @dataclass(frozen=True)
@@ -65,43 +81,9 @@ def _busy(before: tuple[float, float], after: tuple[float, float]) -> float:
     return (after[0] - before[0]) / total if total > 0 else 0.0
 
 
-def _issue_sent(runtime: Runtime, issue_id: int) -> bool:
-    with runtime.sessions() as session:
-        status = session.scalar(select(Issue.status).where(Issue.id == issue_id))
-    return status == IssueStatus.SENT
-
-
-def _enqueue_obvious(runtime: Runtime, issue_id: int, limit: int | None) -> int:
-    """One task per delivery (the first ``limit`` of them); return the last id enqueued."""
-    from benchmarks.naive import send_one
-
-    with runtime.sessions() as session:
-        query = select(Delivery.id).where(Delivery.issue_id == issue_id).order_by(Delivery.id)
-        if limit is not None:
-            query = query.limit(limit)
-        ids = list(session.scalars(query))
-    for delivery_id in ids:
-        send_one.delay(delivery_id)
-    return ids[-1]
-
-
-def _pending_up_to(runtime: Runtime, issue_id: int, last_id: int) -> bool:
-    with runtime.sessions() as session:
-        row = session.scalar(
-            select(Delivery.id)
-            .where(
-                Delivery.issue_id == issue_id,
-                Delivery.id <= last_id,
-                Delivery.status == DeliveryStatus.PENDING,
-            )
-            .limit(1)
-        )
-    return row is not None
-
-
 def _forget_queue(queue: str) -> None:
     """Drop what the run's queue left in Redis (the list and kombu's binding entries)."""
-    client = redis.Redis.from_url(data.REDIS_URL)
+    client = redis.Redis.from_url(seeding.REDIS_URL)
     try:
         client.delete(queue, f"{queue}.pidbox", f"unacked_index_{queue}")
         for key in client.scan_iter("_kombu.binding.*"):
@@ -113,75 +95,67 @@ def _forget_queue(queue: str) -> None:
 
 
 def send_once(
-    approach: str,
+    approach: Approach,
     kind: str,
     subscribers: int,
     sink_url: str,
     folder: Path,
     *,
-    summary_chars: int = data.SUMMARY_CHARS,
+    summary_chars: int = seeding.SUMMARY_CHARS,
     batch_size: int | None = None,
     timeout: float | None = None,
     limit: int | None = None,
     profile: Path | None = None,
+    settings: dict[str, str] | None = None,
 ) -> SendRun:
     """Seed, plan and send one issue with ``approach`` on a fresh ``kind`` database.
 
-    ``limit`` (the obvious approach only) enqueues and times the first ``limit``
+    ``limit`` (an approach that samples) enqueues and times the first ``limit``
     messages of the planned issue instead of all of them. ``profile`` records the
-    worker with py-spy into that file while it sends.
+    worker with py-spy into that file while it sends. ``settings`` adds GAZETTE_*
+    settings by their lower-case names (``smtp_connections``, say).
     """
-    if limit is not None and approach != "obvious":
-        raise ValueError("only the obvious approach sends a sample")
+    if limit is not None and not approach.samples:
+        raise ValueError(f"{approach.name} sends the whole issue, not a sample")
     expected = min(limit, subscribers) if limit is not None else subscribers
-    if approach not in APPROACHES:
-        raise ValueError(f"unknown approach {approach!r}")
     folder.mkdir(parents=True, exist_ok=True)
-    with data.database(kind, folder) as url:
-        extra = {"broker_url": data.REDIS_URL, "smtp_url": sink_url}
+    with seeding.database(kind, folder) as url:
+        extra = {"broker_url": seeding.REDIS_URL, "smtp_url": sink_url}
         if batch_size is not None:
             extra["batch_size"] = str(batch_size)
-        env = data.gazette_env(folder, url, **extra)
+        extra.update(settings or {})
+        env = seeding.gazette_env(folder, url, **extra)
         queue = env["GAZETTE_QUEUE"]
-        runtime = data.install_runtime(env, folder)
+        runtime = seeding.install_runtime(env, folder)
         try:
-            newsletter_id = data.seed_issue_content(runtime, summary_chars=summary_chars)
-            data.seed_readers(runtime.engine, newsletter_id, subscribers)
-            issue_id, planned, plan_seconds = data.plan(runtime, newsletter_id)
+            newsletter_id = seeding.seed_issue_content(runtime, summary_chars=summary_chars)
+            seeding.seed_readers(runtime.engine, newsletter_id, subscribers)
+            issue_id, planned, plan_seconds = seeding.plan(runtime, newsletter_id)
             if planned != subscribers:
                 raise RuntimeError(f"planned {planned} deliveries for {subscribers} readers")
-            if approach == "obvious":
-                from benchmarks import naive_app
-
-                naive_app.configure(load_settings(env, cwd=folder))
+            if approach.configure is not None:
+                approach.configure(load_settings(env, cwd=folder))
             worker = CeleryWorker(
-                WORKER_APPS[approach], env, folder / f"{approach}-worker.log", queue
+                approach.worker_app, env, folder / f"{approach.name}-worker.log", queue
             )
             profiler: Profiler | None = None
             try:
-                worker.wait_ready(data.REDIS_URL)
+                worker.wait_ready(seeding.REDIS_URL)
                 pool = worker.pool_pids()
                 program = py_spy_path() if profile is not None else None
                 if program is not None and profile is not None:
                     profiler = Profiler(program, worker.pid, profile)
                 sampler = TreeSampler(worker.pid)
                 baseline = sampler.start()
-                machine_before = procstat.machine_cpu()
+                machine_before = timing.machine_cpu()
                 started = datetime.now(UTC)
                 began = time.perf_counter()
-                if approach == "gazette":
-                    from worker.tasks import enqueue_issue
-
-                    enqueue_issue(issue_id)
-                    done = lambda: _issue_sent(runtime, issue_id)  # noqa: E731
-                else:
-                    last_id = _enqueue_obvious(runtime, issue_id, limit)
-                    done = lambda: not _pending_up_to(runtime, issue_id, last_id)  # noqa: E731
+                done = approach.enqueue(runtime, issue_id, limit)
                 enqueue_seconds = time.perf_counter() - began
                 patience = timeout if timeout is not None else 120 + expected / 10
-                wait_until(done, patience, f"{approach} to send {expected} messages", 0.25)
+                wait_until(done, patience, f"{approach.name} to send {expected} messages", 0.25)
                 final = sampler.stop()
-                machine_after = procstat.machine_cpu()
+                machine_after = timing.machine_cpu()
                 summary = profiler.stop() if profiler is not None else None
                 profiler = None
             finally:
@@ -196,9 +170,9 @@ def send_once(
                     )
                 ).one()
             if sent != expected or last is None:
-                raise RuntimeError(f"{approach}: {sent} of {expected} deliveries sent")
+                raise RuntimeError(f"{approach.name}: {sent} of {expected} deliveries sent")
             return SendRun(
-                approach=approach,
+                approach=approach.name,
                 database=kind,
                 subscribers=subscribers,
                 sent=sent,

@@ -1,4 +1,4 @@
-"""The web endpoint under wrk: `gazette serve` (waitress) on PostgreSQL.
+"""`gazette serve` (gunicorn, gthread workers) on PostgreSQL, and wrk to load it.
 
 Three loads: GET /subscribe (the form); the RFC 8058 one-click POST to
 /unsubscribe/<token>, rotating through tokens minted for many readers who each have a
@@ -13,7 +13,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,8 +21,8 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from benchmarks import data
-from benchmarks.procs import ROOT, child_env, free_port, stop_group, wait_for_port
+from benchmarks.harness import seeding
+from benchmarks.harness.processes import ROOT, child_env, free_port, stop_group, wait_for_port
 from gazette.runtime import Runtime, use_runtime
 from gazette.tokens import Purpose
 
@@ -117,17 +116,17 @@ def serving(
 ) -> Iterator[tuple[Server, Runtime]]:
     """A PostgreSQL installation with ``readers`` readers and a planned issue, served."""
     folder.mkdir(parents=True, exist_ok=True)
-    with data.pg_schema() as url:
-        env = data.gazette_env(folder, url)
-        runtime = data.install_runtime(env, folder)
+    with seeding.pg_schema() as url:
+        env = seeding.gazette_env(folder, url)
+        runtime = seeding.install_runtime(env, folder)
         try:
-            newsletter_id = data.seed_issue_content(runtime)
-            data.seed_readers(runtime.engine, newsletter_id, readers)
-            data.plan(runtime, newsletter_id)
+            newsletter_id = seeding.seed_issue_content(runtime)
+            seeding.seed_readers(runtime.engine, newsletter_id, readers)
+            seeding.plan(runtime, newsletter_id)
             paths = [
                 "/unsubscribe/"
-                + runtime.tokens.mint(Purpose.UNSUBSCRIBE, r.public_id, data.NEWSLETTER)
-                for r in data.reader_rows(readers)
+                + runtime.tokens.mint(Purpose.UNSUBSCRIBE, r.public_id, seeding.NEWSLETTER)
+                for r in seeding.reader_rows(readers)
             ]
             port = free_port()
             log = (folder / "serve.log").open("ab")
@@ -285,51 +284,3 @@ def mixed_script(paths: list[str]) -> str:
     (requests in flight when the clock stopped).
     """
     return _lua_mixed(paths)
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What one one-click POST costs inside the app, without the HTTP server or wrk."""
-
-    cpu_ms: float
-    statements: float
-    checkouts: float
-
-
-def probe_one_click(runtime: Runtime, paths: list[str], count: int) -> Probe:
-    """POST ``count`` one-click requests through Flask's test client, in this process.
-
-    Counts the SQL statements the app issues and the connections it takes from the pool
-    per request (each checkout is pinged first: pool_pre_ping), and the app's CPU time.
-    """
-    from sqlalchemy import event
-
-    from gazette.web import create_app
-
-    client = create_app(runtime).test_client()
-    counts = {"statements": 0, "checkouts": 0}
-
-    def statement(*_args: object) -> None:
-        counts["statements"] += 1
-
-    def checkout(*_args: object) -> None:
-        counts["checkouts"] += 1
-
-    event.listen(runtime.engine, "before_cursor_execute", statement)
-    event.listen(runtime.engine.pool, "checkout", checkout)
-    try:
-        began = time.process_time()
-        for path in paths[:count]:
-            response = client.post(
-                path,
-                data="List-Unsubscribe=One-Click",
-                content_type="application/x-www-form-urlencoded",
-            )
-            if response.status_code != 200:
-                raise RuntimeError(f"one-click POST answered {response.status_code}")
-        cpu = time.process_time() - began
-    finally:
-        event.remove(runtime.engine, "before_cursor_execute", statement)
-        event.remove(runtime.engine.pool, "checkout", checkout)
-    n = min(count, len(paths))
-    return Probe(cpu * 1000 / n, counts["statements"] / n, counts["checkouts"] / n)

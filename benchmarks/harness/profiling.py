@@ -22,12 +22,12 @@ Categories = tuple[tuple[str, tuple[str, ...]], ...]
 
 # Innermost matching frame wins; the order only matters for files matching two rows.
 SENDING: Categories = (
-    ("MIME writing (gazette/mime.py)", ("gazette/mime.py",)),
-    ("DKIM signing", ("gazette/dkim_signing.py", "dkim/")),
+    ("MIME writing (gazette/mail/mime.py)", ("gazette/mail/mime.py",)),
+    ("DKIM signing", ("gazette/mail/dkim.py", "dkim/")),
     (
         "composing (composer, rendering, tokens)",
         (
-            "gazette/composer.py",
+            "gazette/digests/composer.py",
             "gazette/rendering.py",
             "gazette/tokens.py",
             "itsdangerous/",
@@ -36,17 +36,29 @@ SENDING: Categories = (
             "gazette/text.py",
         ),
     ),
-    ("SMTP client (smtplib, sockets)", ("smtplib.py", "socket.py", "gazette/mailer.py", "ssl.py")),
+    (
+        "SMTP client (smtplib, sockets)",
+        (
+            "smtplib.py",
+            "socket.py",
+            "gazette/mail/transports.py",
+            "gazette/mail/senders.py",
+            "ssl.py",
+        ),
+    ),
     (
         "database (SQLAlchemy, driver)",
         ("sqlalchemy/", "psycopg/", "sqlite3/", "gazette/store/", "psycopg_binary/"),
     ),
-    ("ledger logic (gazette/sending.py)", ("gazette/sending.py",)),
+    ("ledger logic (gazette/digests/sending.py)", ("gazette/digests/sending.py",)),
     ("Celery, kombu, Redis client", ("celery/", "kombu/", "billiard/", "redis/", "vine/")),
 )
 IMPORT: Categories = (
     ("address validation (email_validator)", ("email_validator/", "idna/")),
-    ("CSV reading (csv, gazette/imports.py)", ("csv.py", "gazette/imports.py", "codecs.py")),
+    (
+        "CSV reading (csv, gazette/subscribers/csv_files.py)",
+        ("csv.py", "gazette/subscribers/csv_files.py", "codecs.py"),
+    ),
     ("text cleaning (gazette/text.py)", ("gazette/text.py",)),
     (
         "database (SQLAlchemy, sqlite3)",
@@ -166,3 +178,20 @@ def summarise(
         summary.by_category[_category(frames, categories)] += count
         summary.by_function[frames[-1]] += count
     return summary
+
+
+def profile_lines(profile: ProfileSummary) -> list[str]:
+    """The report's lines for one profile: shares by part of the stack, hottest functions."""
+    out = [
+        f"**Profile** of {profile.title} (py-spy --gil: {profile.samples:,} samples taken "
+        "while a process held the GIL, so Python and C-extension work, not kernel time in "
+        "socket writes):",
+        "",
+        "| Part of the stack (innermost frame) | Share |",
+        "|---|---:|",
+    ]
+    out += [f"| {name} | {share:.0%} |" for name, share in profile.shares()]
+    out += ["", "Hottest functions (self time):", ""]
+    out += [f"- `{name}`: {share:.0%}" for name, share in profile.top_functions(8)]
+    out.append("")
+    return out

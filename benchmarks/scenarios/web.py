@@ -1,0 +1,204 @@
+"""The web scenario: wrk against `gazette serve`, and one POST's cost inside the app.
+
+GET /subscribe and the RFC 8058 one-click unsubscribe POST under wrk (the server and the
+wrk scripts are in benchmarks.harness.webload), then the same POST through Flask's test
+client in this process, counting its CPU, SQL statements and pool checkouts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from benchmarks.harness import webload
+from benchmarks.harness.context import Context, Scenario
+from benchmarks.harness.figures import Figure, FigureSpec, FigureTable, fmt
+from benchmarks.harness.report import this_run
+from gazette.runtime import Runtime
+
+if TYPE_CHECKING:
+    from benchmarks.harness.report import RunInfo
+
+CONNECTIONS = 50  # wrk -c, what run_wrk uses by default
+FIGURES = FigureTable(
+    "web",
+    {
+        "app_cpu": FigureSpec(
+            "web.one_click_post.app_cpu_ms",
+            "CPU ms/req",
+            "One-click POST in-process (Flask test client): app CPU per request",
+        ),
+        "statements": FigureSpec(
+            "web.one_click_post.sql_statements",
+            "per req",
+            "One-click POST in-process: SQL statements per request",
+        ),
+        "checkouts": FigureSpec(
+            "web.one_click_post.pool_checkouts",
+            "per req",
+            "One-click POST in-process: connection checkouts (each pre-pinged) per request",
+        ),
+        "rate": FigureSpec("web.{load}.req_per_s", "req/s", "{what}: requests/s"),
+        "p50": FigureSpec("web.{load}.p50_ms", "ms", "{what}: p50 latency"),
+        "p99": FigureSpec(
+            "web.{load}.p99_ms", "ms", "{what}: p99 latency", "< 100 ms", lambda f: f.value < 100
+        ),
+        "errors": FigureSpec(
+            "web.{load}.errors",
+            "errors",
+            "{what}: errors (non-2xx + socket) per run",
+            "0 in every run",
+            lambda f: f.max == 0,
+        ),
+    },
+)
+METHOD = (
+    "`python -m gazette serve` (gunicorn, gthread workers of 8 threads) on PostgreSQL, "
+    f"`wrk -t2 -c{CONNECTIONS} --latency`; the one-click POST rotates through unsubscribe "
+    "tokens of distinct readers who each have a pending delivery (resubscribed between "
+    "runs). Errors are non-2xx responses plus socket errors. The in-process figures POST "
+    "through Flask's test client, counting `before_cursor_execute` and pool `checkout` "
+    "events."
+)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one one-click POST costs inside the app, without the HTTP server or wrk."""
+
+    cpu_ms: float
+    statements: float
+    checkouts: float
+
+
+def probe_one_click(runtime: Runtime, paths: list[str], count: int) -> Probe:
+    """POST ``count`` one-click requests through Flask's test client, in this process.
+
+    Counts the SQL statements the app issues and the connections it takes from the pool
+    per request (each checkout is pinged first: pool_pre_ping), and the app's CPU time.
+    """
+    from sqlalchemy import event
+
+    from gazette.web import create_app
+
+    client = create_app(runtime).test_client()
+    counts = {"statements": 0, "checkouts": 0}
+
+    def statement(*_args: object) -> None:
+        counts["statements"] += 1
+
+    def checkout(*_args: object) -> None:
+        counts["checkouts"] += 1
+
+    event.listen(runtime.engine, "before_cursor_execute", statement)
+    event.listen(runtime.engine.pool, "checkout", checkout)
+    try:
+        began = time.process_time()
+        for path in paths[:count]:
+            response = client.post(
+                path,
+                data="List-Unsubscribe=One-Click",
+                content_type="application/x-www-form-urlencoded",
+            )
+            if response.status_code != 200:
+                raise RuntimeError(f"one-click POST answered {response.status_code}")
+        cpu = time.process_time() - began
+    finally:
+        event.remove(runtime.engine, "before_cursor_execute", statement)
+        event.remove(runtime.engine.pool, "checkout", checkout)
+    n = min(count, len(paths))
+    return Probe(cpu * 1000 / n, counts["statements"] / n, counts["checkouts"] / n)
+
+
+def _wrk_line(one: webload.WrkRun) -> str:
+    """One wrk run as the log prints it."""
+    return (
+        f"{fmt(one.requests_per_s)} req/s, p50 {fmt(one.p50_ms)} ms, p99 {fmt(one.p99_ms)} ms, "
+        f"{one.errors} errors of {one.requests:,} requests"
+    )
+
+
+def run(ctx: Context) -> None:
+    """wrk against `gazette serve`: GET /subscribe and the one-click unsubscribe POST."""
+    program = webload.wrk_path()
+    if program is None:
+        ctx.notes.append("wrk is not installed: the web scenario was skipped.")
+        ctx.log("  wrk is not installed; skipping the web scenario")
+        return
+    seconds = ctx.sizes.web_seconds
+    folder = ctx.folder("web")
+    ctx.setup["Web"] = (
+        f"wrk -t2 -c{CONNECTIONS} -d{seconds}s --latency; gazette serve --processes "
+        f"{webload.PROCESSES} (gunicorn, gthread workers of {webload.THREADS} threads) on "
+        f"PostgreSQL; {ctx.sizes.web_readers:,} readers with a planned issue"
+    )
+    with webload.serving(ctx.sizes.web_readers, folder) as (server, runtime):
+        get_runs = []
+        for n in range(ctx.runs):
+            one = webload.run_wrk(
+                program, f"{server.base}/subscribe", webload.get_script(), seconds, folder
+            )
+            ctx.log(f"    GET /subscribe run {n + 1}: {_wrk_line(one)}")
+            get_runs.append(one)
+        post_runs = []
+        script = webload.one_click_script(server.unsubscribe_paths)
+        for n in range(ctx.runs):
+            webload.resubscribe(runtime)
+            one = webload.run_wrk(program, server.base, script, seconds, folder)
+            ctx.log(f"    one-click POST run {n + 1}: {_wrk_line(one)}")
+            post_runs.append(one)
+        # What one POST costs inside the app: no HTTP server, no wrk, no concurrency.
+        probes = []
+        for n in range(ctx.runs):
+            webload.resubscribe(runtime)
+            probes.append(probe_one_click(runtime, server.unsubscribe_paths[n::3], 200))
+            ctx.log(f"    one-click POST in-process probe run {n + 1}: {probes[-1]}")
+    FIGURES.register(ctx, "app_cpu", [p.cpu_ms for p in probes])
+    FIGURES.register(ctx, "statements", [p.statements for p in probes])
+    FIGURES.register(ctx, "checkouts", [p.checkouts for p in probes])
+    for load, what, runs in (
+        ("subscribe_get", "GET /subscribe", get_runs),
+        ("one_click_post", "One-click POST /unsubscribe/<token>", post_runs),
+    ):
+        # The latency and error targets are the one-click POST's.
+        targeted = load == "one_click_post"
+        FIGURES.register(ctx, "rate", [r.requests_per_s for r in runs], load=load, what=what)
+        FIGURES.register(ctx, "p50", [r.p50_ms for r in runs], load=load, what=what)
+        FIGURES.register(
+            ctx, "p99", [r.p99_ms for r in runs], load=load, what=what, targeted=targeted
+        )
+        FIGURES.register(
+            ctx, "errors", [float(r.errors) for r in runs], load=load, what=what,
+            targeted=targeted,
+        )  # fmt: skip
+
+
+def findings(figures: Sequence[Figure], info: RunInfo) -> list[str]:
+    """The one-click POST's rate, latency and in-process cost in this run."""
+    current = this_run(figures, info)
+    rate = current.get("web.one_click_post.req_per_s")
+    p99 = current.get("web.one_click_post.p99_ms")
+    cpu = current.get("web.one_click_post.app_cpu_ms")
+    statements = current.get("web.one_click_post.sql_statements")
+    checkouts = current.get("web.one_click_post.pool_checkouts")
+    if rate is None or p99 is None:
+        return []
+    text = (
+        f"**One-click unsubscribe.** With {CONNECTIONS} connections, {fmt(rate.value)} "
+        f"requests/s means each waited about {fmt(CONNECTIONS * 1000 / rate.value)} ms on "
+        f"average (Little's law); the p99 was {fmt(p99.value)} ms."
+    )
+    if cpu is not None and statements is not None and checkouts is not None:
+        text += (
+            f" In-process, without HTTP, one POST cost {fmt(cpu.value)} ms of the app's CPU, "
+            f"{fmt(statements.value)} SQL statements and {fmt(checkouts.value)} pool "
+            f"checkouts: at that CPU cost one server process (one GIL) tops out near "
+            f"{fmt(1000 / cpu.value)} requests/s before any wait, and the run served with "
+            f"{webload.PROCESSES}."
+        )
+    return [text, ""]
+
+
+SCENARIO = Scenario("web", run, FIGURES, METHOD, findings)
