@@ -57,10 +57,13 @@ bench: $(STAMP) $(BENCH_STAMP) bench-tools
 bench-full: $(STAMP) $(BENCH_STAMP) bench-tools
 	$(BIN)/python -m benchmarks.run --full
 
+# The last line checks that every test's fixtures resolve (a renamed fixture otherwise
+# surfaces only when the reliability suite reaches it, minutes into CI); nothing runs.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/pytest --setup-plan -q -r fE > $(VENV)/setup-plan.log || { grep -E '^(E |ERROR)' $(VENV)/setup-plan.log; exit 1; }
 
 format: $(STAMP)
 	$(BIN)/ruff format .
