@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+from selenium.common.exceptions import (
+    StaleElementReferenceException,
+    TimeoutException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select, WebDriverWait
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
@@ -145,10 +148,18 @@ def page_language(driver: WebDriver) -> str:
 
 
 def submit(driver: WebDriver) -> None:
-    """Press the form's button and wait until the browser has left the page."""
-    page = driver.find_element(By.TAG_NAME, "html")
+    """Press the form's button and wait until the browser has loaded the next page.
+
+    The old document carries a mark the next one cannot have. Polling an element of
+    the old page instead races the navigation: chromedriver may answer "node does not
+    belong to the document" (an unknown error, not a stale element) mid-unload.
+    """
+    driver.execute_script("window.gazetteOldPage = true")
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    WebDriverWait(driver, WAIT).until(staleness_of(page))
+    WebDriverWait(driver, WAIT, ignored_exceptions=[WebDriverException]).until(
+        lambda d: d.execute_script(
+            "return window.gazetteOldPage === undefined && document.readyState === 'complete'"
+        )
     )
 
 
