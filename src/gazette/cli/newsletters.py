@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zoneinfo
+from datetime import datetime
 from typing import Any
 
 import click
@@ -9,7 +11,7 @@ from rich.table import Table
 
 from gazette.cli.app import console, main, print_json, runtime
 from gazette.cli.presentation import presentation_changes, presentation_options
-from gazette.digests.selection import waiting_articles
+from gazette.digests.planning import NextIssue, next_issue
 from gazette.errors import GazetteError
 from gazette.newsletters.brand import (
     apply_presentation,
@@ -29,6 +31,9 @@ from gazette.newsletters.service import (
 )
 from gazette.store.db import transaction
 from gazette.store.models import Newsletter, utcnow
+
+# The keys the text output of `show` says in one sentence instead of one line each.
+NEXT_ISSUE_KEYS = ("next_send_at", "next_send_slot", "waiting_articles", "next_issue_articles")
 
 MAX_AGE_HELP = (
     "Look-back window in days: an article published within it that the newsletter "
@@ -180,13 +185,47 @@ def show(slug: str, as_json: bool) -> None:
     with rt.sessions() as session:
         newsletter = newsletter_by_slug(session, slug)
         document = _describe(newsletter)
-        document["waiting_articles"] = waiting_articles(session, newsletter.id, utcnow())
+        coming = next_issue(session, newsletter.id, utcnow())
         document.update(describe_presentation(newsletter, rt.send_context.brand))
+    document.update(
+        next_send_at=coming.at.isoformat() if coming.at else None,
+        next_send_slot=coming.slot.isoformat() if coming.slot else None,
+        waiting_articles=coming.waiting,
+        next_issue_articles=coming.carried,
+    )
     if as_json:
         print_json(document)
         return
     for key, value in document.items():
-        console().print(f"{key}: {value}")
+        if key not in NEXT_ISSUE_KEYS:
+            console().print(f"{key}: {value}")
+    click.echo(next_issue_sentence(slug, newsletter.timezone, coming))
+
+
+def _when(at: datetime, timezone: str) -> str:
+    """``Monday 7 December 2026 07:00 UTC``, and the newsletter's own time when not UTC."""
+    said = f"{at:%A} {at.day} {at:%B %Y %H:%M} UTC"
+    if timezone != "UTC":
+        said += f" ({at.astimezone(zoneinfo.ZoneInfo(timezone)):%a %H:%M} {timezone})"
+    return said
+
+
+def next_issue_sentence(slug: str, timezone: str, coming: NextIssue) -> str:
+    """The text output's one sentence on the next issue: when, and how many articles wait."""
+    if coming.at is None or coming.slot is None:
+        return f"Next issue: not scheduled; {slug} is retired and is no longer sent."
+    if coming.due_now:
+        when = (
+            f"due now (for {_when(coming.slot, timezone)}; the scheduler plans it at its next tick)"
+        )
+    else:
+        when = _when(coming.at, timezone)
+    waiting = f"{coming.waiting} article{'' if coming.waiting == 1 else 's'} waiting"
+    if coming.carried < coming.waiting:
+        waiting += f" ({coming.carried} go in it, the rest roll over)"
+    elif coming.waiting < coming.min_articles:
+        waiting += f" (fewer than the minimum of {coming.min_articles}: it would be skipped)"
+    return f"Next issue: {when}, {waiting}."
 
 
 @newsletters.command()

@@ -16,7 +16,13 @@ from gazette.digests.editions import (
     editions,
     require_edition,
 )
-from gazette.digests.selection import record_expired, select_articles, window_start
+from gazette.digests.selection import (
+    next_articles,
+    record_expired,
+    select_articles,
+    waiting_articles,
+    window_start,
+)
 from gazette.errors import GazetteError
 from gazette.newsletters.service import Schedule
 from gazette.store.models import (
@@ -175,22 +181,97 @@ def _describe(session: Session, issue: Issue, *, created: bool) -> PlanResult:
     )
 
 
+def plans_at(session: Session, newsletter: Newsletter, edition: Edition, now: datetime) -> bool:
+    """Whether the scheduler's tick at ``now`` plans the edition: the one "due" rule.
+
+    Due means not retired, the edition's tick (the weekly summary only at the week's
+    first) and no issue yet for the period ``now`` falls in; ``next_send`` asks the
+    same question of future ticks, so what it says is what the scheduler will do.
+    """
+    if newsletter.retired_at is not None:
+        return False
+    schedule = Schedule(newsletter.schedule_cron, newsletter.timezone)
+    if not edition_due(schedule, edition, now):
+        return False
+    key = period_key(newsletter, now, edition)
+    exists = session.scalar(
+        select(Issue.id).where(Issue.newsletter_id == newsletter.id, Issue.period_key == key)
+    )
+    return exists is None
+
+
 def due_editions(session: Session, now: datetime) -> list[tuple[int, Edition]]:
     """Return (newsletter, edition) pairs whose current period has no issue yet."""
-    due: list[tuple[int, Edition]] = []
-    for newsletter in session.scalars(
-        select(Newsletter).where(Newsletter.retired_at.is_(None)).order_by(Newsletter.id)
-    ):
-        schedule = Schedule(newsletter.schedule_cron, newsletter.timezone)
-        for edition in editions(newsletter):
-            if not edition_due(schedule, edition, now):
-                continue
-            key = period_key(newsletter, now, edition)
-            exists = session.scalar(
-                select(Issue.id).where(
-                    Issue.newsletter_id == newsletter.id, Issue.period_key == key
-                )
-            )
-            if exists is None:
-                due.append((newsletter.id, edition))
-    return due
+    return [
+        (newsletter.id, edition)
+        for newsletter in session.scalars(
+            select(Newsletter).where(Newsletter.retired_at.is_(None)).order_by(Newsletter.id)
+        )
+        for edition in editions(newsletter)
+        if plans_at(session, newsletter, edition, now)
+    ]
+
+
+# How many scheduled times ``next_send`` looks at before it gives up. A regular issue is
+# due at the first one after a planned period; more only if issues exist for periods
+# ahead (planned by a scheduler whose clock ran ahead).
+LOOK_AHEAD = 100
+
+
+@dataclass(frozen=True)
+class NextIssue:
+    """When the next regular issue is planned and what waits for it.
+
+    ``at`` is None when the newsletter is not scheduled (retired). ``slot`` is the
+    scheduled time the issue belongs to: earlier than ``at`` when the current period
+    has no issue yet, which the scheduler plans at its next tick (``at`` is then now).
+    """
+
+    at: datetime | None
+    slot: datetime | None
+    waiting: int  # due for the issue, beyond any cap (the rest roll over)
+    carried: int  # what the issue would carry if it were planned now
+    min_articles: int
+
+    @property
+    def due_now(self) -> bool:
+        """True when the current period has no issue yet: the next tick plans it."""
+        return self.at is not None and self.slot is not None and self.slot < self.at
+
+
+def next_send(
+    session: Session, newsletter: Newsletter, now: datetime
+) -> tuple[datetime, datetime] | None:
+    """(when, slot) the scheduler next plans the regular edition, in UTC; None if never.
+
+    Asks ``plans_at`` of ``now`` and then of each scheduled time after it, so the answer
+    follows the scheduler's rule rather than restating it.
+    """
+    if newsletter.retired_at is not None:
+        return None  # plans_at says no to every tick; no need to walk them
+    schedule = Schedule(newsletter.schedule_cron, newsletter.timezone)
+    if plans_at(session, newsletter, Edition.REGULAR, now):
+        return now.astimezone(UTC), schedule.last_fire(now).astimezone(UTC)
+    fire = now
+    for _ in range(LOOK_AHEAD):
+        fire = schedule.next_fire(fire)
+        if plans_at(session, newsletter, Edition.REGULAR, fire):
+            return fire.astimezone(UTC), fire.astimezone(UTC)
+    return None
+
+
+def next_issue(session: Session, newsletter_id: int, now: datetime) -> NextIssue:
+    """When the newsletter's next regular issue is planned, and the articles waiting now.
+
+    The counts come from the planner's own selection (articles not yet carried by the
+    edition, in its window), before any reader's language or topics narrow them.
+    """
+    newsletter = session.get_one(Newsletter, newsletter_id)
+    when = next_send(session, newsletter, now)
+    return NextIssue(
+        at=when[0] if when else None,
+        slot=when[1] if when else None,
+        waiting=waiting_articles(session, newsletter_id, now),
+        carried=len(next_articles(session, newsletter, now)),
+        min_articles=newsletter.min_articles,
+    )

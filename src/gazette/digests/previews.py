@@ -13,7 +13,7 @@ from gazette.digests.composer import Composer, Personalised, Reader, SendContext
 from gazette.digests.content import ContentChoice, article_views
 from gazette.digests.editions import has_edition, reader_edition, require_edition
 from gazette.digests.routing import carried_languages, reader_extra_languages
-from gazette.digests.selection import select_articles, window_start
+from gazette.digests.selection import next_articles
 from gazette.errors import GazetteError
 from gazette.newsletters.service import newsletter_by_slug
 from gazette.store.models import (
@@ -121,8 +121,7 @@ def _articles_to_show(
     The articles the edition's next issue would carry, from no issue; or, with
     ``latest`` and nothing new, those of the edition's latest issue, and its id.
     """
-    since = window_start(session, newsletter.id, now, edition)
-    article_ids = select_articles(session, newsletter, now, since, edition=edition)
+    article_ids = next_articles(session, newsletter, now, edition)
     from_issue = None
     if not article_ids and latest:
         from_issue, article_ids = _latest_articles(session, newsletter.id, edition)

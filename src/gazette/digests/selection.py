@@ -219,6 +219,14 @@ def select_articles(
     return [row.id for row in rows]
 
 
+def next_articles(
+    session: Session, newsletter: Newsletter, now: datetime, edition: Edition = Edition.REGULAR
+) -> list[int]:
+    """The articles the edition's next issue would carry if it were cut at ``now``."""
+    since = window_start(session, newsletter.id, now, edition)
+    return select_articles(session, newsletter, now, since, edition=edition)
+
+
 def waiting_articles(
     session: Session, newsletter_id: int, now: datetime, edition: Edition = Edition.REGULAR
 ) -> int:

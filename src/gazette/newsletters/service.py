@@ -35,6 +35,11 @@ class Schedule:
         start = local.replace(second=59, microsecond=0)
         return next(CronSim(self.cron, start, reverse=True))
 
+    def next_fire(self, after: datetime) -> datetime:
+        """Return the first scheduled time strictly after ``after`` (aware, local zone)."""
+        local = after.astimezone(zoneinfo.ZoneInfo(self.timezone))
+        return next(CronSim(self.cron, local))
+
     def fires_within(self, start: datetime, days: int) -> int:
         """How many times the schedule fires in the ``days`` after ``start`` (capped at 128)."""
         local = start.astimezone(zoneinfo.ZoneInfo(self.timezone))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import re
 import secrets
-import zoneinfo
 from datetime import datetime, timedelta
 
-from cronsim import CronSim
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,6 +14,7 @@ from gazette.mail.mime import Envelope
 from gazette.mail.outcomes import DeliveryError
 from gazette.mail.senders import split_sender
 from gazette.newsletters.brand import brand_for
+from gazette.newsletters.service import Schedule
 from gazette.ratelimit import RateLimiter
 from gazette.rendering import RenderedMessage
 from gazette.store.models import (
@@ -158,8 +157,7 @@ def welcome_due(session: Session, public_id: str, newsletter_slug: str) -> int |
 
 def next_issue_at(newsletter: Newsletter, now: datetime) -> datetime:
     """When the newsletter's schedule next fires after ``now``, in its own zone."""
-    local = now.astimezone(zoneinfo.ZoneInfo(newsletter.timezone))
-    return next(CronSim(newsletter.schedule_cron, local))
+    return Schedule(newsletter.schedule_cron, newsletter.timezone).next_fire(now)
 
 
 def send_welcome(
