@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -25,6 +28,9 @@ READERS = (
     ("oksana.kovalenko@example.org", "Оксана Коваленко", "uk"),
     ("hanako.sato@example.net", "佐藤 花子", "ja"),
 )
+# The reader whose message the demo shows: in Ukrainian, so the operator sees text in
+# another script arrive whole, not as the quoted-printable the file holds.
+SHOWN_READER = "oksana.kovalenko@example.org"
 
 
 @dataclass(frozen=True)
@@ -90,12 +96,15 @@ class SentSample:
 
 
 def first_sent(session: Session, issue_id: int) -> SentSample | None:
-    """The first delivery of the issue the ledger records as sent, to show the operator."""
+    """A delivery of the issue the ledger records as sent, to show the operator.
+
+    SHOWN_READER's when it went out, else the first sent.
+    """
     row = session.execute(
         select(Delivery.message_id, Subscriber.public_id, Subscriber.email)
         .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
         .where(Delivery.issue_id == issue_id, Delivery.status == DeliveryStatus.SENT)
-        .order_by(Delivery.id)
+        .order_by(Subscriber.email != SHOWN_READER, Delivery.id)
         .limit(1)
     ).first()
     return SentSample(*row) if row is not None else None
@@ -114,3 +123,25 @@ def find_in_maildir(root: Path, message_id: str) -> Path | None:
             if needle in head:
                 return path
     return None
+
+
+@dataclass(frozen=True)
+class Glimpse:
+    """A message as a mail client shows it: its subject and its text part's first lines."""
+
+    subject: str
+    lines: list[str]
+
+
+def glimpse(path: Path, lines: int = 6) -> Glimpse:
+    """The decoded subject and first non-blank lines of the text part of the message at ``path``.
+
+    Parsed with the email package's modern policy, so encoded words and
+    quoted-printable come back as the UTF-8 text a reader sees.
+    """
+    with path.open("rb") as handle:
+        message = BytesParser(_class=EmailMessage, policy=policy.default).parse(handle)
+    body = message.get_body(("plain",))
+    text = body.get_content() if body is not None else ""
+    shown = [line.rstrip() for line in text.splitlines() if line.strip()]
+    return Glimpse(str(message["Subject"] or ""), shown[:lines])

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
 import click
+from sqlalchemy.engine import make_url
 
 from gazette import demo_publisher as demo_data
 from gazette.cli.app import main, runtime
@@ -11,7 +16,13 @@ from gazette.runtime import Runtime
 from gazette.store import migrate
 from gazette.store.db import transaction
 from gazette.store.models import utcnow
+from gazette.text import wrap_line
 from gazette.tokens import Purpose
+
+# What the demo prints fits an 80-column terminal (the links aside: they are copied whole).
+WIDTH = 80
+# Base URL hosts that `gazette run` on this machine answers for.
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 @main.command()
@@ -77,11 +88,57 @@ def _report_issue(
 
 
 def _show_sample(rt: Runtime, sample: demo_data.SentSample) -> None:
-    """Point at one message written to the outbox and its reader's unsubscribe link."""
+    """Show one message as its reader sees it, where the files are, and how to serve links."""
     outbox = rt.settings.smtp.path
+    path = None
     if outbox is not None and sample.message_id:
         path = demo_data.find_in_maildir(outbox, sample.message_id)
+    if path is not None:
+        click.echo(f"\nThe message to {sample.email}, as a mail client shows it:")
+        seen = demo_data.glimpse(path)
+        label = "  Subject: "
+        for number, piece in enumerate(wrap_line(seen.subject, WIDTH - len(label))):
+            click.echo(f"{label if number == 0 else ' ' * len(label)}{piece}")
+        for line in seen.lines:
+            for piece in wrap_line(line, WIDTH - 4):
+                click.echo(f"    {piece}")
+    click.echo("\nFiles:")
+    if outbox is not None:
+        click.echo(f"  messages  {_shown(outbox / 'new')}{os.sep} (one file per message)")
         if path is not None:
-            click.echo(f"One message: {path}")
+            click.echo(f"  this one  {path.name}")
+    click.echo(f"  database  {_database(rt.settings.database_url)}")
     token = rt.tokens.mint(Purpose.UNSUBSCRIBE, sample.public_id, demo_data.NEWSLETTER)
-    click.echo(f"Unsubscribe link for {sample.email}: {rt.settings.base_url}/unsubscribe/{token}")
+    _serve_hint(rt.settings.base_url)
+    click.echo(f"Unsubscribe link for {sample.email}:")
+    click.echo(f"  {rt.settings.base_url}/unsubscribe/{token}")
+
+
+def _serve_hint(base_url: str) -> None:
+    """Say the one command that answers the links printed: ``gazette run`` on their port."""
+    parts = urlsplit(base_url)
+    if parts.hostname not in LOCAL_HOSTS:
+        click.echo(
+            f"\nThe links point at {base_url}: serve it with `gazette run` behind the web "
+            "server that answers there (docs/deployment.md)."
+        )
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    click.echo("\nTo open the links, serve them from this folder with:")
+    click.echo(f"  gazette run --port {port}")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current folder when it is inside it, else in full."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _database(database_url: str) -> str:
+    """Where the database is: the SQLite file, or the server's URL without its password."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database:
+        return _shown(Path(url.database))
+    return url.render_as_string(hide_password=True)
