@@ -188,8 +188,8 @@ def show(slug: str, as_json: bool) -> None:
         coming = next_issue(session, newsletter.id, utcnow())
         document.update(describe_presentation(newsletter, rt.send_context.brand))
     document.update(
-        next_send_at=coming.at.isoformat() if coming.at else None,
-        next_send_slot=coming.slot.isoformat() if coming.slot else None,
+        next_send_at=coming.send.at.isoformat() if coming.send else None,
+        next_send_slot=coming.send.slot.isoformat() if coming.send else None,
         waiting_articles=coming.waiting,
         next_issue_articles=coming.carried,
     )
@@ -212,14 +212,15 @@ def _when(at: datetime, timezone: str) -> str:
 
 def next_issue_sentence(slug: str, timezone: str, coming: NextIssue) -> str:
     """The text output's one sentence on the next issue: when, and how many articles wait."""
-    if coming.at is None or coming.slot is None:
+    send = coming.send
+    if send is None:
         return f"Next issue: not scheduled; {slug} is retired and is no longer sent."
-    if coming.due_now:
+    if send.due_now:
         when = (
-            f"due now (for {_when(coming.slot, timezone)}; the scheduler plans it at its next tick)"
+            f"due now (for {_when(send.slot, timezone)}; the scheduler plans it at its next tick)"
         )
     else:
-        when = _when(coming.at, timezone)
+        when = _when(send.at, timezone)
     waiting = f"{coming.waiting} article{'' if coming.waiting == 1 else 's'} waiting"
     if coming.carried < coming.waiting:
         waiting += f" ({coming.carried} go in it, the rest roll over)"

@@ -219,30 +219,30 @@ LOOK_AHEAD = 100
 
 
 @dataclass(frozen=True)
-class NextIssue:
-    """When the next regular issue is planned and what waits for it.
+class NextSend:
+    """When the scheduler next plans the regular edition, and the scheduled time it is for.
 
-    ``at`` is None when the newsletter is not scheduled (retired). ``slot`` is the
-    scheduled time the issue belongs to: earlier than ``at`` when the current period
-    has no issue yet, which the scheduler plans at its next tick (``at`` is then now).
+    ``slot`` is ``at`` but when the current period has no issue yet (``due_now``): the
+    scheduler plans it at its next tick, so ``at`` is then now and ``slot`` is earlier.
     """
 
-    at: datetime | None
-    slot: datetime | None
+    at: datetime
+    slot: datetime
+    due_now: bool
+
+
+@dataclass(frozen=True)
+class NextIssue:
+    """The next regular issue: when (None: not scheduled, i.e. retired), what waits for it."""
+
+    send: NextSend | None
     waiting: int  # due for the issue, beyond any cap (the rest roll over)
     carried: int  # what the issue would carry if it were planned now
     min_articles: int
 
-    @property
-    def due_now(self) -> bool:
-        """True when the current period has no issue yet: the next tick plans it."""
-        return self.at is not None and self.slot is not None and self.slot < self.at
 
-
-def next_send(
-    session: Session, newsletter: Newsletter, now: datetime
-) -> tuple[datetime, datetime] | None:
-    """(when, slot) the scheduler next plans the regular edition, in UTC; None if never.
+def next_send(session: Session, newsletter: Newsletter, now: datetime) -> NextSend | None:
+    """When the scheduler next plans the regular edition, in UTC; None if it never will.
 
     Asks ``plans_at`` of ``now`` and then of each scheduled time after it, so the answer
     follows the scheduler's rule rather than restating it.
@@ -251,12 +251,13 @@ def next_send(
         return None  # plans_at says no to every tick; no need to walk them
     schedule = Schedule(newsletter.schedule_cron, newsletter.timezone)
     if plans_at(session, newsletter, Edition.REGULAR, now):
-        return now.astimezone(UTC), schedule.last_fire(now).astimezone(UTC)
+        slot = schedule.last_fire(now).astimezone(UTC)
+        return NextSend(now.astimezone(UTC).replace(microsecond=0), slot, due_now=True)
     fire = now
     for _ in range(LOOK_AHEAD):
         fire = schedule.next_fire(fire)
         if plans_at(session, newsletter, Edition.REGULAR, fire):
-            return fire.astimezone(UTC), fire.astimezone(UTC)
+            return NextSend(fire.astimezone(UTC), fire.astimezone(UTC), due_now=False)
     return None
 
 
@@ -267,10 +268,8 @@ def next_issue(session: Session, newsletter_id: int, now: datetime) -> NextIssue
     edition, in its window), before any reader's language or topics narrow them.
     """
     newsletter = session.get_one(Newsletter, newsletter_id)
-    when = next_send(session, newsletter, now)
     return NextIssue(
-        at=when[0] if when else None,
-        slot=when[1] if when else None,
+        send=next_send(session, newsletter, now),
         waiting=waiting_articles(session, newsletter_id, now),
         carried=len(next_articles(session, newsletter, now)),
         min_articles=newsletter.min_articles,
