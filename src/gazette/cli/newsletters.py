@@ -33,7 +33,7 @@ from gazette.store.db import transaction
 from gazette.store.models import Newsletter, utcnow
 
 # The keys the text output of `show` says in one sentence instead of one line each.
-NEXT_ISSUE_KEYS = ("next_send_at", "next_send_slot", "waiting_articles", "next_issue_articles")
+NEXT_ISSUE_KEYS = ("next_send_at", "next_send_due", "waiting_articles", "next_issue_articles")
 
 MAX_AGE_HELP = (
     "Look-back window in days: an article published within it that the newsletter "
@@ -189,7 +189,7 @@ def show(slug: str, as_json: bool) -> None:
         document.update(describe_presentation(newsletter, rt.send_context.brand))
     document.update(
         next_send_at=coming.send.at.isoformat() if coming.send else None,
-        next_send_slot=coming.send.slot.isoformat() if coming.send else None,
+        next_send_due=coming.send.due_now if coming.send else False,
         waiting_articles=coming.waiting,
         next_issue_articles=coming.carried,
     )
@@ -215,12 +215,9 @@ def next_issue_sentence(slug: str, timezone: str, coming: NextIssue) -> str:
     send = coming.send
     if send is None:
         return f"Next issue: not scheduled; {slug} is retired and is no longer sent."
+    when = _when(send.at, timezone)
     if send.due_now:
-        when = (
-            f"due now (for {_when(send.slot, timezone)}; the scheduler plans it at its next tick)"
-        )
-    else:
-        when = _when(send.at, timezone)
+        when = f"due now, for {when} (the scheduler plans it at its next tick)"
     waiting = f"{coming.waiting} article{'' if coming.waiting == 1 else 's'} waiting"
     if coming.carried < coming.waiting:
         waiting += f" ({coming.carried} go in it, the rest roll over)"

@@ -220,14 +220,14 @@ LOOK_AHEAD = 100
 
 @dataclass(frozen=True)
 class NextSend:
-    """When the scheduler next plans the regular edition, and the scheduled time it is for.
+    """The scheduled time of the next regular issue, and whether it is due already.
 
-    ``slot`` is ``at`` but when the current period has no issue yet (``due_now``): the
-    scheduler plans it at its next tick, so ``at`` is then now and ``slot`` is earlier.
+    ``due_now``: the current period (which began at ``at``, at or before now) has no
+    issue yet, and the scheduler plans it at its next tick. ``at`` stays that period's
+    start rather than "now", so asking twice gives the same answer.
     """
 
     at: datetime
-    slot: datetime
     due_now: bool
 
 
@@ -251,13 +251,12 @@ def next_send(session: Session, newsletter: Newsletter, now: datetime) -> NextSe
         return None  # plans_at says no to every tick; no need to walk them
     schedule = Schedule(newsletter.schedule_cron, newsletter.timezone)
     if plans_at(session, newsletter, Edition.REGULAR, now):
-        slot = schedule.last_fire(now).astimezone(UTC)
-        return NextSend(now.astimezone(UTC).replace(microsecond=0), slot, due_now=True)
+        return NextSend(schedule.last_fire(now).astimezone(UTC), due_now=True)
     fire = now
     for _ in range(LOOK_AHEAD):
         fire = schedule.next_fire(fire)
         if plans_at(session, newsletter, Edition.REGULAR, fire):
-            return NextSend(fire.astimezone(UTC), fire.astimezone(UTC), due_now=False)
+            return NextSend(fire.astimezone(UTC), due_now=False)
     return None
 
 
