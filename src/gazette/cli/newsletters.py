@@ -217,7 +217,7 @@ def next_issue_sentence(slug: str, timezone: str, coming: NextIssue) -> str:
         return f"Next issue: not scheduled; {slug} is retired and is no longer sent."
     when = _when(send.at, timezone)
     if send.due_now:
-        when = f"due now, for {when} (the scheduler plans it at its next tick)"
+        when = f"due now at the scheduler's next tick, for {when}"
     waiting = f"{coming.waiting} article{'' if coming.waiting == 1 else 's'} waiting"
     if coming.carried < coming.waiting:
         waiting += f" ({coming.carried} go in it, the rest roll over)"
