@@ -89,6 +89,8 @@ class Settings:
     smtp_pipelining: bool = True
     # SMTP sessions the whole installation may hold open at once (0: no cap).
     smtp_connections_total: int = 0
+    # Where reports on sent mail come back, a VERP token added (mail/verp); None: From.
+    bounce_address: str | None = None
     # The publisher's brand, the default of every newsletter (each may override it).
     brand: Brand = field(default_factory=Brand)
 
@@ -275,6 +277,8 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         _get(env, "FROM_ADDRESS") or "newsletter@localhost.localdomain"
     )
     dkim_key, dkim_selector, dkim_domain = _dkim(env, from_address)
+    from gazette.mail.verp import check_bounce_address  # here, so importing config stays cheap
+
     template_dir = _template_dir(env)
     return Settings(
         database_url=database_url,
@@ -287,6 +291,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         dkim_selector=dkim_selector,
         dkim_domain=dkim_domain,
         secret_keys=secret_keys,
+        bounce_address=check_bounce_address(_get(env, "BOUNCE_ADDRESS")),
         template_dir=template_dir,
         var_dir=var_dir,
         **_tuning(env),
