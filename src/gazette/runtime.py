@@ -19,6 +19,7 @@ from gazette.digests.composer import SendContext
 from gazette.dispatch import Dispatcher, InProcessDispatcher, queue_dispatcher
 from gazette.mail.dkim import DkimSigner
 from gazette.mail.transports import make_transport
+from gazette.mail.verp import Verp
 from gazette.ratelimit import RateLimiter, make_limiter, make_session_gate, make_throttle
 from gazette.rendering import Renderer
 from gazette.store.db import make_engine, make_session_factory
@@ -64,6 +65,7 @@ def build_runtime(settings: Settings) -> Runtime:
         signer=_signer(settings),
         lease=timedelta(seconds=settings.lease_seconds),
         brand=settings.brand,
+        verp=_verp(settings),
     )
     dispatcher: Dispatcher = (
         InProcessDispatcher(sessions, send_context, limiter, settings.batch_size)
@@ -87,6 +89,13 @@ def _signer(settings: Settings) -> DkimSigner | None:
     if settings.dkim_key is None or settings.dkim_selector is None or not settings.dkim_domain:
         return None
     return DkimSigner(settings.dkim_selector, settings.dkim_domain, settings.dkim_key)
+
+
+def _verp(settings: Settings) -> Verp | None:
+    """The VERP signer of GAZETTE_BOUNCE_ADDRESS, or None when it is not set."""
+    if settings.bounce_address is None:
+        return None
+    return Verp(settings.bounce_address, settings.secret_keys)
 
 
 _current: Runtime | None = None

@@ -28,6 +28,7 @@ from gazette.digests.retry import make_waiting_due
 from gazette.errors import GazetteError
 from gazette.mail.outcomes import DeliveryError
 from gazette.mail.senders import split_sender
+from gazette.mail.verp import envelope_sender
 from gazette.newsletters.brand import read_intro_file
 from gazette.newsletters.service import newsletter_by_slug
 from gazette.runtime import Runtime
@@ -341,9 +342,11 @@ def test_send(newsletter: str, to: str, as_email: str | None, weekly: bool | Non
             session, rt.send_context, newsletter, utcnow(), as_email=as_email, to=address,
             edition=_edition(weekly), latest_if_none=True,
         )  # fmt: skip
+    # A test message has no ledger row: the plain bounce address, when one is set.
+    from_address = split_sender(rt.send_context.default_from).address
+    sender = envelope_sender(rt.send_context.verp, from_address, None)
     with rt.send_context.transport.connect() as connection:
         try:
-            sender = split_sender(rt.send_context.default_from).address
             connection.send(sender, address, result.message)
         except DeliveryError as error:
             raise GazetteError(

@@ -29,6 +29,7 @@ from gazette.mail.dkim import DkimSigner
 from gazette.mail.mime import Envelope, QuotedPrintable, build_message, quoted_printable
 from gazette.mail.senders import split_sender
 from gazette.mail.transports import Transport
+from gazette.mail.verp import Verp
 from gazette.newsletters.brand import brand_for
 from gazette.newsletters.campaigns import tag_url
 from gazette.ratelimit import Throttle
@@ -51,6 +52,8 @@ class SendContext:
     signer: DkimSigner | None = None
     # The installation's brand (GAZETTE_PUBLISHER, ...): each newsletter's default.
     brand: Brand = field(default_factory=Brand)
+    # GAZETTE_BOUNCE_ADDRESS and its signing keys; None: the From address is the sender.
+    verp: Verp | None = None
     # Issues already loaded in this process: every batch of an issue shares them.
     cache: dict[int, Composer] = field(default_factory=dict, compare=False, repr=False)
 

@@ -21,6 +21,7 @@ from gazette.digests.ledger import due_now
 from gazette.digests.recipients import Recipient, chunk_recipients
 from gazette.digests.recording import ChunkOutcome, ledger_row
 from gazette.mail.outcomes import DeliveryError, Fault
+from gazette.mail.verp import envelope_sender
 from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus, utcnow
 
 __all__ = ["BatchResult", "SendContext", "message_id", "send_batch"]
@@ -174,7 +175,7 @@ class _Batch:
 
     def messages(self) -> Iterator[tuple[tuple[int, Recipient, str], str, str, bytes]]:
         """Each chunk's messages in turn, composed one at a time as the transport asks."""
-        sender = self.composer.prepared.from_address
+        from_address = self.composer.prepared.from_address
         for start in range(0, len(self.claimed), RECORD_CHUNK):
             if self.halted is not None:
                 return
@@ -198,6 +199,8 @@ class _Batch:
                 mid, message = composed
                 self.ctx.throttle.wait()
                 outcome.in_flight += 1
+                # Each message its own envelope sender: with VERP, a bounce names its row.
+                sender = envelope_sender(self.ctx.verp, from_address, recipient.delivery_id)
                 yield (start, recipient, mid), sender, recipient.reader.email, message
             outcome.all_given = True
             self._record_done()

@@ -13,6 +13,7 @@ from gazette.digests.composer import SendContext, domain_of, list_id_for, reader
 from gazette.mail.mime import Envelope
 from gazette.mail.outcomes import DeliveryError
 from gazette.mail.senders import split_sender
+from gazette.mail.verp import envelope_sender
 from gazette.newsletters.brand import brand_for
 from gazette.newsletters.service import Schedule
 from gazette.ratelimit import RateLimiter
@@ -120,8 +121,11 @@ def _send_one(
         unsubscribe_url=unsubscribe_url or None,
     )
     message = sealed(ctx, envelope, text, html, rendered.boundary)
+    # No ledger row to name: the plain bounce address (when set), its reports matched
+    # to the reader by address.
+    mail_from = envelope_sender(ctx.verp, sender.address, None)
     with ctx.transport.connect() as connection:
-        connection.send(sender.address, subscriber.email, message)
+        connection.send(mail_from, subscriber.email, message)
 
 
 def greeting_name(name: str) -> str:
