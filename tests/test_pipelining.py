@@ -16,9 +16,8 @@ import smtplib
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -26,7 +25,7 @@ from benchmarks.harness.processes import wait_for_port
 from gazette.mail.outcomes import DeliveryError, Fault
 from gazette.mail.smtp import SMTPConnection, transmit_finish, transmit_start
 from gazette.url_settings import MailURL
-from tests.support.smtp import CommandLog, SMTPServer, free_port
+from tests.support.smtp import PipeliningRelay, SMTPServer, free_port
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -34,33 +33,6 @@ if TYPE_CHECKING:
 SENDER = "digest@news.example.org"
 MESSAGE = b"Subject: hello\r\n\r\nOne line.\r\n"
 SMTP_SINK = Path("/usr/sbin/smtp-sink")
-
-
-@dataclass
-class PipeliningRelay(CommandLog):
-    """aiosmtpd offering PIPELINING and logging commands, with scripted MAIL replies.
-
-    ``mail_replies`` are answered to the first MAIL commands in turn (None: accept).
-    """
-
-    pipelining: bool = True
-    mail_replies: list[str | None] = field(default_factory=list)
-    sessions: int = 0
-
-    def __post_init__(self) -> None:
-        self.mail_script = self._next_mail_reply
-
-    def _next_mail_reply(self, _address: str) -> str | None:
-        return self.mail_replies.pop(0) if self.mail_replies else None
-
-    async def handle_EHLO(
-        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
-    ) -> list[str]:
-        session.host_name = hostname
-        self.sessions += 1
-        if not self.pipelining:
-            return responses
-        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
 
 class CountingSMTP(smtplib.SMTP):

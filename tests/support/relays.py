@@ -77,10 +77,12 @@ class AuthRelay(SMTPServer):
 class Installation:
     folder: Path
     database_url: str
+    # Further settings for every command, as make_env takes them (bounce_address=...).
+    settings: dict[str, str] = field(default_factory=dict)
 
     def env(self, smtp_url: str) -> dict[str, str]:
         base = {k: v for k, v in os.environ.items() if not k.startswith("GAZETTE_")}
-        return base | make_env(self.folder, self.database_url, smtp_url=smtp_url)
+        return base | make_env(self.folder, self.database_url, smtp_url=smtp_url, **self.settings)
 
     def gazette(self, smtp_url: str, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -94,7 +96,9 @@ class Installation:
     @contextmanager
     def runtime(self, smtp_url: str) -> Iterator[Runtime]:
         """This installation's runtime in the test process, installed for the tasks."""
-        settings = load_settings(make_env(self.folder, self.database_url, smtp_url=smtp_url))
+        settings = load_settings(
+            make_env(self.folder, self.database_url, smtp_url=smtp_url, **self.settings)
+        )
         built = build_runtime(settings)
         try:
             with in_use(built):

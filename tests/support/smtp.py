@@ -203,3 +203,30 @@ class CommandLog(RecordingHandler):
     async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
         self.commands.append("RSET")
         return "250 OK"
+
+
+@dataclass
+class PipeliningRelay(CommandLog):
+    """aiosmtpd offering PIPELINING and logging commands, with scripted MAIL replies.
+
+    ``mail_replies`` are answered to the first MAIL commands in turn (None: accept).
+    """
+
+    pipelining: bool = True
+    mail_replies: list[str | None] = field(default_factory=list)
+    sessions: int = 0
+
+    def __post_init__(self) -> None:
+        self.mail_script = self._next_mail_reply
+
+    def _next_mail_reply(self, _address: str) -> str | None:
+        return self.mail_replies.pop(0) if self.mail_replies else None
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        self.sessions += 1
+        if not self.pipelining:
+            return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
