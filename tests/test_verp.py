@@ -240,7 +240,7 @@ def ledger_rows(site: Installation) -> dict[str, int]:
                 Delivery, Delivery.subscriber_id == Subscriber.id
             )
         ).all()
-    return {email: delivery_id for email, delivery_id in rows}
+    return dict(rows)
 
 
 @pytest.mark.parametrize(
