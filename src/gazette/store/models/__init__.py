@@ -34,6 +34,7 @@ from gazette.store.models.readers import (
     Subscriber,
     SubscriberAlias,
     Subscription,
+    SubscriptionTally,
     Suppression,
     subscription_topic,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "SubscriberAlias",
     "Subscription",
     "SubscriptionStatus",
+    "SubscriptionTally",
     "Suppression",
     "Topic",
     "TopicAlias",

@@ -51,9 +51,15 @@ class Issue(Base):
     planned_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Running totals of the ledger's outcomes, added to as each chunk of results is
+    # written (gazette.digests.recording) and set exactly from the ledger when the issue
+    # finishes (ledger.finish_issue): /metrics reads them instead of counting rows.
     sent_count: Mapped[int] = mapped_column(Integer, default=0)
     failed_count: Mapped[int] = mapped_column(Integer, default=0)
     skipped_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Messages refused about the reader's mailbox and counted against them (a hard or a
+    # soft bounce, gazette.subscribers.bounces); a hard-bounced message is also failed.
+    bounced_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     newsletter: Mapped[Newsletter] = relationship()
 

@@ -93,6 +93,29 @@ class Subscription(Base):
 Index("ix_subscription_newsletter_status", Subscription.newsletter_id, Subscription.status)
 
 
+class SubscriptionTally(Base):
+    """How many subscriptions each newsletter has in each status: a running total.
+
+    Kept exact by the database itself: triggers on ``subscription`` (insert, a change of
+    status or newsletter, delete, including the deletes a forgotten reader's cascade
+    makes) adjust it in the same transaction as the change, whichever process or
+    statement made it; migration 0011 creates them and seeds the tally from the rows.
+    /metrics reads this table instead of counting the subscription table. On SQLite a
+    batch migration that rebuilds ``subscription`` drops its triggers: such a
+    migration must create them again (0011's ``create_triggers``).
+    """
+
+    __tablename__ = "subscription_tally"
+
+    newsletter_id: Mapped[int] = mapped_column(
+        ForeignKey("newsletter.id", ondelete="CASCADE"), primary_key=True
+    )
+    status: Mapped[SubscriptionStatus] = mapped_column(
+        status_column(SubscriptionStatus, "subscription_status"), primary_key=True
+    )
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class Event(Base):
     """Append-only audit of every subscription change: what, when, how, from where."""
 
