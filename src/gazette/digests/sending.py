@@ -94,7 +94,7 @@ def send_batch(
             .where(Issue.id == issue_id, Issue.status == IssueStatus.PLANNED)
             .values(status=IssueStatus.SENDING, started_at=utcnow())
         )
-    lease = _Lease(claimed, ctx.lease)
+    lease = _Lease(issue_id, claimed, ctx.lease)
     with factory() as session:
         composer = composer_for(session, ctx, issue_id)
     batch = _Batch(factory, composer, ctx, claimed, lease)
@@ -110,9 +110,10 @@ def send_batch(
 
 
 class _Lease:
-    """When a batch's claimed rows last had their lease set, to renew it in time."""
+    """When a batch's claimed rows (of ``issue_id``) last had their lease set, to renew it in time."""
 
-    def __init__(self, claimed: list[int], length: timedelta) -> None:
+    def __init__(self, issue_id: int, claimed: list[int], length: timedelta) -> None:
+        self.issue_id = issue_id
         self.claimed = claimed
         self.length = length
         self.set_at = utcnow()
@@ -137,7 +138,7 @@ class _Lease:
 
 def _record(session: Session, outcome: ChunkOutcome, lease: _Lease, sent_up_to: int) -> None:
     """Write one chunk's results to the ledger, count its bounces, renew the lease."""
-    outcome.write(session)
+    outcome.write(session, lease.issue_id)
     lease.renew_if_due(session, sent_up_to)
 
 

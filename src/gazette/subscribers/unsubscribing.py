@@ -7,11 +7,13 @@ constructing SQL nor for the ORM's bookkeeping.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, inspect, select, update
 from sqlalchemy.orm import Session
 
+from gazette.digests.recording import count_outcomes
 from gazette.errors import GazetteError
 from gazette.newsletters.service import SLUG
 from gazette.store.models import (
@@ -75,6 +77,7 @@ _SKIP_PENDING = (
         ),
     )
     .values(status=DeliveryStatus.SKIPPED, last_error="unsubscribed")
+    .returning(_delivery.c.issue_id)
 )
 
 
@@ -106,7 +109,9 @@ def unsubscribe(session: Session, subscriber_id: int, newsletter_id: int, origin
     changed = session.execute(_END_SUBSCRIPTION, params)
     if not changed.rowcount:  # type: ignore[attr-defined]
         return False
-    session.execute(_SKIP_PENDING, params)
+    skipped = Counter(session.scalars(_SKIP_PENDING, params))
+    for issue_id, count in sorted(skipped.items()):
+        count_outcomes(session, issue_id, skipped=count)
     _expire_changed(session, subscriber_id, newsletter_id)
     record_event(
         session, "unsubscribed", origin, subscriber_id=subscriber_id, newsletter_id=newsletter_id
