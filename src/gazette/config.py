@@ -93,6 +93,8 @@ class Settings:
     bounce_address: str | None = None
     # The publisher's brand, the default of every newsletter (each may override it).
     brand: Brand = field(default_factory=Brand)
+    # The bearer token GET /metrics asks of a client off loopback (none: loopback only).
+    metrics_token: str | None = None
 
     @property
     def eager(self) -> bool:
@@ -219,6 +221,22 @@ def _secret_keys(raw: str) -> tuple[str, ...]:
     return keys
 
 
+def _metrics_token(raw: str | None) -> str | None:
+    """GAZETTE_METRICS_TOKEN: a bearer token (RFC 6750 characters) of 16 or more characters.
+
+    The value is never repeated in the error: it is a secret, and may be half right.
+    """
+    if raw is None:
+        return None
+    if len(raw) < 16 or not re.fullmatch(r"[A-Za-z0-9._~+/-]+=*", raw):
+        raise ConfigError(
+            f"{PREFIX}METRICS_TOKEN (the {len(raw)} characters given) must be at least 16 "
+            "letters, digits or -._~+/ characters, as a bearer token is "
+            '(python -c "import secrets; print(secrets.token_urlsafe(32))").'
+        )
+    return raw
+
+
 def _queue(raw: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", raw):
         raise ConfigError(f"{PREFIX}QUEUE={raw!r} must be letters, digits, dots, dashes.")
@@ -296,6 +314,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         var_dir=var_dir,
         **_tuning(env),
         brand=_brand(env),
+        metrics_token=_metrics_token(_get(env, "METRICS_TOKEN")),
     )
 
 
