@@ -110,7 +110,7 @@ def send_batch(
 
 
 class _Lease:
-    """When a batch's claimed rows (of ``issue_id``) last had their lease set, to renew it in time."""
+    """When the claimed rows of a batch of ``issue_id`` last had their lease set, to renew it."""
 
     def __init__(self, issue_id: int, claimed: list[int], length: timedelta) -> None:
         self.issue_id = issue_id
