@@ -1,8 +1,8 @@
 """The Flask application: routes onto thin views over the domain functions, and its guards.
 
-The views live by what they serve (archive_views, signup_views, reader_views) on the
-helpers of pages.py; this module puts them together, routes to them, bounds request
-bodies, turns errors into pages and adds the security headers to every answer.
+The views live by what they serve (archive_views, signup_views, reader_views, metrics)
+on the helpers of pages.py; this module puts them together, routes to them, bounds
+request bodies, turns errors into pages and adds the security headers to every answer.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from gazette.runtime import Runtime, current_runtime
 from gazette.store.db import database_answers
 from gazette.tokens import TokenError
 from gazette.web.archive_views import ArchiveViews
+from gazette.web.metrics import MetricsViews
 from gazette.web.reader_views import ReaderViews
 from gazette.web.signup_views import SignupViews
 
@@ -37,7 +38,7 @@ SECURITY_HEADERS = {
 }
 
 
-class Views(ArchiveViews, SignupViews, ReaderViews):
+class Views(ArchiveViews, SignupViews, ReaderViews, MetricsViews):
     """The endpoint's views; each reads the request, calls one domain function, renders."""
 
     def healthz(self) -> Response:
@@ -69,6 +70,7 @@ def _routes(views: Views) -> list[tuple[str, Callable[..., Response], list[str]]
     """Each URL rule, the view answering it (its name is the endpoint) and its methods."""
     return [
         ("/healthz", views.healthz, ["GET"]),
+        ("/metrics", views.metrics, ["GET"]),
         ("/archive", views.archive, ["GET"]),
         ("/archive.xml", views.archive_feed, ["GET"]),
         ("/archive/<public_id>", views.archive_issue, ["GET"]),
