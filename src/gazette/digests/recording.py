@@ -71,7 +71,7 @@ class ChunkOutcome:
         """Write the chunk's rows (one executemany per set of columns), its bounces, its counts.
 
         The issue's running totals are updated last, so the issue's row, which every
-        worker sending the issue updates, stays locked only for the commit.
+        worker sending the issue updates, is locked for as short a time as can be.
         """
         grouped: dict[frozenset[str], list[dict[str, object]]] = {}
         for row in self.updates:

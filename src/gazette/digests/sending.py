@@ -137,9 +137,13 @@ class _Lease:
 
 
 def _record(session: Session, outcome: ChunkOutcome, lease: _Lease, sent_up_to: int) -> None:
-    """Write one chunk's results to the ledger, count its bounces, renew the lease."""
-    outcome.write(session, lease.issue_id)
+    """Renew the lease, then write one chunk's results to the ledger and count them.
+
+    The write ends with the issue's running totals, so the issue's row, which every
+    worker sending the issue updates, is locked only from there to the commit.
+    """
     lease.renew_if_due(session, sent_up_to)
+    outcome.write(session, lease.issue_id)
 
 
 class _Batch:
