@@ -31,8 +31,12 @@ from gazette.runtime import Runtime
 from gazette.store import migrate
 from gazette.store.db import make_session_factory, transaction
 from gazette.store.models import (
+    Delivery,
+    DeliveryStatus,
     Feed,
+    Issue,
     Newsletter,
+    Subscriber,
     Subscription,
     SubscriptionStatus,
     SubscriptionTally,
@@ -112,13 +116,13 @@ def test_a_message_just_sent_is_counted_while_its_issue_is_in_flight(
     add_articles(
         rt, [ArticleSpec(f"News {n}", f"https://blog.example.com/{n}", n + 1) for n in range(2)]
     )
-    readers = [(f"reader{n}@example.com", f"Reader {n}", "en") for n in range(3)]
+    readers = [(f"reader{n}@example.com", f"Reader {n}", "en") for n in range(4)]
     add_readers(rt, [*readers, (BOUNCING, "Nobody", "en")])
     issue_id = plan_now(rt)
 
     before = scrape(site)
     assert issue_sample(before, "gazette_issue_messages", issue_id, outcome="sent") == 0
-    assert issue_sample(before, "gazette_issue_deliveries_open", issue_id, state="pending") == 4
+    assert issue_sample(before, "gazette_issue_deliveries_open", issue_id, state="pending") == 5
 
     # One batch of the first two rows: the issue is still sending, two messages are out.
     with rt.sessions() as session:
@@ -126,15 +130,26 @@ def test_a_message_just_sent_is_counted_while_its_issue_is_in_flight(
     result = send_batch(rt.sessions, rt.send_context, issue_id, low, low + 1)
     assert (result.claimed, result.sent) == (2, 2)
     assert len(site.smtp.messages) == 2
+    # A reader still waiting unsubscribes: their row is skipped, and counted so at once.
+    with transaction(rt.sessions) as session:
+        leaving = session.execute(
+            select(Delivery.subscriber_id, Issue.newsletter_id)
+            .join(Issue, Issue.id == Delivery.issue_id)
+            .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
+            .where(Delivery.status == DeliveryStatus.PENDING, Subscriber.email != BOUNCING)
+            .limit(1)
+        ).one()
+        assert unsubscribe(session, *leaving, Origin("web"))
     middle = scrape(site)
     assert issue_sample(middle, "gazette_issue_messages", issue_id, outcome="sent") == 2
+    assert issue_sample(middle, "gazette_issue_messages", issue_id, outcome="skipped") == 1
     assert issue_sample(middle, "gazette_issue_deliveries_open", issue_id, state="pending") == 2
 
     # The rest: one more sent, and the reader whose mailbox does not exist bounced.
     rt.dispatcher.enqueue_issue(issue_id)
     assert len(site.smtp.messages) == 3
     after = scrape(site)
-    expected = {"sent": 3, "failed": 1, "skipped": 0, "bounced": 1}
+    expected = {"sent": 3, "failed": 1, "skipped": 1, "bounced": 1}
     for outcome, count in expected.items():
         assert issue_sample(after, "gazette_issue_messages", issue_id, outcome=outcome) == count
     # A finished issue has nothing open to report.
