@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from gazette.config import PLACEHOLDER_SECRET, load_settings
+from gazette.config import load_settings
 from gazette.errors import ConfigError
 from gazette.mail.senders import parse_sender
+from gazette.secret_settings import PLACEHOLDER_SECRET
 from tests.support.cli import healthy
 from tests.support.env import TEST_KEY, make_env
 from tests.support.http import Browser, LiveServer

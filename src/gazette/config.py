@@ -19,6 +19,7 @@ from dkim.crypto import parse_pem_private_key
 from sqlalchemy.engine import make_url
 
 from gazette.errors import ConfigError
+from gazette.secret_settings import metrics_token, secret_keys_or_embedded
 from gazette.url_settings import (
     NO,
     PREFIX,
@@ -200,43 +201,6 @@ def _from_address(raw: str) -> tuple[str, str]:
     return sender.name, sender.address
 
 
-# The example key in .env.example: a copy of it signs links anyone could forge.
-PLACEHOLDER_SECRET = "change-me-to-a-long-random-string"  # noqa: S105 (refused, never used)
-
-
-def _secret_keys(raw: str) -> tuple[str, ...]:
-    """GAZETTE_SECRET_KEYS as a tuple, refusing short keys and the example's placeholder."""
-    keys = tuple(k.strip() for k in raw.split(",") if k.strip())
-    if not keys or any(len(k) < 16 for k in keys):
-        raise ConfigError(
-            f"{PREFIX}SECRET_KEYS must list keys of at least 16 characters, "
-            "newest first, separated by commas."
-        )
-    if PLACEHOLDER_SECRET in keys:
-        raise ConfigError(
-            f"{PREFIX}SECRET_KEYS still holds the placeholder {PLACEHOLDER_SECRET!r} from "
-            '.env.example; replace it with a key of your own (python -c "import secrets; '
-            'print(secrets.token_urlsafe(32))").'
-        )
-    return keys
-
-
-def _metrics_token(raw: str | None) -> str | None:
-    """GAZETTE_METRICS_TOKEN: a bearer token (RFC 6750 characters) of 16 or more characters.
-
-    The value is never repeated in the error: it is a secret, and may be half right.
-    """
-    if raw is None:
-        return None
-    if len(raw) < 16 or not re.fullmatch(r"[A-Za-z0-9._~+/-]+=*", raw):
-        raise ConfigError(
-            f"{PREFIX}METRICS_TOKEN (the {len(raw)} characters given) must be at least 16 "
-            "letters, digits or -._~+/ characters, as a bearer token is "
-            '(python -c "import secrets; print(secrets.token_urlsafe(32))").'
-        )
-    return raw
-
-
 def _queue(raw: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", raw):
         raise ConfigError(f"{PREFIX}QUEUE={raw!r} must be letters, digits, dots, dashes.")
@@ -290,7 +254,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     default_db = f"sqlite:///{var_dir / 'gazette.db'}"
     database_url = parse_database_url(_get(env, "DATABASE_URL") or default_db)
     smtp = parse_mail_url(_get(env, "SMTP_URL") or f"maildir://{var_dir / 'outbox'}")
-    secret_keys = _secret_keys_or_embedded(env, var_dir)
+    secret_keys = secret_keys_or_embedded(_get(env, "SECRET_KEYS"), var_dir)
     from_name, from_address = _from_address(
         _get(env, "FROM_ADDRESS") or "newsletter@localhost.localdomain"
     )
@@ -314,7 +278,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         var_dir=var_dir,
         **_tuning(env),
         brand=_brand(env),
-        metrics_token=_metrics_token(_get(env, "METRICS_TOKEN")),
+        metrics_token=metrics_token(_get(env, "METRICS_TOKEN")),
     )
 
 
@@ -355,14 +319,6 @@ def _tuning(env: Mapping[str, str]) -> _Tuning:
     )
 
 
-def _secret_keys_or_embedded(env: Mapping[str, str], var_dir: Path) -> tuple[str, ...]:
-    """GAZETTE_SECRET_KEYS when set; otherwise the key kept in ``var/secret.key``."""
-    keys_raw = _get(env, "SECRET_KEYS")
-    if keys_raw is None:
-        return (_embedded_secret(var_dir),)
-    return _secret_keys(keys_raw)
-
-
 def _template_dir(env: Mapping[str, str]) -> Path | None:
     """GAZETTE_TEMPLATE_DIR as an absolute folder that exists, or None."""
     template_raw = _get(env, "TEMPLATE_DIR")
@@ -385,35 +341,3 @@ def _smtp_connections(env: Mapping[str, str]) -> int:
             f"{MAX_SMTP_CONNECTIONS} (connections per worker process)."
         )
     return value
-
-
-def _embedded_secret(var_dir: Path) -> str:
-    """Return the secret kept in ``var/secret.key``, creating it on first use.
-
-    The embedded default must sign links that survive a restart without the operator
-    choosing a key; production sets GAZETTE_SECRET_KEYS instead. The file appears
-    complete or not at all (written aside, then hard-linked into place), so a second
-    process starting at the same moment never reads it half-written.
-    """
-    import secrets
-
-    path = var_dir / "secret.key"
-    if not path.exists():
-        var_dir.mkdir(parents=True, exist_ok=True)
-        aside = var_dir / f".secret.key.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-        try:
-            os.link(aside, path)  # fails if another process linked its key first
-        except FileExistsError:
-            pass
-        finally:
-            aside.unlink()
-    key = path.read_text().strip()
-    if len(key) < 16:
-        raise ConfigError(
-            f"{path} holds no usable key; delete it to have a new one made, "
-            f"or set {PREFIX}SECRET_KEYS."
-        )
-    return key

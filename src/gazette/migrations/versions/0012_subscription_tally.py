@@ -1,7 +1,7 @@
 """subscription tally: running totals per newsletter and status, kept by triggers; bounces per issue
 
-Revision ID: tally190011
-Revises: brand150009
+Revision ID: tally190012
+Revises: ledger140011
 Create Date: 2026-12-05
 
 /metrics reports subscriptions by status without counting the subscription table: the
@@ -22,8 +22,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision: str = "tally190011"
-down_revision: Union[str, Sequence[str], None] = "brand150009"
+revision: str = "tally190012"
+down_revision: Union[str, Sequence[str], None] = "ledger140011"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
