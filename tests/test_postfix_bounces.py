@@ -94,9 +94,8 @@ class Report:
         return str(self.field("Final-Recipient")).partition(";")[2].strip()
 
 
-def read_dsn(path: Path) -> Report:
-    """The DSN in ``path``: a multipart/report of type delivery-status, one recipient."""
-    raw = path.read_bytes()
+def read_dsn(raw: bytes) -> Report:
+    """The DSN ``raw``: a multipart/report of type delivery-status, about one recipient."""
     message = parse(raw)
     assert message.get_content_type() == "multipart/report"
     assert message.get_param("report-type") == "delivery-status"
@@ -160,7 +159,7 @@ def dsns_by_reader(postfix: Postfix, count: int, rows: dict[str, int]) -> dict[s
     paths = postfix.delivered()
     assert len(paths) == count, [p.name for p in paths]
     for path in paths:
-        report = read_dsn(path)
+        report = read_dsn(path.read_bytes())
         to, delivered_to = report.message["To"], report.message["Delivered-To"]
         assert to == delivered_to, (to, delivered_to)
         assert str(to).endswith(f"@{BOUNCE_DOMAIN}")
@@ -177,10 +176,26 @@ def dsns_by_reader(postfix: Postfix, count: int, rows: dict[str, int]) -> dict[s
     return found
 
 
+def shape(report: Report) -> tuple[list[str], ...]:
+    """What a DSN of one kind always has: its headers, parts, fields and their outcome."""
+    return (
+        list(report.message.keys()),
+        [part.get_content_type() for part in report.message.iter_parts()],
+        list(report.per_message.keys()),
+        list(report.per_recipient.keys()),
+        [str(report.field("Action")), str(report.field("Status"))],
+    )
+
+
 def keep(report: Report, tmp_path: Path, name: str) -> None:
-    """A copy of a real DSN in the test's folder (tests/postfix_samples/ holds committed ones)."""
+    """A copy in the test's folder; the committed sample of ``name`` must be of its shape.
+
+    tests/postfix_samples/ keeps DSNs this Postfix produced; when a new Postfix writes
+    them otherwise, this fails, and the copy here replaces the sample.
+    """
     (tmp_path / "dsn").mkdir(exist_ok=True)
     (tmp_path / "dsn" / name).write_bytes(report.raw)
+    assert shape(report) == shape(read_dsn((SAMPLES / name).read_bytes())), name
 
 
 def test_postfix_returns_each_failure_to_the_verp_address_of_that_reader_s_delivery(
