@@ -73,7 +73,7 @@ def require_postfix() -> None:
     if not (POSTFIX.exists() and MASTER.exists()):
         pytest.skip(f"Postfix is not installed ({POSTFIX} and {MASTER}): apt-get install postfix")
     if os.geteuid() != 0:
-        pytest.skip("Postfix's master must be started by root (its services then drop to postfix)")
+        pytest.skip("Postfix's postfix and master commands are reserved for the superuser")
 
 
 # The log lines that tell a message's story (postfix.org/OVERVIEW.html, qmgr(8), smtp(8)).
@@ -268,9 +268,12 @@ class Postfix:
         except OSError:
             return False
 
-    def stop(self) -> None:
-        """Stop the master and every service it started (SIGKILL after 5 s, by postfix)."""
-        self.postfix("stop")
+    def stop(self) -> str:
+        """Stop the master and every service it started (SIGKILL after 5 s, by postfix).
+
+        What `postfix stop` printed: nothing when it stopped a running instance.
+        """
+        return self.postfix("stop").stderr
 
     def wait_for_mail(self, count: int, timeout: float) -> list[Path]:
         """The Maildir's messages once there are at least ``count``; fail with the log if not."""
@@ -315,8 +318,9 @@ def running_postfix(
         instance.start()
         yield instance
     finally:
-        instance.stop()
+        stopping = instance.stop()
         log = instance.log()
         (keep_logs / "postfix-maillog").write_text(log)
-        print(f"--- Postfix's maillog ({folder}) ---\n{log}")  # shown when the test fails
+        # Printed, so pytest shows them with a failing test.
+        print(f"--- Postfix's maillog ({folder}) ---\n{log}\n--- postfix stop ---\n{stopping}")
         shutil.rmtree(folder, ignore_errors=True)
