@@ -125,7 +125,7 @@ def _process(
 def _move(maildir: Path, file: Path, raw: bytes, outcome: Outcome) -> None:
     """Move the message into .processed, or into .unrecognised with the reason on top."""
     if outcome.kind is not Kind.UNRECOGNISED:
-        target = _folder(maildir, PROCESSED) / _cur_name(file.name)
+        target = _folder(maildir, PROCESSED) / "cur" / _cur_name(file.name)
         os.replace(file, _free(target))
         return
     folder = _folder(maildir, UNRECOGNISED)
