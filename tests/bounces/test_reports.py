@@ -9,6 +9,7 @@ random, makes reading raise.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -17,8 +18,11 @@ from hypothesis import strategies as st
 from gazette.bounces.formats import Field
 from gazette.bounces.policy import Effect, effect_of, failure_effect, reported_status
 from gazette.bounces.reports import Kind, read_report
+from gazette.config import load_settings
+from gazette.errors import ConfigError
 from gazette.mail.verp import Verp
 from tests.bounces.helpers import BOUNCE, SAMPLES, sample
+from tests.support.env import make_env
 
 KEY = "bounce-test-key-0123456789"
 OTHER_KEY = "another-installation-key-0123"
@@ -219,3 +223,13 @@ def test_every_sample_cut_short_or_with_bytes_changed_reads_without_raising() ->
 @given(st.binary(max_size=2000))
 def test_no_bytes_at_all_make_reading_raise(raw: bytes) -> None:
     assert read_report(raw, [KEY]).kind in Kind
+
+
+def test_the_require_verp_setting_is_yes_or_no(tmp_path: Path) -> None:
+    env = make_env(tmp_path, f"sqlite:///{tmp_path / 'db.sqlite'}")
+    assert load_settings(env, cwd=tmp_path).bounce_require_verp is False
+    for value, expected in (("yes", True), ("1", True), ("no", False), ("off", False)):
+        settings_ = load_settings(env | {"GAZETTE_BOUNCE_REQUIRE_VERP": value}, cwd=tmp_path)
+        assert settings_.bounce_require_verp is expected
+    with pytest.raises(ConfigError, match=r"GAZETTE_BOUNCE_REQUIRE_VERP='maybe' is not a yes/no"):
+        load_settings(env | {"GAZETTE_BOUNCE_REQUIRE_VERP": "maybe"}, cwd=tmp_path)
