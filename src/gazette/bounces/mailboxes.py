@@ -35,7 +35,7 @@ _OUR_HEADER = re.compile(rb"\A(?:X-Gazette-Reason:[^\n]*\n(?:[ \t][^\n]*\n)*)+",
 
 
 class MaildirError(GazetteError):
-    """The path given is not a Maildir (one sentence naming it)."""
+    """The path is not a Maildir, or a file in it cannot be read or moved (one sentence)."""
 
 
 @dataclass
@@ -74,9 +74,14 @@ def waiting(maildir: Path) -> list[Path]:
     """The messages waiting in ``new/`` and ``cur/``, oldest name first."""
     found = []
     for sub in ("new", "cur"):
-        for entry in os.scandir(maildir / sub):
-            if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
-                found.append(Path(entry.path))
+        try:
+            entries = list(os.scandir(maildir / sub))
+        except OSError as exc:
+            raise MaildirError(f"Cannot read {str(maildir / sub)!r} ({exc.strerror}).") from None
+        found += [
+            Path(entry.path) for entry in entries
+            if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False)
+        ]  # fmt: skip
     return sorted(found, key=lambda p: p.name)
 
 
@@ -96,7 +101,14 @@ def process_maildir(
         raw = _read(file)
         if raw is not None:
             outcome = _process(sessions, raw, secret_keys, require_verp)
-            _move(maildir, file, raw, outcome)
+            try:
+                _move(maildir, file, raw, outcome)
+            except OSError as exc:
+                # Applied and committed: the next run finds it done and only moves it.
+                raise MaildirError(
+                    f"Cannot move {str(file)!r} out of the way ({exc.strerror}); "
+                    "it was processed and will not count again."
+                ) from None
             summary.add(outcome)
         if progress is not None:
             progress(done)
@@ -110,6 +122,8 @@ def _read(file: Path) -> bytes | None:
             raw = handle.read(MAX_BYTES + 1)
     except (FileNotFoundError, IsADirectoryError):
         return None  # taken by another run, or not a message
+    except OSError as exc:  # the operator's to fix (permissions); what is done stays done
+        raise MaildirError(f"Cannot read {str(file)!r} ({exc.strerror}).") from None
     return _OUR_HEADER.sub(b"", raw)
 
 

@@ -39,7 +39,7 @@ def process(path: Path) -> None:
     except MaildirError as error:
         fail(str(error), EXIT_USAGE)
     rt = runtime()
-    total = len(waiting(maildir))
+    total = len(waiting(maildir))  # a MaildirError from here on is a failure (exit 1)
     with progress(total, f"Reading {maildir.name}") as advance:
         summary = process_maildir(
             rt.sessions, maildir, secret_keys=rt.settings.secret_keys,
