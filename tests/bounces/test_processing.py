@@ -40,6 +40,7 @@ from gazette.subscribers.service import Origin
 from gazette.subscribers.subscribing import confirm, subscribe
 from gazette.subscribers.unsubscribing import forget
 from tests.bounces.helpers import BOUNCE, sample
+from tests.support.concurrency import at_once
 from tests.support.env import TEST_KEY
 
 KEYS = [TEST_KEY]
@@ -255,3 +256,12 @@ def test_an_unrecognised_message_is_not_recorded(ledger: Ledger) -> None:
     assert outcome.kind is Kind.UNRECOGNISED
     with ledger.session() as session:
         assert session.scalar(select(func.count()).select_from(BounceReport)) == 0
+
+
+def test_one_message_processed_by_several_runs_at_once_counts_once(ledger: Ledger) -> None:
+    raw = sample("dsn_failed_511.eml", verp=ledger.verp["ada@example.org"])
+    outcomes = at_once(4, lambda: ledger.process(raw))
+    assert sorted(o.duplicate for o in outcomes) == [False, True, True, True]
+    assert ledger.bounce_count("ada@example.org") == 1
+    assert ledger.bounced_count() == 1
+    assert ledger.events("ada@example.org").count("bounce") == 1
