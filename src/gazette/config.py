@@ -92,6 +92,8 @@ class Settings:
     smtp_connections_total: int = 0
     # Where reports on sent mail come back, a VERP token added (mail/verp); None: From.
     bounce_address: str | None = None
+    # Reports about sent mail without a valid VERP token change nothing (gazette.bounces).
+    bounce_require_verp: bool = False
     # The publisher's brand, the default of every newsletter (each may override it).
     brand: Brand = field(default_factory=Brand)
     # The bearer token GET /metrics asks of a client off loopback (none: loopback only).
@@ -274,6 +276,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         dkim_domain=dkim_domain,
         secret_keys=secret_keys,
         bounce_address=check_bounce_address(_get(env, "BOUNCE_ADDRESS")),
+        bounce_require_verp=_bool(env, "BOUNCE_REQUIRE_VERP", False),
         template_dir=template_dir,
         var_dir=var_dir,
         **_tuning(env),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from gazette.cli import (  # noqa: F401  (importing registers the commands)
     articles,
+    bounces,
     database,
     demo,
     digest,

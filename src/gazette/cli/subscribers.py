@@ -146,7 +146,13 @@ def show(email: str, as_json: bool) -> None:
         subscriber = subscriber_by_email(session, email)
         document = _describe(subscriber)
         document["events"] = [
-            {"at": e.created_at.isoformat(), "kind": e.kind, "source": e.source, "ip": e.ip}
+            {
+                "at": e.created_at.isoformat(),
+                "kind": e.kind,
+                "source": e.source,
+                "ip": e.ip,
+                "detail": e.detail or {},
+            }
             for e in reader_events(session, subscriber.id)
         ]
     if as_json:
@@ -156,9 +162,13 @@ def show(email: str, as_json: bool) -> None:
     out.print(strong(document["email"]), document["name"], f"({document['language']})")
     for key, value in document["subscriptions"].items():
         out.print(f"  {key}: {value}")
-    table = Table("at", "event", "source", "ip")
+    table = Table("at", "event", "source", "ip", "detail")
     for event in document["events"]:
-        table.add_row(event["at"][:19], event["kind"], event["source"], event["ip"] or "")
+        # What a bounce or a complaint said, so the operator sees why a reader was ended.
+        detail = "; ".join(f"{k}: {v}" for k, v in event["detail"].items() if v)
+        table.add_row(
+            event["at"][:19], event["kind"], event["source"], event["ip"] or "", detail[:200]
+        )
     out.print(table)
 
 

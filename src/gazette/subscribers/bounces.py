@@ -5,7 +5,8 @@ ends every subscription at once; soft bounces (transient refusals about the read
 outlived the retry period, or 552 mailbox full) end them after a few, so one full
 mailbox does not lose a reader but a dead one is not mailed forever. Refusals of the
 relay's or the operator's making (a login, the sender, TLS, a policy reply) never reach
-this module. ``unbounce`` undoes a suppression made by mistake.
+this module. ``unbounce`` undoes a suppression made by mistake. A complaint (the reader
+marked a message as spam) ends every subscription and suppresses the address for good.
 """
 
 from __future__ import annotations
@@ -53,6 +54,43 @@ def record_bounce(session: Session, subscriber_id: int, *, hard: bool, detail: s
             previous=subscription.status.value,
         )  # fmt: skip
         subscription.status = SubscriptionStatus.BOUNCED
+    session.flush()
+    return True
+
+
+def record_complaint(session: Session, subscriber_id: int, *, detail: str) -> bool:
+    """The reader called a message spam: end every subscription, suppress them for good.
+
+    Each subscription not already ended becomes ``complained`` (one event per
+    newsletter, naming the status it had); the address's suppression (reason
+    "complaint") keeps an import or an operator's add from bringing them back, and only
+    the reader's own confirmed sign-up lifts it. Returns False for a reader who is gone.
+    """
+    subscriber = session.scalar(
+        select(Subscriber).where(Subscriber.id == subscriber_id).with_for_update()
+    )
+    if subscriber is None:
+        return False
+    origin = Origin("system")
+    record_event(session, "complaint", origin, subscriber_id=subscriber_id, report=detail[:300])
+    subscriptions = session.scalars(
+        select(Subscription).where(
+            Subscription.subscriber_id == subscriber_id,
+            Subscription.status != SubscriptionStatus.COMPLAINED,
+        )
+    ).all()
+    for subscription in subscriptions:
+        record_event(
+            session, "complained", origin, subscriber_id=subscriber_id,
+            newsletter_id=subscription.newsletter_id, previous=subscription.status.value,
+        )  # fmt: skip
+        subscription.status = SubscriptionStatus.COMPLAINED
+    digest = email_hash(subscriber.email)
+    kept = session.scalar(select(Suppression).where(Suppression.email_hash == digest))
+    if kept is None:
+        session.add(Suppression(email_hash=digest, reason="complaint"))
+    else:
+        kept.reason = "complaint"  # a bounce's suppression becomes one unbounce keeps
     session.flush()
     return True
 

@@ -123,12 +123,15 @@ def _distinct_readers(chunk: list[ReaderRow], report: ImportReport) -> dict[str,
 def _suppressed(
     session: Session, rows: dict[str, ReaderRow], existing: dict[str, Subscriber]
 ) -> set[str]:
-    """The identity keys of the new readers whose address was forgotten or suppressed."""
+    """The identity keys of the readers whose address was forgotten or suppressed.
+
+    Known readers too: a reader who complained keeps a suppression, and no import may
+    subscribe them to another newsletter.
+    """
     hashes = {
         digest: key
         for key, row in rows.items()
-        if key not in existing
-        for digest in suppression_hashes(row.email)
+        for digest in suppression_hashes(existing[key].email if key in existing else row.email)
     }
     found = session.scalars(
         select(Suppression.email_hash).where(Suppression.email_hash.in_(hashes))

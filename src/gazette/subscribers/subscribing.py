@@ -38,6 +38,8 @@ from gazette.subscribers.service import (
 from gazette.text import clean_line
 
 T = TypeVar("T")
+# Statuses a reader ended themself: an operator's add or import never undoes them.
+_LEFT = (SubscriptionStatus.UNSUBSCRIBED, SubscriptionStatus.COMPLAINED)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,9 @@ def subscribe(
         session, address, clean_line(name, 200), language, origin, reader_request
     )
     subscription = _subscription_to(session, subscriber.id, newsletter.id, origin)
-    if reader_request and subscription.status == SubscriptionStatus.UNSUBSCRIBED:
+    # Only the reader may come back after leaving or complaining, and only pending:
+    # their confirmation by link is what lifts a complaint's suppression.
+    if reader_request and subscription.status in _LEFT:
         subscription.status = SubscriptionStatus.PENDING
         record_event(
             session, "resubscribed", origin, subscriber_id=subscriber.id,
@@ -122,10 +126,10 @@ def _reader_for(
     key = identity_key(address)
     same_mailbox = select(Subscriber).where(Subscriber.email_key == key)
     found = session.scalar(same_mailbox)
-    if found is not None:
-        return found, False
     if not reader_request and is_suppressed(session, address):
         raise GazetteError(f"{address!r} was forgotten or suppressed and cannot be re-added.")
+    if found is not None:
+        return found, False
     row = Subscriber(email=address, email_key=key, name=name, language=language)
     subscriber, created = _insert_once(session, row, same_mailbox)
     if created:
@@ -184,10 +188,14 @@ def _activate(
     subscriber.consent_source = origin.source
     subscriber.consent_at = now
     subscriber.consent_ip = origin.ip
-    # Fresh consent from the reader outweighs an earlier request to be forgotten.
-    session.execute(
-        delete(Suppression).where(Suppression.email_hash.in_(suppression_hashes(subscriber.email)))
-    )
+    # Fresh consent from the reader outweighs an earlier request to be forgotten, or a
+    # complaint; consent the operator says they hold does not.
+    if consent == "confirmed by link":
+        session.execute(
+            delete(Suppression).where(
+                Suppression.email_hash.in_(suppression_hashes(subscriber.email))
+            )
+        )
     record_event(
         session, "confirmed", origin, subscriber_id=subscriber.id,
         newsletter_id=subscription.newsletter_id, consent=consent,

@@ -1,6 +1,6 @@
 """SQLAlchemy models: the data model of docs/design.md, with the unique keys it names.
 
-One module per part of the model (base, content, readers, issues); this package
+One module per part of the model (base, content, readers, issues, reports); this package
 gathers their names, so ``gazette.store.models`` stays the one place to import a
 mapped class from, and importing it maps every class.
 """
@@ -38,11 +38,13 @@ from gazette.store.models.readers import (
     Suppression,
     subscription_topic,
 )
+from gazette.store.models.reports import BounceReport
 
 __all__ = [
     "NAMING",
     "Article",
     "Base",
+    "BounceReport",
     "Delivery",
     "DeliveryStatus",
     "Edition",
