@@ -72,8 +72,9 @@ def load_signing_key(data: bytes) -> SigningKey:
         return key
     if isinstance(key, Ed25519PrivateKey):
         return key
-    kind = type(key).__name__.removeprefix("_").replace("PrivateKey", "")
-    raise ValueError(f"is a {kind} key; DKIM signs with RSA or Ed25519 keys only")
+    kind = type(key).__name__.replace("PrivateKey", "")
+    article = "an" if kind[:1] in ("A", "E", "I", "O", "U", "X") else "a"
+    raise ValueError(f"is {article} {kind} key; DKIM signs with RSA or Ed25519 keys only")
 
 
 def domain_name(raw: str) -> str | None:
