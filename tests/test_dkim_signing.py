@@ -16,10 +16,12 @@ from pathlib import Path
 
 import dkim
 import pytest
-from hypothesis import HealthCheck, given, settings
+from dkim.canonicalization import Relaxed
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gazette.mail.dkim import DkimSigner, MissingDkimKeyError
+from gazette.mail.dkim_canon import relaxed_body
 from gazette.mail.mime import DotSafe, Envelope, build_message
 from tests.support.dkim_keys import TestKey, dns_for, make_key
 from tests.support.messages import dkim_tags, parse
@@ -139,6 +141,17 @@ def test_raw_messages_of_any_shape_verify(
         signed = signer.sign(message, address)
         assert b"\n" not in signed.replace(b"\r\n", b"")  # what is signed is what is sent
         assert dkim.verify(signed, dnsfunc=dns_for(key)) is True
+
+
+_BLANK_RUNS = _pieces([" ", "  ", "x", "\t"], 300).map(str.encode)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(_RAW_LINE | _BLANK_RUNS, max_size=12))
+@example(lines=[b" " * 600 + b"x", b"y" + b" " * 700, b"z  "])  # runs past the 256 window
+def test_the_body_canonicalization_is_dkimpys(lines: list[bytes]) -> None:
+    body = b"".join(line + b"\r\n" for line in lines)
+    assert relaxed_body(body) == Relaxed.canonicalize_body(body)
 
 
 def test_what_the_signature_covers_and_what_relaxed_ignores(

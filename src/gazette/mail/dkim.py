@@ -178,11 +178,12 @@ class DkimSigner:
         template = self._template(from_address)
         if template is None:
             raise _missing(from_address)
-        # build_message writes CRLF lines only, the last one ended: a DotSafe message
-        # needs no scan for bare line feeds.
+        # build_message writes CRLF lines only, the last one ended, and quoted-printable
+        # bodies: a DotSafe message needs no scan for bare line feeds or trailing blanks.
         message_crlf = message if isinstance(message, DotSafe) else crlf_message(message)
         head, body = split_message(message_crlf)
-        body_hash = base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
+        canonical = relaxed_body(body, quoted_printable=isinstance(message, DotSafe))
+        body_hash = base64.b64encode(hashlib.sha256(canonical).digest())
         timestamp = int(self._clock())
         unsigned = template.value(timestamp, body_hash, b"")
         name, _colon, value = unsigned.partition(b":")
