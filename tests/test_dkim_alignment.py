@@ -9,6 +9,7 @@ domain; a From domain without a key is refused by `newsletters add/edit` and by
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import dkim
@@ -19,12 +20,20 @@ from gazette.digests import sending
 from gazette.mail.dkim import MissingDkimKeyError
 from gazette.newsletters.service import create_newsletter
 from gazette.store.db import transaction
-from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus, Newsletter
+from gazette.store.models import (
+    Delivery,
+    DeliveryStatus,
+    Issue,
+    IssueStatus,
+    Newsletter,
+    SubscriptionStatus,
+)
 from tests.support.cli import NewsletterCli, one_sentence
 from tests.support.digests import SLUG, ArticleSpec, add_articles, add_readers, plan
 from tests.support.dkim_keys import TestKey, dns_for, make_key
 from tests.support.env import installed_runtime, make_env
 from tests.support.messages import dkim_tags, parse
+from tests.support.web import EMAIL, SENT_TITLE, SiteFactory, status_of, subscribe_form, title_of
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +140,22 @@ def test_a_worker_refuses_the_batch_before_claiming_a_row(
             issue = session.get_one(Issue, issue_id)
         assert [(r.status, r.attempts) for r in rows] == [(DeliveryStatus.PENDING, 0)] * 3
         assert issue.status is IssueStatus.PLANNED
+
+
+def test_a_sign_up_for_a_newsletter_without_a_key_is_saved_and_nothing_unsigned_is_sent(
+    make_site: SiteFactory, keys: tuple[TestKey, TestKey], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Only other.example has a key; the site's newsletter sends from news.example.org.
+    site = make_site(dkim_keys=keys[1].entry)
+    browser = site.browser()
+    page, _ = subscribe_form(browser)
+    with caplog.at_level(logging.WARNING, logger="gazette.web.app"):
+        response = browser.submit(page.form("/subscribe"), email=EMAIL)
+    assert response.status == 200
+    assert "Traceback" not in response.text
+    assert title_of(response) == SENT_TITLE
+    assert status_of(site.runtime, EMAIL) == SubscriptionStatus.PENDING
+    assert site.smtp.messages == []
+    assert any(
+        "No DKIM key signs mail from digest@news.example.org" in r.message for r in caplog.records
+    )
