@@ -1,7 +1,7 @@
 """The scenarios in running order, what each needs, and running a selection of them.
 
-Scenarios run in this order: sink, ceiling, gazette, obvious, relay, planning, csv, feed,
-web. ``--only`` runs the named ones plus what their figures are computed from (gazette's
+Scenarios run in this order: sink, ceiling, dkim, gazette, obvious, relay, planning, csv,
+feed, web. ``--only`` runs the named ones plus what their figures are computed from (gazette's
 ratios need the ceiling of the same run; obvious's ratio needs gazette).
 """
 
@@ -15,11 +15,23 @@ from pathlib import Path
 from benchmarks.harness import report
 from benchmarks.harness.context import Context, Scenario
 from benchmarks.harness.figures import Figure
-from benchmarks.scenarios import ceiling, csv, feed, gazette, obvious, planning, relay, sink, web
+from benchmarks.scenarios import (
+    ceiling,
+    csv,
+    dkim,
+    feed,
+    gazette,
+    obvious,
+    planning,
+    relay,
+    sink,
+    web,
+)
 
 SUITE: tuple[Scenario, ...] = (
     sink.SCENARIO,
     ceiling.SCENARIO,
+    dkim.SCENARIO,
     gazette.SCENARIO,
     obvious.SCENARIO,
     relay.SCENARIO,

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import TypedDict
 from urllib.parse import SplitResult, urlsplit
 
-from dkim.crypto import parse_pem_private_key
 from sqlalchemy.engine import make_url
 
+from gazette.dkim_settings import DkimKeySetting, parse_dkim_keys
 from gazette.errors import ConfigError
 from gazette.secret_settings import metrics_token, secret_keys_or_embedded
 from gazette.url_settings import (
@@ -79,9 +79,8 @@ class Settings:
     messages_per_connection: int = 1000
     queue: str = "gazette"
     beat_interval: int = 60
-    dkim_key: bytes | None = None
-    dkim_selector: str | None = None
-    dkim_domain: str | None = None
+    # DKIM keys by From domain (GAZETTE_DKIM_KEYS and the single-key shorthand); none: unsigned.
+    dkim_keys: tuple[DkimKeySetting, ...] = ()
     # The name given with GAZETTE_FROM_ADDRESS ("Name <address>"), or none.
     from_name: str = ""
     # Sending to a distant relay (issue 20): SMTP connections each worker process keeps
@@ -209,39 +208,12 @@ def _queue(raw: str) -> str:
     return raw
 
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
-_SELECTOR = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-
-
-def _dkim(env: Mapping[str, str], from_address: str) -> tuple[bytes | None, str | None, str | None]:
-    """DKIM key, selector and domain: all set together, or none (no signing)."""
-    key_file, selector = _get(env, "DKIM_KEY_FILE"), _get(env, "DKIM_SELECTOR")
-    if key_file is None and selector is None:
-        return None, None, None
-    if key_file is None or selector is None:
-        raise ConfigError(
-            f"{PREFIX}DKIM_KEY_FILE and {PREFIX}DKIM_SELECTOR go together; set both or neither."
-        )
-    if not _SELECTOR.match(selector):
-        raise ConfigError(f"{PREFIX}DKIM_SELECTOR={selector!r} is not a DNS label.")
-    try:
-        key = Path(key_file).read_bytes()
-    except OSError as exc:
-        raise ConfigError(
-            f"{PREFIX}DKIM_KEY_FILE={key_file!r} cannot be read ({exc.strerror})."
-        ) from None
-    try:
-        parse_pem_private_key(key)
-    except Exception:  # dkimpy raises several kinds for a key it cannot read
-        raise ConfigError(f"{PREFIX}DKIM_KEY_FILE={key_file!r} is not a PEM private key.") from None
-    raw_domain = _get(env, "DKIM_DOMAIN") or from_address.rpartition("@")[2]
-    try:
-        domain = raw_domain.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        domain = ""
-    if not _HOSTNAME.match(domain):
-        raise ConfigError(f"{PREFIX}DKIM_DOMAIN={raw_domain!r} is not a domain name.")
-    return key, selector, domain
+def _dkim(env: Mapping[str, str], from_address: str) -> tuple[DkimKeySetting, ...]:
+    """The DKIM keys: GAZETTE_DKIM_KEYS, plus the single key of GAZETTE_DKIM_KEY_FILE."""
+    return parse_dkim_keys(
+        _get(env, "DKIM_KEYS"), _get(env, "DKIM_KEY_FILE"), _get(env, "DKIM_SELECTOR"),
+        _get(env, "DKIM_DOMAIN"), from_address,
+    )  # fmt: skip
 
 
 def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
@@ -260,7 +232,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     from_name, from_address = _from_address(
         _get(env, "FROM_ADDRESS") or "newsletter@localhost.localdomain"
     )
-    dkim_key, dkim_selector, dkim_domain = _dkim(env, from_address)
+    dkim_keys = _dkim(env, from_address)
     from gazette.mail.verp import check_bounce_address  # here, so importing config stays cheap
 
     template_dir = _template_dir(env)
@@ -271,9 +243,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         base_url=parse_base_url(_get(env, "BASE_URL") or "http://localhost:8000"),
         from_address=from_address,
         from_name=from_name,
-        dkim_key=dkim_key,
-        dkim_selector=dkim_selector,
-        dkim_domain=dkim_domain,
+        dkim_keys=dkim_keys,
         secret_keys=secret_keys,
         bounce_address=check_bounce_address(_get(env, "BOUNCE_ADDRESS")),
         bounce_require_verp=_bool(env, "BOUNCE_REQUIRE_VERP", False),

@@ -85,10 +85,8 @@ def build_runtime(settings: Settings) -> Runtime:
 
 
 def _signer(settings: Settings) -> DkimSigner | None:
-    """The DKIM signer the settings configure, or None when they set no key."""
-    if settings.dkim_key is None or settings.dkim_selector is None or not settings.dkim_domain:
-        return None
-    return DkimSigner(settings.dkim_selector, settings.dkim_domain, settings.dkim_key)
+    """The DKIM signer of the settings' keys (one per From domain), or None when they set none."""
+    return DkimSigner.from_settings(settings.dkim_keys) if settings.dkim_keys else None
 
 
 def _verp(settings: Settings) -> Verp | None:

@@ -289,7 +289,7 @@ class RsaKey:
 
 
 def generate_rsa_key(folder: Path) -> RsaKey:
-    """A 2048-bit RSA key made with openssl (cryptography is not installed)."""
+    """A 2048-bit RSA key made with the openssl command, as an operator makes one."""
     folder.mkdir(parents=True, exist_ok=True)
     private, public = folder / "dkim.pem", folder / "dkim.pub.pem"
     subprocess.run(

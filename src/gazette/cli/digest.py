@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.cli.app import console, main, print_json, progress, runtime
 from gazette.digests import previews
+from gazette.digests.composer import require_dkim_key
 from gazette.digests.intro import give_issue_note
 from gazette.digests.ledger import (
     ErrorGroup,
@@ -108,6 +109,8 @@ def send(newsletter: str, extra: bool, wait: bool, weekly: bool, intro_file: Pat
     now = utcnow()
     note = read_intro_file(intro_file) if intro_file is not None else None
     with transaction(rt.sessions) as session:
+        # Refused before planning: nothing is written for an issue that cannot be signed.
+        require_dkim_key(rt.send_context, newsletter_by_slug(session, newsletter))
         plan = _plan(session, newsletter, now, extra=extra, weekly=weekly, note=note)
     if plan.skip_reason:
         click.echo(

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from gazette.cli.app import console, main, print_json, runtime
 from gazette.cli.presentation import presentation_changes, presentation_options
+from gazette.digests.composer import require_dkim_key
 from gazette.digests.planning import NextIssue, next_issue
 from gazette.errors import GazetteError
 from gazette.newsletters.brand import (
@@ -144,7 +145,10 @@ def add(
             article_languages=article_languages,
             content_mode=content_mode, excerpt_words=excerpt_words, images=images,
         )  # fmt: skip
-        apply_presentation(session.get_one(Newsletter, newsletter_id), look)
+        added = session.get_one(Newsletter, newsletter_id)
+        apply_presentation(added, look)
+        # A newsletter whose From domain has no DKIM key could not be sent: not added.
+        require_dkim_key(rt.send_context, added)
     click.echo(f"Newsletter {slug} added: {schedule} ({timezone}).")
 
 
@@ -284,7 +288,10 @@ def edit(
     look = presentation_changes(presentation)
     with transaction(rt.sessions) as session:
         update_newsletter(session, slug, changes)
-        apply_presentation(newsletter_by_slug(session, slug), look)
+        edited = newsletter_by_slug(session, slug)
+        apply_presentation(edited, look)
+        if from_address is not None:
+            require_dkim_key(rt.send_context, edited)  # nothing changed when refused
     click.echo(f"Newsletter {slug} updated.")
 
 

@@ -137,8 +137,14 @@ def sealed(
     """The message as bytes (DotSafe unless signed), DKIM-signed when a key is set."""
     message: bytes = build_message(envelope, text, html, boundary)
     if ctx.signer is not None:
-        message = ctx.signer.sign(message)
+        message = ctx.signer.sign(message, envelope.from_address)
     return message
+
+
+def require_dkim_key(ctx: SendContext, newsletter: Newsletter) -> None:
+    """MissingDkimKeyError when signing is on and the newsletter's From domain has no key."""
+    if ctx.signer is not None:
+        ctx.signer.key_for(split_sender(newsletter.from_address or ctx.default_from).address)
 
 
 # The longest a reader's name can be (subscriber.name), in the widest characters once

@@ -85,6 +85,12 @@ def send_batch(
     Safe to run twice or concurrently for the same range: only rows this call claims
     are sent. Every result is recorded; one failing address never fails the batch.
     """
+    with factory() as session:
+        composer = composer_for(session, ctx, issue_id)
+    if ctx.signer is not None:
+        # Before any row is claimed: without a DKIM key for its From domain the whole
+        # issue waits, untouched, for the key (MissingDkimKeyError says which).
+        ctx.signer.key_for(composer.prepared.from_address)
     with factory() as session, session.begin():
         claimed = claim(session, issue_id, low, high, ctx.lease)
         if not claimed:
@@ -95,8 +101,6 @@ def send_batch(
             .values(status=IssueStatus.SENDING, started_at=utcnow())
         )
     lease = _Lease(issue_id, claimed, ctx.lease)
-    with factory() as session:
-        composer = composer_for(session, ctx, issue_id)
     batch = _Batch(factory, composer, ctx, claimed, lease)
     with ctx.transport.connect() as connection:
         for (chunk, recipient, mid), failure in connection.send_each(batch.messages()):

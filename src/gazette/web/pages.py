@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from gazette.config import Brand
 from gazette.errors import GazetteError
+from gazette.mail.dkim import MissingDkimKeyError
 from gazette.mail.outcomes import DeliveryError
 from gazette.newsletters.brand import brand_for
 from gazette.newsletters.service import newsletter_by_slug
@@ -128,6 +129,8 @@ class Pages:
             self.rt.dispatcher.send_welcome(subscription_id)
         except DeliveryError as error:
             log.warning("welcome to subscription %s not sent: %s", subscription_id, error.detail)
+        except MissingDkimKeyError as error:
+            log.warning("welcome to subscription %s not sent: %s", subscription_id, error)
 
     def dispatch_confirmation(self, result: SubscribeResult) -> None:
         """Hand the confirmation mail of a pending subscription to the dispatcher.
@@ -144,6 +147,8 @@ class Pages:
             log.warning(
                 "confirmation to subscriber %s not sent: %s", result.subscriber_id, error.detail
             )
+        except MissingDkimKeyError as error:  # the operator's to fix; the reader may ask again
+            log.warning("confirmation to subscriber %s not sent: %s", result.subscriber_id, error)
 
     def reader_language(self, claims: TokenClaims) -> str | None:
         """The language of the reader a link names, when they still exist."""
