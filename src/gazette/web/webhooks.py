@@ -35,7 +35,7 @@ def fetch_pinned(url: str) -> bytes:
     return fetched.content or b""
 
 
-def _plain(status: int, line: str, **headers: str) -> Response:
+def _plain(status: int, line: str, headers: dict[str, str] | None = None) -> Response:
     return Response(line + "\n", status, mimetype="text/plain", headers=headers)
 
 
@@ -96,7 +96,8 @@ class WebhookViews(Pages):
             refused = CallRefusedError(
                 401, "This needs the Postmark webhook's basic-auth credentials."
             )
-            return self._refused("postmark", refused, WWW_Authenticate='Basic realm="webhooks"')
+            challenge = {"WWW-Authenticate": 'Basic realm="gazette webhooks"'}
+            return self._refused("postmark", refused, challenge)
         try:
             record = json_object(request.get_data(), "a Postmark webhook record")
         except CallRefusedError as refused:
@@ -139,6 +140,8 @@ class WebhookViews(Pages):
         log.info("%s webhook: %s (%s)", provider, report.reason, done)
         return _plain(200, f"Applied: {done}.")
 
-    def _refused(self, provider: str, refused: CallRefusedError, **headers: str) -> Response:
+    def _refused(
+        self, provider: str, refused: CallRefusedError, headers: dict[str, str] | None = None
+    ) -> Response:
         log.warning("%s webhook refused (%d): %s", provider, refused.status, refused.reason)
-        return _plain(refused.status, refused.reason, **headers)
+        return _plain(refused.status, refused.reason, headers)

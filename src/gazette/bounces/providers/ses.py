@@ -97,6 +97,10 @@ class SnsVerifier:
             raise CallRefusedError(403, "The message's Signature is not base64.") from None
         if not signature:
             raise CallRefusedError(403, "The message is unsigned.")
+        if kind != "Notification":
+            subscribe_url = message.get("SubscribeURL")
+            if not isinstance(subscribe_url, str) or not pinned(subscribe_url, certificate=False):
+                raise CallRefusedError(403, "The SubscribeURL is not an https URL on an SNS host.")
         url = message.get("SigningCertURL")
         if not isinstance(url, str) or not pinned(url, certificate=True):
             raise CallRefusedError(403, "The SigningCertURL is not an https URL on an SNS host.")
@@ -128,12 +132,9 @@ class SnsVerifier:
         return certificate
 
     def confirm(self, message: dict[str, Any]) -> None:
-        """Confirm a verified SubscriptionConfirmation by GET-ing its pinned SubscribeURL."""
-        url = message.get("SubscribeURL")
-        if not isinstance(url, str) or not pinned(url, certificate=False):
-            raise CallRefusedError(403, "The SubscribeURL is not an https URL on an SNS host.")
+        """Confirm a verified SubscriptionConfirmation by GET-ing its SubscribeURL."""
         try:
-            self._fetch(url)
+            self._fetch(str(message["SubscribeURL"]))
         except Exception as exc:  # the fetcher's failure, whatever it is: SNS will resend
             raise CallRefusedError(
                 502, f"The subscription could not be confirmed ({exc})."
