@@ -121,10 +121,11 @@ def _forgers(site: Hooked, rng: random.Random) -> list[Callable[[str, str], Forg
 def test_reliability_forged_webhooks_are_never_accepted(tmp_path: Path, database_url: str) -> None:
     rng = random.Random(20261206)
     with hooked_site(tmp_path, database_url, "ses") as site:
-        # The spent token was used once, genuinely, on an event Gazette ignores.
+        # The spent token was used once, genuinely, on a delay of the bystander's.
         spent_call = {"signature": mailgun_signature(int(site.clock()), "spent-token"),
-                      "event-data": {"event": "opened", "id": "opened-1"}}  # fmt: skip
-        assert site.post("/webhooks/mailgun", spent_call).status == 200
+                      "event-data": {"event": "failed", "severity": "temporary", "id": "d-1",
+                                     "recipient": address("bystander")}}  # fmt: skip
+        assert site.post("/webhooks/mailgun", spent_call).text.startswith("Applied: delayed")
         forgers = _forgers(site, rng)
         before = database_state(site.runtime)
         tried: Counter[str] = Counter()

@@ -95,3 +95,19 @@ def test_every_forged_call_is_refused_and_writes_nothing(site: Hooked) -> None:
     tables.pop("rate_limit"), state.pop("rate_limit")
     assert tables == state
     assert reader_states(site.runtime)[address("hard")].statuses == ("active",)
+
+
+def test_events_gazette_does_not_act_on_are_answered_and_ignored(site: Hooked) -> None:
+    state = database_state(site.runtime)
+    opened = event(site, "hard", "opened")
+    for _ in range(2):  # a retry of it too: its token guards nothing
+        answer = site.post("/webhooks/mailgun", opened)
+        assert (answer.status, answer.text.strip()) == (
+            200,
+            "Not acted on: a Mailgun opened event.",
+        )
+    no_id = event(site, "hard", "failed", "permanent", "5.1.1")
+    no_id["event-data"].pop("id")
+    answer = site.post("/webhooks/mailgun", no_id)
+    assert answer.text.strip() == "Not acted on: a Mailgun event without an id."
+    assert database_state(site.runtime) == state

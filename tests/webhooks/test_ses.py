@@ -13,6 +13,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gazette.store.models import SubscriptionStatus
+from gazette.web import MAX_BODY
 from tests.support.routes import database_state
 from tests.webhooks.hooks import (
     CERT_URL,
@@ -142,6 +143,8 @@ def test_every_forged_call_is_refused_and_writes_nothing(site: Hooked) -> None:
         assert len(answer.text.strip().splitlines()) == 1, (name, answer.text)
     for body in (b"not json", b"[]"):
         assert site.post("/webhooks/ses", body).status == 400
+    # Bodies are capped like every POST's.
+    assert site.post("/webhooks/ses", b" " * (MAX_BODY + 1)).status == 413
     assert database_state(site.runtime) == state
     # Only the pinned host's certificate was ever fetched; nothing was confirmed.
     assert set(site.fetcher.fetched) <= {CERT_URL}

@@ -17,7 +17,7 @@ from gazette.articles.fetch import fetch
 from gazette.bounces.processing import apply_report, recorded
 from gazette.bounces.providers import mailgun, postmark, ses
 from gazette.bounces.providers.events import CallRefusedError, Clock, Fetcher, json_object
-from gazette.bounces.reports import Report
+from gazette.bounces.reports import Kind, Report
 from gazette.store.db import transaction
 from gazette.web.pages import Pages, log
 
@@ -115,6 +115,8 @@ class WebhookViews(Pages):
         except CallRefusedError as refused:
             return self._refused("mailgun", refused)
         report = mailgun.report_of(payload, self.rt.settings.secret_keys)
+        if report.kind is Kind.UNRECOGNISED:  # acts on nothing, so its token guards nothing
+            return _plain(200, f"Not acted on: {report.reason}.")
         if not self.rt.limiter.hit(f"mailgun-token:{token}", 1, _TOKEN_MEMORY):
             # The same call again is a retry (nothing changes); the token on another event
             # is a captured signature carrying a forged body.

@@ -56,7 +56,10 @@ def verify(payload: dict[str, Any], signing_key: str, now: float) -> str:
 def report_of(payload: dict[str, Any], secret_keys: Sequence[str]) -> Report:
     """The Report of a verified call: a failed (permanent or temporary) or complained event."""
     event = part(payload, "event-data")
-    key = event_key("mailgun", text(event, "id", 200))
+    event_id = text(event, "id", 200)
+    key = event_key("mailgun", event_id)
+    if not event_id:  # nothing to key it by, so nothing to apply once
+        return Report(key, Kind.UNRECOGNISED, reason="a Mailgun event without an id")
     delivery = token_delivery(part(event, "user-variables").get(TAG), secret_keys)
     name, severity = text(event, "event"), text(event, "severity")
     address = text(event, "recipient")

@@ -43,7 +43,10 @@ def authorised(header: str | None, credentials: tuple[str, str]) -> bool:
 
 def report_of(record: dict[str, Any], secret_keys: Sequence[str]) -> Report:
     """The Report of one Postmark webhook record (a Bounce or a SpamComplaint)."""
-    key = event_key("postmark", text(record, "ID", 100) or text(record, "MessageID", 100))
+    event_id = text(record, "ID", 100)
+    key = event_key("postmark", event_id)
+    if not event_id:  # nothing to key it by, so nothing to apply once
+        return Report(key, Kind.UNRECOGNISED, reason="a Postmark record without an ID")
     delivery = token_delivery(part(record, "Metadata").get(TAG), secret_keys)
     record_type = text(record, "RecordType")
     bounce_type = text(record, "Type")
