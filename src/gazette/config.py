@@ -17,6 +17,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from sqlalchemy.engine import make_url
 
+from gazette.bounces.providers import settings as provider_settings
 from gazette.dkim_settings import DkimKeySetting, parse_dkim_keys
 from gazette.errors import ConfigError
 from gazette.secret_settings import metrics_token, secret_keys_or_embedded
@@ -97,6 +98,10 @@ class Settings:
     brand: Brand = field(default_factory=Brand)
     # The bearer token GET /metrics asks of a client off loopback (none: loopback only).
     metrics_token: str | None = None
+    # GAZETTE_MAIL_PROVIDER and the provider webhooks' credentials (bounces/providers).
+    providers: provider_settings.ProviderSettings = field(
+        default_factory=provider_settings.ProviderSettings
+    )
 
     @property
     def eager(self) -> bool:
@@ -252,6 +257,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         **_tuning(env),
         brand=_brand(env),
         metrics_token=metrics_token(_get(env, "METRICS_TOKEN")),
+        providers=provider_settings.parse({n: _get(env, n) for n in provider_settings.VARIABLES}),
     )
 
 

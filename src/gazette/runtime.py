@@ -18,6 +18,7 @@ from gazette.config import Settings, load_settings
 from gazette.digests.composer import SendContext
 from gazette.dispatch import Dispatcher, InProcessDispatcher, queue_dispatcher
 from gazette.mail.dkim import DkimSigner
+from gazette.mail.provider_headers import provider_header
 from gazette.mail.transports import make_transport
 from gazette.mail.verp import Verp
 from gazette.ratelimit import RateLimiter, make_limiter, make_session_gate, make_throttle
@@ -66,6 +67,7 @@ def build_runtime(settings: Settings) -> Runtime:
         lease=timedelta(seconds=settings.lease_seconds),
         brand=settings.brand,
         verp=_verp(settings),
+        provider_header=provider_header(settings.providers.mail_provider, settings.secret_keys),
     )
     dispatcher: Dispatcher = (
         InProcessDispatcher(sessions, send_context, limiter, settings.batch_size)

@@ -52,11 +52,13 @@ def fetch(
     timeout: httpx.Timeout = TIMEOUT,
     truncate: bool = False,
     accept: str = "application/rss+xml, application/atom+xml, application/xml;q=0.9, */*;q=0.5",
+    follow_redirects: bool = True,
 ) -> Fetched:
     """GET ``url`` conditionally; raise FetchError saying why when it fails.
 
     With ``truncate`` a body over ``max_bytes`` is cut there instead of refused (a page
-    read for its head only).
+    read for its head only). Without ``follow_redirects`` a redirect is an error: a URL
+    checked against a pinned host (a webhook's certificate) must not lead elsewhere.
     """
     headers = {
         "User-Agent": USER_AGENT,
@@ -68,12 +70,14 @@ def fetch(
         headers["If-Modified-Since"] = last_modified
     with (
         _explained(url),
-        httpx.Client(follow_redirects=True, max_redirects=MAX_REDIRECTS, timeout=timeout) as client,
+        httpx.Client(
+            follow_redirects=follow_redirects, max_redirects=MAX_REDIRECTS, timeout=timeout
+        ) as client,
         client.stream("GET", url, headers=headers) as response,
     ):
         if response.status_code == 304:
             return Fetched(None, etag, last_modified, str(response.url))
-        if response.status_code >= 400:
+        if response.status_code >= 400 or response.is_redirect:
             raise FetchError(f"{url} answered HTTP {response.status_code}.")
         body = _read_body(url, response, max_bytes, truncate)
         declared_type = response.headers.get("Content-Type", "")

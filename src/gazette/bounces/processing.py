@@ -75,7 +75,7 @@ def apply_report(session: Session, report: Report, *, require_verp: bool) -> Out
     """
     if report.kind is Kind.UNRECOGNISED:
         return Outcome(report.kind, reason=report.reason)
-    if _seen(session, report.key):
+    if recorded(session, report.key):
         return Outcome(report.kind, duplicate=True)
     targets = _targets(session, report, require_verp)
     effects = [(target, effect_of(report.kind, target.field)) for target in targets]
@@ -89,7 +89,8 @@ def apply_report(session: Session, report: Report, *, require_verp: bool) -> Out
     return Outcome(report.kind, tuple(done), unmatched=not targets)
 
 
-def _seen(session: Session, key: str) -> bool:
+def recorded(session: Session, key: str) -> bool:
+    """Whether a report with ``key`` was applied (or recorded as naming nobody) before."""
     return (
         session.scalar(select(BounceReport.id).where(BounceReport.message_key == key)) is not None
     )

@@ -27,6 +27,7 @@ from gazette.digests.routing import (
 )
 from gazette.mail.dkim import DkimSigner
 from gazette.mail.mime import Envelope, QuotedPrintable, build_message, quoted_printable
+from gazette.mail.provider_headers import ProviderHeader
 from gazette.mail.senders import split_sender
 from gazette.mail.transports import Transport
 from gazette.mail.verp import Verp
@@ -54,6 +55,8 @@ class SendContext:
     brand: Brand = field(default_factory=Brand)
     # GAZETTE_BOUNCE_ADDRESS and its signing keys; None: the From address is the sender.
     verp: Verp | None = None
+    # GAZETTE_MAIL_PROVIDER's metadata header, carrying the VERP token; None: no provider.
+    provider_header: ProviderHeader | None = None
     # Issues already loaded in this process: every batch of an issue shares them.
     cache: dict[int, Composer] = field(default_factory=dict, compare=False, repr=False)
 
@@ -343,8 +346,12 @@ class Composer:
         text, html = parts.personalise(reader.name, unsubscribe_url, preferences_url)
         return Personalised(parts.subject, text, html, unsubscribe_url, parts.boundary)
 
-    def compose(self, reader: Reader, date: datetime) -> tuple[str, bytes] | None:
+    def compose(
+        self, reader: Reader, date: datetime, delivery_id: int | None = None
+    ) -> tuple[str, bytes] | None:
         """Return (Message-ID, message bytes), or None when no article is theirs (skip_reason).
+
+        ``delivery_id``, the ledger row sent, puts its token in the provider's header.
 
         The bytes are those of build_message over personalise()'s bodies, but only the
         lines holding the reader's greeting and links are encoded for this reader.
@@ -369,8 +376,14 @@ class Composer:
             list_id=prepared.list_id,
             list_name=prepared.from_name,
             unsubscribe_url=unsubscribe_url,
+            provider_header=self._provider_header(delivery_id),
         )
         return mid, sealed(self._ctx, envelope, text, html, parts.boundary)
+
+    def _provider_header(self, delivery_id: int | None) -> str | None:
+        """The provider's metadata header of a ledger row, or None (no provider, no row)."""
+        header = self._ctx.provider_header
+        return None if header is None or delivery_id is None else header.line(delivery_id)
 
 
 def composer_for(session: Session, ctx: SendContext, issue_id: int) -> Composer:

@@ -200,7 +200,7 @@ class _Batch:
             for recipient in recipients:
                 if self.halted is not None:
                     return  # the chunk stays open: finish() leaves its untried rows waiting
-                composed = self.composer.compose(recipient.reader, self.now)
+                composed = self.composer.compose(recipient.reader, self.now, recipient.delivery_id)
                 if composed is None:
                     reason = self.composer.skip_reason(recipient.reader)
                     outcome.add_skip(recipient.delivery_id, reason)

@@ -228,6 +228,8 @@ class Envelope:
     list_id: str | None = None  # the identifier, e.g. weekly.example.org
     list_name: str = ""
     unsubscribe_url: str | None = None
+    # A provider's metadata header line carrying the VERP token (mail/provider_headers).
+    provider_header: str | None = None
 
 
 def build_message(
@@ -260,6 +262,9 @@ def build_message(
         # One URL in angle brackets, never encoded: RFC 8058 one-click needs it verbatim.
         headers.append(f"List-Unsubscribe: <{clean_line(envelope.unsubscribe_url, 900)}>")
         headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    if envelope.provider_header:
+        # Built whole by mail/provider_headers (ASCII, one short line): added as it is.
+        headers.append(envelope.provider_header)
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     head = (CRLF.join(headers) + CRLF + CRLF).encode("utf-8")
     part_head = (

@@ -13,6 +13,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from gazette.bounces.providers.events import Clock, Fetcher
 from gazette.errors import GazetteError
 from gazette.runtime import Runtime, current_runtime
 from gazette.store.db import database_answers
@@ -21,6 +22,7 @@ from gazette.web.archive_views import ArchiveViews
 from gazette.web.metrics import MetricsViews
 from gazette.web.reader_views import ReaderViews
 from gazette.web.signup_views import SignupViews
+from gazette.web.webhooks import WebhookViews
 
 # The largest request body the app reads: its forms are a few hundred bytes.
 MAX_BODY = 64 * 1024
@@ -38,7 +40,7 @@ SECURITY_HEADERS = {
 }
 
 
-class Views(ArchiveViews, SignupViews, ReaderViews, MetricsViews):
+class Views(ArchiveViews, SignupViews, ReaderViews, MetricsViews, WebhookViews):
     """The endpoint's views; each reads the request, calls one domain function, renders."""
 
     def healthz(self) -> Response:
@@ -48,8 +50,14 @@ class Views(ArchiveViews, SignupViews, ReaderViews, MetricsViews):
         return Response('{"status": "ok"}', 200, mimetype="application/json")
 
 
-def create_app(runtime: Runtime | None = None) -> Flask:
-    """Build the WSGI app on ``runtime`` (by default, this process's, from the environment)."""
+def create_app(
+    runtime: Runtime | None = None, *, fetcher: Fetcher | None = None, clock: Clock | None = None
+) -> Flask:
+    """Build the WSGI app on ``runtime`` (by default, this process's, from the environment).
+
+    ``fetcher`` and ``clock``: what the provider webhooks fetch with and read the time
+    from (tests serve their own certificates and choose the time).
+    """
     rt = runtime or current_runtime()
     app = Flask("gazette.web")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
@@ -59,6 +67,7 @@ def create_app(runtime: Runtime | None = None) -> Flask:
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops
         )
     views = Views(rt)
+    views.use_webhook_parts(fetcher, clock)
     for rule, view, methods in _routes(views):
         app.add_url_rule(rule, view.__name__, view, methods=methods)
     app.add_url_rule("/subscribe", "subscribe_post", views.subscribe, methods=["POST"])
@@ -80,6 +89,9 @@ def _routes(views: Views) -> list[tuple[str, Callable[..., Response], list[str]]
         ("/preferences/<token>", views.preferences, ["GET", "POST"]),
         ("/subscribe/embed", views.subscribe_embedded, ["POST"]),
         ("/resubscribe/<token>", views.resubscribe, ["POST"]),
+        ("/webhooks/ses", views.webhook_ses, ["POST"]),
+        ("/webhooks/postmark", views.webhook_postmark, ["POST"]),
+        ("/webhooks/mailgun", views.webhook_mailgun, ["POST"]),
     ]
 
 

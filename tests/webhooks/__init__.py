@@ -1,0 +1,1 @@
+"""Provider webhooks (issue 18): SES through SNS, Postmark, Mailgun, over real HTTP."""
