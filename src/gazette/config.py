@@ -17,7 +17,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from sqlalchemy.engine import make_url
 
-from gazette.bounces.providers import settings as provider_settings
+from gazette import provider_settings
 from gazette.dkim_settings import DkimKeySetting, parse_dkim_keys
 from gazette.errors import ConfigError
 from gazette.secret_settings import metrics_token, secret_keys_or_embedded

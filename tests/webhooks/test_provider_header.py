@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from gazette.bounces.providers.settings import parse
 from gazette.config import load_settings
 from gazette.errors import ConfigError
 from gazette.mail.provider_headers import HEADERS
 from gazette.mail.verp import delivery_for
+from gazette.provider_settings import parse
 from gazette.store.models import Delivery, Subscriber
 from tests.support.env import TEST_KEY, make_env
 from tests.webhooks.hooks import HEADER, hooked_site

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gazette.errors import ConfigError
+from gazette.url_settings import PREFIX
 
-PREFIX = "GAZETTE_"
 # GAZETTE_MAIL_PROVIDER: the provider whose metadata header each digest carries.
 PROVIDERS = ("none", "ses", "postmark", "mailgun", "sendgrid")
 # The variables read, without the prefix; config passes each raw value (or None).
