@@ -21,6 +21,7 @@ from gazette.digests.ledger import due_now
 from gazette.digests.recipients import Recipient, chunk_recipients
 from gazette.digests.recording import ChunkOutcome, ledger_row
 from gazette.mail.outcomes import DeliveryError, Fault
+from gazette.mail.status_policy import Effect
 from gazette.mail.verp import envelope_sender
 from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus, utcnow
 
@@ -298,16 +299,17 @@ def _counted(row: dict[str, object]) -> str:
 def _bounce_of(failure: DeliveryError, row: dict[str, object]) -> bool | None:
     """Whether a refusal counts against the reader: True hard, False soft, None not at all.
 
-    Only a reply about the reader (gazette.mail.outcomes.classify) counts: a permanent one is a hard
-    bounce; a transient one that outlived the retry period, or a 552 (mailbox full,
+    Only a reply about the reader (gazette.mail.outcomes.classify) counts, as the one
+    policy (gazette.mail.status_policy) says: a hard one (5.1.x, 5.2.x, no code) is a
+    hard bounce; 5.2.2, a transient one that outlived the retry period, or a 552 (mailbox full,
     retried but counted so that a mailbox that stays full ends the subscription after
     the soft-bounce limit), a soft one. Refusals of the session, policy replies and
     connection failures never count, however long they last.
     """
-    if failure.fault is not Fault.READER:
+    if failure.fault is not Fault.READER or not failure.effect.counts_against_reader:
         return None
     if row["status"] == DeliveryStatus.FAILED:
-        return failure.permanent
+        return failure.effect is Effect.HARD
     return False if failure.code == 552 else None
 
 
