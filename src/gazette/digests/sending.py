@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import exists, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.digests.composer import Composer, SendContext, composer_for, message_id
@@ -23,7 +23,7 @@ from gazette.digests.recording import ChunkOutcome, ledger_row
 from gazette.mail.outcomes import DeliveryError, Fault
 from gazette.mail.status_policy import Effect
 from gazette.mail.verp import envelope_sender
-from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus, utcnow
+from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus, Newsletter, utcnow
 
 __all__ = ["BatchResult", "SendContext", "message_id", "send_batch"]
 
@@ -52,15 +52,23 @@ def claim(session: Session, issue_id: int, low: int, high: int, lease: timedelta
     """Atomically move due pending rows in [low, high] to "sending"; return their ids.
 
     One conditional UPDATE: a row another worker already claimed no longer matches
-    ``status = 'pending'``, so it is never returned twice.
+    ``status = 'pending'``, so it is never returned twice; nor does a row of a
+    newsletter whose sending is paused (newsletters/pausing), checked in the same
+    statement so a pause committed a moment before is never missed.
     """
     now = utcnow()
+    paused = exists().where(
+        Issue.id == issue_id,
+        Newsletter.id == Issue.newsletter_id,
+        Newsletter.paused_at.is_not(None),
+    )
     result = session.execute(
         update(Delivery)
         .where(
             Delivery.issue_id == issue_id,
             Delivery.id.between(low, high),
             due_now(now),
+            ~paused,
         )
         .values(
             status=DeliveryStatus.SENDING,
@@ -141,14 +149,16 @@ class _Lease:
         )
 
 
-def _record(session: Session, outcome: ChunkOutcome, lease: _Lease, sent_up_to: int) -> None:
+def _record(
+    session: Session, outcome: ChunkOutcome, lease: _Lease, sent_up_to: int, ctx: SendContext
+) -> None:
     """Renew the lease, then write one chunk's results to the ledger and count them.
 
     The write ends with the issue's running totals, so the issue's row, which every
     worker sending the issue updates, is locked only from there to the commit.
     """
     lease.renew_if_due(session, sent_up_to)
-    outcome.write(session, lease.issue_id)
+    outcome.write(session, lease.issue_id, ctx.deliverability)
 
 
 class _Batch:
@@ -258,7 +268,7 @@ class _Batch:
         outcome = self.open.pop(start)
         self.recorded.add(start)
         self.counts.update(outcome.counts)
-        _record(session, outcome, self.lease, start + RECORD_CHUNK)
+        _record(session, outcome, self.lease, start + RECORD_CHUNK, self.ctx)
 
     def finish(self) -> None:
         """Record what is left; after a refusal of the session, the untried rows wait.
@@ -288,7 +298,7 @@ class _Batch:
                 self._write(session, start)
             if tail.updates:
                 self.counts.update(tail.counts)
-                _record(session, tail, self.lease, len(self.claimed))
+                _record(session, tail, self.lease, len(self.claimed), self.ctx)
 
 
 def _counted(row: dict[str, object]) -> str:

@@ -228,6 +228,9 @@ class Envelope:
     list_id: str | None = None  # the identifier, e.g. weekly.example.org
     list_name: str = ""
     unsubscribe_url: str | None = None
+    # Google Postmaster Tools' feedback loop: ``issue:newsletter:gazette:SenderId``, the
+    # same for every reader of an issue (see gazette.digests.composer.feedback_id).
+    feedback_id: str | None = None
 
 
 def build_message(
@@ -260,6 +263,9 @@ def build_message(
         # One URL in angle brackets, never encoded: RFC 8058 one-click needs it verbatim.
         headers.append(f"List-Unsubscribe: <{clean_line(envelope.unsubscribe_url, 900)}>")
         headers.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
+    if envelope.feedback_id:
+        # Gmail reports complaints only per Feedback-ID, and only when it is DKIM-signed.
+        headers.append(f"Feedback-ID: {clean_line(envelope.feedback_id, 200)}")
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     head = (CRLF.join(headers) + CRLF + CRLF).encode("utf-8")
     part_head = (
