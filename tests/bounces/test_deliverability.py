@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from gazette.bounces.processing import process_message
 from gazette.deliverability_settings import Deliverability
-from gazette.digests.deliverability import IssueRates, issue_rates
+from gazette.digests.deliverability import IssueRates, describe, issue_rates, policy_refusals
 from gazette.digests.planning import plan_issue, plans_at
 from gazette.digests.sending import claim
 from gazette.errors import GazetteError
@@ -154,6 +154,7 @@ class Sent:
     newsletter_id: int
     issue_id: int
     verp: list[str]
+    ids: list[int]
 
     def complain(self, n: int, at: datetime = T0) -> None:
         raw = sample("arf_complaint.eml", verp=self.verp[n], recipient=f"r{n}@example.org", n=n + 1)
@@ -197,7 +198,7 @@ def sent(runtime: Runtime) -> Sent:
         )  # fmt: skip
         session.add(Delivery(issue_id=issue.id, subscriber_id=99, status=DeliveryStatus.PENDING))
     verp = [Verp(BOUNCE, [TEST_KEY]).address(row_id) for row_id in ids]
-    return Sent(runtime, weekly, issue.id, verp)
+    return Sent(runtime, weekly, issue.id, verp, ids)
 
 
 def _claimable(sent: Sent) -> list[int]:
@@ -250,3 +251,20 @@ def test_resuming_a_newsletter_that_is_not_paused_is_one_sentence(sent: Sent) ->
     with transaction(sent.runtime.sessions) as session, pytest.raises(GazetteError) as raised:
         resume(session, sent.newsletter_id, T0)
     assert str(raised.value) == "weekly is not paused; there is nothing to resume."
+
+
+def test_policy_refusals_are_counted_per_receiving_domain(sent: Sent) -> None:
+    raw = sample("dsn_policy_571.eml", verp=sent.verp[0], recipient="r0@mx.example.net")
+    with transaction(sent.runtime.sessions) as session:
+        process_message(session, raw, secret_keys=[TEST_KEY], require_verp=True, now=T0)
+        # A refusal during sending, as the ledger keeps it (mail/outcomes' detail).
+        refused = session.get_one(Delivery, sent.ids[1])
+        refused.status, refused.last_error = DeliveryStatus.FAILED, "554 5.7.1 rejected as spam"
+    with sent.runtime.sessions() as session:
+        assert policy_refusals(session, sent.issue_id) == {"mx.example.net": 1, "example.org": 1}
+        rates = issue_rates(session, sent.issue_id)
+    assert (rates.hard, rates.soft, rates.complaints) == (0, 0, 0)
+    assert describe(rates, {"mx.example.net": 1}) == (
+        f"Issue {sent.issue_id}: hard bounces 0.00%, soft bounces 0.00%, complaints 0.00% of "
+        "1,000 settled; policy refusals: mx.example.net 1"
+    )
