@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gazette.articles.service import clean_html
-from gazette.digests.composer import Composer, Reader, SendContext, prepare
+from gazette.digests.composer import Composer, Reader, SendContext, feedback_id, prepare
 from gazette.mail.mime import BodyTemplate, DotSafe, Envelope, build_message, quoted_printable
 from gazette.mail.outcomes import DeliveryError
 from gazette.mail.smtp import SMTPConnection, dot_stuffed, transmit
@@ -219,6 +219,7 @@ def test_composed_messages_are_the_bytes_of_encoding_whole_bodies(
             to_name=reader.name, to_address=reader.email, subject=rendered.subject,
             message_id=mid, date=NOW, list_id=prepared.list_id,
             list_name=prepared.from_name, unsubscribe_url=unsubscribe_url,
+            feedback_id=feedback_id(prepared, None),
         )  # fmt: skip
         assert message == build_message(envelope, text, html, rendered.boundary), reader
         # Nothing for SMTP to dot-stuff: the message goes out as it is.

@@ -18,6 +18,8 @@ from urllib.parse import SplitResult, urlsplit
 from sqlalchemy.engine import make_url
 
 from gazette import provider_settings
+from gazette.deliverability_settings import NAMES as DELIVERABILITY
+from gazette.deliverability_settings import Deliverability, parse_deliverability
 from gazette.dkim_settings import DkimKeySetting, parse_dkim_keys
 from gazette.errors import ConfigError
 from gazette.secret_settings import metrics_token, secret_keys_or_embedded
@@ -94,6 +96,8 @@ class Settings:
     bounce_address: str | None = None
     # Reports about sent mail without a valid VERP token change nothing (gazette.bounces).
     bounce_require_verp: bool = False
+    # Soft-bounce decay, the rates that pause a newsletter, the Feedback-ID's SenderId.
+    deliverability: Deliverability = field(default_factory=Deliverability)
     # The publisher's brand, the default of every newsletter (each may override it).
     brand: Brand = field(default_factory=Brand)
     # The bearer token GET /metrics asks of a client off loopback (none: loopback only).
@@ -252,6 +256,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         secret_keys=secret_keys,
         bounce_address=check_bounce_address(_get(env, "BOUNCE_ADDRESS")),
         bounce_require_verp=_bool(env, "BOUNCE_REQUIRE_VERP", False),
+        deliverability=parse_deliverability({name: _get(env, name) for name in DELIVERABILITY}),
         template_dir=template_dir,
         var_dir=var_dir,
         **_tuning(env),

@@ -65,6 +65,7 @@ def build_runtime(settings: Settings) -> Runtime:
         throttle=make_throttle(settings.broker_url, settings.send_rate, settings.queue),
         signer=_signer(settings),
         lease=timedelta(seconds=settings.lease_seconds),
+        deliverability=settings.deliverability,
         brand=settings.brand,
         verp=_verp(settings),
         provider_header=provider_header(settings.providers.mail_provider, settings.secret_keys),

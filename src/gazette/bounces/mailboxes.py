@@ -23,7 +23,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from gazette.bounces.policy import Effect
 from gazette.bounces.processing import Outcome, process_message
 from gazette.bounces.reports import Kind
+from gazette.deliverability_settings import Deliverability
 from gazette.errors import GazetteError
+from gazette.subscribers.bounces import DEFAULT_RULES
 
 PROCESSED = ".processed"
 UNRECOGNISED = ".unrecognised"
@@ -92,6 +94,7 @@ def process_maildir(
     secret_keys: Sequence[str],
     require_verp: bool,
     progress: Callable[[int], None] | None = None,
+    rules: Deliverability = DEFAULT_RULES,
 ) -> Summary:
     """Process every message waiting in the Maildir ``path``; ``progress(done)`` after each."""
     maildir = check_maildir(path)
@@ -100,7 +103,7 @@ def process_maildir(
     for done, file in enumerate(files, 1):
         raw = _read(file)
         if raw is not None:
-            outcome = _process(sessions, raw, secret_keys, require_verp)
+            outcome = _process(sessions, raw, secret_keys, require_verp, rules)
             try:
                 _move(maildir, file, raw, outcome)
             except OSError as exc:
@@ -128,12 +131,18 @@ def _read(file: Path) -> bytes | None:
 
 
 def _process(
-    sessions: sessionmaker[Session], raw: bytes, secret_keys: Sequence[str], require_verp: bool
+    sessions: sessionmaker[Session],
+    raw: bytes,
+    secret_keys: Sequence[str],
+    require_verp: bool,
+    rules: Deliverability,
 ) -> Outcome:
     if len(raw) > MAX_BYTES:
         return Outcome(Kind.UNRECOGNISED, reason=f"larger than {MAX_BYTES // 2**20} MB")
     with sessions() as session, session.begin():
-        return process_message(session, raw, secret_keys=secret_keys, require_verp=require_verp)
+        return process_message(
+            session, raw, secret_keys=secret_keys, require_verp=require_verp, rules=rules
+        )
 
 
 def _move(maildir: Path, file: Path, raw: bytes, outcome: Outcome) -> None:

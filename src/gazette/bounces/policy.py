@@ -1,44 +1,25 @@
-"""What a report about sent mail means for the reader it names: the one place that decides.
+"""What a report about sent mail means for the reader it names.
 
-By the RFC 3463 status code of a failure, as mail/outcomes does for a refusal during
-the SMTP conversation:
+A failure's status code goes through the one policy, gazette.mail.status_policy
+(``Source.REPORT``), which the replies during sending share; this module reads a
+report's fields into it and adds what only reports have:
 
-- 5.1.x (bad address), 5.2.x (mailbox; but 5.2.2, mailbox full, is soft), 5.0.0 or no
-  code at all (the reader's, as relays always said "550 no such user"; Postfix writes
-  5.0.0 for a reply without a code): a hard bounce, the reader suppressed at once.
-- 5.3.x to 5.7.x (mail system, routing, protocol, content, policy, reputation,
-  authentication) and 4.7.x: not the reader's doing. Never counted against them; the
-  event is kept and the report counted for its issue and receiving domain (the
-  bounce_report table), for the operator.
-- any other 4.x.x that failed for good: a soft bounce (SOFT_BOUNCE_LIMIT of them end
-  the subscriptions).
 - a delay (Action: delayed) or an auto-reply: an event in the reader's history, nothing else.
 - a complaint (an RFC 5965 abuse or fraud report): unsubscribed from every newsletter
   and suppressed for good; only the reader's own double opt-in brings them back.
+- soft bounces end the subscriptions after GAZETTE_SOFT_BOUNCE_LIMIT of them within
+  GAZETTE_SOFT_BOUNCE_DAYS (gazette.subscribers.bounces); a hard bounce at once; a
+  failure that was not the reader's is counted for its issue and receiving domain
+  (bounce_report), never against them.
 """
 
 from __future__ import annotations
 
-import enum
-
 from gazette.bounces.formats import Field, status_code
 from gazette.bounces.reports import Kind
+from gazette.mail.status_policy import Effect, Source, code_effect, parse_status
 
-
-class Effect(enum.StrEnum):
-    """What one report does to the reader it names."""
-
-    HARD = "hard bounce"
-    SOFT = "soft bounce"
-    NOT_THE_READER = "not the reader"
-    DELAYED = "delayed"
-    AUTO_REPLY = "auto-reply"
-    COMPLAINT = "complaint"
-
-    @property
-    def counts_against_reader(self) -> bool:
-        """True for a bounce that counts towards suppressing the reader."""
-        return self in (Effect.HARD, Effect.SOFT)
+__all__ = ["Effect", "effect_of", "failure_effect", "reported_status"]
 
 
 def effect_of(kind: Kind, field: Field | None) -> Effect | None:
@@ -75,13 +56,5 @@ def reported_status(field: Field | None) -> str | None:
 
 def failure_effect(status: str | None) -> Effect:
     """The effect of a failed delivery with ``status`` ("5.1.1", or None for no code)."""
-    if status is None:
-        return Effect.HARD
-    klass, subject, detail = (int(part) for part in status.split("."))
-    if klass == 5:
-        if (subject, detail) == (2, 2):
-            return Effect.SOFT  # mailbox full: the reader may well come back
-        return Effect.HARD if subject in (0, 1, 2) else Effect.NOT_THE_READER
-    if klass == 4:
-        return Effect.NOT_THE_READER if subject == 7 else Effect.SOFT
-    return Effect.NOT_THE_READER  # a success code on a failure: nothing to hold against anyone
+    # A failed DSN is permanent: without a code it is the bare "550 no such user".
+    return code_effect(True, parse_status(status) if status else None, Source.REPORT)

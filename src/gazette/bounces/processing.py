@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -21,11 +22,15 @@ from gazette.addresses import AddressError, identity_key
 from gazette.bounces.formats import Field
 from gazette.bounces.policy import Effect, effect_of, reported_status
 from gazette.bounces.reports import Kind, Report, read_report
-from gazette.store.models import BounceReport, Delivery, Issue, Subscriber
-from gazette.subscribers.bounces import record_bounce, record_complaint
+from gazette.deliverability_settings import Deliverability
+from gazette.newsletters.pausing import check_pause
+from gazette.store.models import BounceReport, Delivery, Issue, Subscriber, utcnow
+from gazette.subscribers.bounces import DEFAULT_RULES, record_bounce, record_complaint
 from gazette.subscribers.service import Origin, record_event
 
 UNMATCHED = "unmatched"
+# What a report adds that may pause the issue's newsletter (newsletters/pausing).
+_ADVERSE = (Effect.HARD, Effect.COMPLAINT)
 # The event each effect that is not a bounce or a complaint writes in the reader's history.
 _EVENTS = {
     Effect.NOT_THE_READER: "bounce_not_counted",
@@ -60,18 +65,34 @@ class _Target:
 
 
 def process_message(
-    session: Session, raw: bytes, *, secret_keys: Sequence[str], require_verp: bool
+    session: Session,
+    raw: bytes,
+    *,
+    secret_keys: Sequence[str],
+    require_verp: bool,
+    rules: Deliverability = DEFAULT_RULES,
+    now: datetime | None = None,
 ) -> Outcome:
     """Read the message ``raw`` and apply it; see apply_report."""
-    return apply_report(session, read_report(raw, secret_keys), require_verp=require_verp)
+    report = read_report(raw, secret_keys)
+    return apply_report(session, report, require_verp=require_verp, rules=rules, now=now)
 
 
-def apply_report(session: Session, report: Report, *, require_verp: bool) -> Outcome:
+def apply_report(
+    session: Session,
+    report: Report,
+    *,
+    require_verp: bool,
+    rules: Deliverability = DEFAULT_RULES,
+    now: datetime | None = None,
+) -> Outcome:
     """Act on ``report`` once: bounce, count, record or suppress as the policy says.
 
     An unrecognised report changes nothing (the caller keeps the message aside). A
     report whose key was recorded before changes nothing either. ``require_verp``: a
-    report without a valid token matches nobody.
+    report without a valid token matches nobody. A hard bounce or a complaint about an
+    issue may pause its newsletter (newsletters/pausing), in this same transaction.
+    ``rules``: the soft-bounce decay and the pause limits; ``now``: the clock.
     """
     if report.kind is Kind.UNRECOGNISED:
         return Outcome(report.kind, reason=report.reason)
@@ -81,11 +102,15 @@ def apply_report(session: Session, report: Report, *, require_verp: bool) -> Out
     effects = [(target, effect_of(report.kind, target.field)) for target in targets]
     if not _claim(session, report, effects):
         return Outcome(report.kind, duplicate=True)
+    now = now or utcnow()
     done = []
     for target, effect in effects:
         if effect is not None:
-            _apply(session, report, target, effect)
+            _apply(session, report, target, effect, rules, now)
             done.append(effect)
+    adverse = {t.issue_id for t, e in effects if e in _ADVERSE and t.issue_id is not None}
+    for issue_id in sorted(adverse):
+        check_pause(session, issue_id, rules, now, fresh=True)
     return Outcome(report.kind, tuple(done), unmatched=not targets)
 
 
@@ -153,25 +178,38 @@ def _domain(field: Field | None) -> str | None:
     return field.address.rpartition("@")[2].lower()[:255] or None
 
 
-def _apply(session: Session, report: Report, target: _Target, effect: Effect) -> None:
-    """Change the reader as ``effect`` says, and keep it in their history."""
+def _apply(
+    session: Session,
+    report: Report,
+    target: _Target,
+    effect: Effect,
+    rules: Deliverability,
+    now: datetime,
+) -> None:
+    """Change the reader as ``effect`` says, keep it in their history, count it for the issue."""
     words = _words(report, target.field)
     if effect is Effect.COMPLAINT:
         record_complaint(session, target.subscriber_id, detail=words)
+        _count(session, target.issue_id, complained_count=Issue.complained_count + 1)
         return
     if effect.counts_against_reader:
-        record_bounce(session, target.subscriber_id, hard=effect is Effect.HARD, detail=words)
-        if target.issue_id is not None:
-            session.execute(
-                update(Issue)
-                .where(Issue.id == target.issue_id)
-                .values(bounced_count=Issue.bounced_count + 1)
-            )
+        hard = effect is Effect.HARD
+        record_bounce(session, target.subscriber_id, hard=hard, detail=words, rules=rules, now=now)
+        _count(
+            session, target.issue_id, bounced_count=Issue.bounced_count + 1,
+            hard_bounced_count=Issue.hard_bounced_count + int(hard),
+        )  # fmt: skip
         return
     record_event(
         session, _EVENTS[effect], Origin("system"), subscriber_id=target.subscriber_id,
         report=words, issue=str(target.issue_id or ""),
     )  # fmt: skip
+
+
+def _count(session: Session, issue_id: int | None, **values: object) -> None:
+    """Add to the running totals of the issue a report named (none: nothing to add to)."""
+    if issue_id is not None:
+        session.execute(update(Issue).where(Issue.id == issue_id).values(**values))
 
 
 def _words(report: Report, field: Field | None) -> str:

@@ -13,6 +13,7 @@ from gazette.cli import (  # noqa: F401  (importing registers the commands)
     database,
     demo,
     digest,
+    digest_pause,
     feeds,
     newsletters,
     run,

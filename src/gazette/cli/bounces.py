@@ -44,6 +44,7 @@ def process(path: Path) -> None:
         summary = process_maildir(
             rt.sessions, maildir, secret_keys=rt.settings.secret_keys,
             require_verp=rt.settings.bounce_require_verp, progress=advance,
+            rules=rt.settings.deliverability,
         )  # fmt: skip
     click.echo(f"Read {_count(summary.read, 'message')} from {maildir}: {describe(summary)}.")
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gazette.cli.app import console, main, print_json, progress, runtime
 from gazette.digests import previews
 from gazette.digests.composer import require_dkim_key
+from gazette.digests.deliverability import describe, issue_rates, policy_refusals
 from gazette.digests.intro import give_issue_note
 from gazette.digests.ledger import (
     ErrorGroup,
@@ -21,6 +22,7 @@ from gazette.digests.ledger import (
     error_groups,
     in_flight,
     issue_stats,
+    paused_reason,
     refused_by_relay,
     relay_refusal,
 )
@@ -155,8 +157,11 @@ def _settle(rt: Runtime, issue_id: int) -> None:
         groups = error_groups(session, [issue_id])[issue_id]
         refusal = relay_refusal(session, issue_id)
         everyone = refused_by_relay(session, issue_id)
+        paused = paused_reason(session, issue_id)
     for group in groups:
         click.echo(group.describe())
+    if paused is not None:
+        raise GazetteError(paused)
     if refusal is None and everyone is not None:
         words = " ".join(everyone.split())
         raise GazetteError(
@@ -215,10 +220,18 @@ def status(issues: tuple[int, ...], limit: int, as_json: bool) -> None:
         # Issues asked for by id are all shown, however many: --limit is for the newest.
         found = issue_stats(session, list(issues) or None, max(limit, len(issues)))
         errors = error_groups(session, [s.issue_id for s in found])
+        figures = {
+            s.issue_id: (issue_rates(session, s.issue_id), policy_refusals(session, s.issue_id),
+                         paused_reason(session, s.issue_id))
+            for s in found
+        }  # fmt: skip
     missing = sorted(set(issues) - {s.issue_id for s in found})
     if missing:
         raise GazetteError(f"There is no issue {missing[0]}; `gazette digest status` lists them.")
     rows = [_describe(s, errors[s.issue_id]) for s in found]
+    for row in rows:
+        rates, refusals, paused = figures[row["issue"]]
+        row.update(deliverability={**rates.as_json(), "policy_refusals": refusals}, paused=paused)
     if as_json:
         print_json({"issues": rows})
         return
@@ -235,8 +248,11 @@ def status(issues: tuple[int, ...], limit: int, as_json: bool) -> None:
         )  # fmt: skip
     console().print(table)
     for stats in found:
+        click.echo(describe(*figures[stats.issue_id][:2]))
         for group in errors[stats.issue_id]:
             click.echo(f"Issue {stats.issue_id}: {group.describe()}")
+    for sentence in dict.fromkeys(row["paused"] for row in rows if row["paused"]):
+        click.echo(sentence)
 
 
 @digest.command()

@@ -20,6 +20,7 @@ from gazette.newsletters.brand import (
     describe_presentation,
     embed_snippet,
 )
+from gazette.newsletters.pausing import pause_sentence
 from gazette.newsletters.service import (
     ARTICLE_LANGUAGES,
     CONTENT_MODES,
@@ -34,7 +35,9 @@ from gazette.store.db import transaction
 from gazette.store.models import Newsletter, utcnow
 
 # The keys the text output of `show` says in one sentence instead of one line each.
-NEXT_ISSUE_KEYS = ("next_send_at", "next_send_due", "waiting_articles", "next_issue_articles")
+NEXT_ISSUE_KEYS = (
+    "next_send_at", "next_send_due", "waiting_articles", "next_issue_articles", "paused",
+)  # fmt: skip
 
 MAX_AGE_HELP = (
     "Look-back window in days: an article published within it that the newsletter "
@@ -196,6 +199,7 @@ def show(slug: str, as_json: bool) -> None:
         next_send_due=coming.send.due_now if coming.send else False,
         waiting_articles=coming.waiting,
         next_issue_articles=coming.carried,
+        paused=newsletter.pause_reason if newsletter.paused_at else None,
     )
     if as_json:
         print_json(document)
@@ -203,6 +207,9 @@ def show(slug: str, as_json: bool) -> None:
     for key, value in document.items():
         if key not in NEXT_ISSUE_KEYS:
             console().print(f"{key}: {value}")
+    if newsletter.paused_at is not None:  # not scheduled while paused: say why instead
+        click.echo(pause_sentence(slug, newsletter.pause_reason or "paused"))
+        return
     click.echo(next_issue_sentence(slug, newsletter.timezone, coming))
 
 

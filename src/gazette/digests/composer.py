@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gazette.config import Brand
+from gazette.deliverability_settings import Deliverability
 from gazette.digests.content import HTML_BUDGET, ContentChoice, article_views, shorten_longest
 from gazette.digests.intro import issue_notes
 from gazette.digests.routing import (
@@ -57,6 +58,8 @@ class SendContext:
     verp: Verp | None = None
     # GAZETTE_MAIL_PROVIDER's metadata header, carrying the VERP token; None: no provider.
     provider_header: ProviderHeader | None = None
+    # Soft-bounce decay, the pause limits and the Feedback-ID's SenderId (GAZETTE_*).
+    deliverability: Deliverability = field(default_factory=Deliverability)
     # Issues already loaded in this process: every batch of an issue shares them.
     cache: dict[int, Composer] = field(default_factory=dict, compare=False, repr=False)
 
@@ -107,6 +110,16 @@ class PreparedIssue:
 def domain_of(address: str) -> str:
     """The domain part of an address (for Message-IDs and List-Id)."""
     return address.rpartition("@")[2]
+
+
+def feedback_id(prepared: PreparedIssue, sender_id: str | None) -> str:
+    """The Feedback-ID of every message of an issue: ``issue:newsletter:gazette:SenderId``.
+
+    Google aggregates complaints per field, the right-most (SenderId, the setting or
+    the From domain) mandatory; nothing in it names a reader, so it is one per issue.
+    """
+    sender = sender_id or domain_of(prepared.from_address)
+    return f"{prepared.issue_public_id}:{prepared.newsletter_slug}:gazette:{sender}"
 
 
 def message_id(issue_public_id: str, subscriber_public_id: str, domain: str) -> str:
@@ -243,6 +256,7 @@ class Composer:
         self._present = frozenset(a.language for a in prepared.view.articles if a.language)
         self._rendered: dict[_RenderKey, RenderedMessage] = {}
         self._by_reader: dict[_ReaderKey, RenderedMessage | None] = {}
+        self._feedback_id = feedback_id(prepared, ctx.deliverability.feedback_sender_id)
 
     @property
     def render_count(self) -> int:
@@ -377,6 +391,7 @@ class Composer:
             list_name=prepared.from_name,
             unsubscribe_url=unsubscribe_url,
             provider_header=self._provider_header(delivery_id),
+            feedback_id=self._feedback_id,
         )
         return mid, sealed(self._ctx, envelope, text, html, parts.boundary)
 

@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from gazette.mail.outcomes import RELAY_STEPS, relay_fault
+from gazette.newsletters.pausing import pause_sentence
 from gazette.store.models import (
     Delivery,
     DeliveryStatus,
@@ -57,15 +58,24 @@ def pending_batches(session: Session, issue_id: int, batch_size: int) -> list[tu
     ]
 
 
-def resumable_issues(session: Session, now: datetime) -> list[int]:
-    """Return issues with pending rows that are due now: retries, or batches whose task was lost."""
+def resumable_issues(
+    session: Session, now: datetime, newsletter_id: int | None = None
+) -> list[int]:
+    """Return issues with pending rows that are due now: retries, or batches whose task was lost.
+
+    ``newsletter_id``: only that newsletter's. A paused newsletter's issues are not.
+    """
+    only = () if newsletter_id is None else (Issue.newsletter_id == newsletter_id,)
     return list(
         session.scalars(
             select(Delivery.issue_id)
             .join(Issue, Issue.id == Delivery.issue_id)
+            .join(Newsletter, Newsletter.id == Issue.newsletter_id)
             .where(
                 Issue.status.in_([IssueStatus.PLANNED, IssueStatus.SENDING]),
+                Newsletter.paused_at.is_(None),  # a paused newsletter's rows wait for resume
                 due_now(now),
+                *only,
             )
             .distinct()
         )
@@ -142,8 +152,23 @@ def issue_stats(
 
 
 def in_flight(session: Session, issue_id: int, now: datetime) -> bool:
-    """True while rows are being sent or are due now; rows waiting on a backoff are not."""
+    """True while rows are being sent or are due now; rows waiting on a backoff are not.
+
+    Nor are the pending rows of a paused newsletter: no batch claims them until resumed.
+    """
+    if paused_reason(session, issue_id) is not None:
+        return _has_row(session, issue_id, Delivery.status == DeliveryStatus.SENDING)
     return _has_row(session, issue_id, (Delivery.status == DeliveryStatus.SENDING) | due_now(now))
+
+
+def paused_reason(session: Session, issue_id: int) -> str | None:
+    """The pause sentence of the issue's newsletter when its sending is paused, else None."""
+    row = session.execute(
+        select(Newsletter.slug, Newsletter.pause_reason)
+        .join(Issue, Issue.newsletter_id == Newsletter.id)
+        .where(Issue.id == issue_id, Newsletter.paused_at.is_not(None))
+    ).first()
+    return None if row is None else pause_sentence(row.slug, row.pause_reason or "paused")
 
 
 def _has_row(session: Session, issue_id: int, condition: ColumnElement[bool]) -> bool:

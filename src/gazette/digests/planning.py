@@ -24,6 +24,7 @@ from gazette.digests.selection import (
     window_start,
 )
 from gazette.errors import GazetteError
+from gazette.newsletters.pausing import pause_sentence
 from gazette.newsletters.service import Schedule
 from gazette.store.models import (
     Delivery,
@@ -111,6 +112,8 @@ def plan_issue(
     newsletter = session.get_one(Newsletter, newsletter_id)
     if newsletter.retired_at is not None:
         raise GazetteError(f"{newsletter.slug} is retired: it is no longer sent.")
+    if newsletter.paused_at is not None:
+        raise GazetteError(pause_sentence(newsletter.slug, newsletter.pause_reason or "paused"))
     require_edition(newsletter, edition)
     key = key or period_key(newsletter, now, edition)
     issue = Issue(
@@ -184,11 +187,12 @@ def _describe(session: Session, issue: Issue, *, created: bool) -> PlanResult:
 def plans_at(session: Session, newsletter: Newsletter, edition: Edition, now: datetime) -> bool:
     """Whether the scheduler's tick at ``now`` plans the edition: the one "due" rule.
 
-    Due means not retired, the edition's tick (the weekly summary only at the week's
-    first) and no issue yet for the period ``now`` falls in; ``next_send`` asks the
-    same question of future ticks, so what it says is what the scheduler will do.
+    Due means not retired, not paused (newsletters/pausing), the edition's tick (the
+    weekly summary only at the week's first) and no issue yet for the period ``now``
+    falls in; ``next_send`` asks the same question of future ticks, so what it says is
+    what the scheduler will do.
     """
-    if newsletter.retired_at is not None:
+    if newsletter.retired_at is not None or newsletter.paused_at is not None:
         return False
     schedule = Schedule(newsletter.schedule_cron, newsletter.timezone)
     if not edition_due(schedule, edition, now):
@@ -247,7 +251,7 @@ def next_send(session: Session, newsletter: Newsletter, now: datetime) -> NextSe
     Asks ``plans_at`` of ``now`` and then of each scheduled time after it, so the answer
     follows the scheduler's rule rather than restating it.
     """
-    if newsletter.retired_at is not None:
+    if newsletter.retired_at is not None or newsletter.paused_at is not None:
         return None  # plans_at says no to every tick; no need to walk them
     schedule = Schedule(newsletter.schedule_cron, newsletter.timezone)
     if plans_at(session, newsletter, Edition.REGULAR, now):

@@ -16,8 +16,10 @@ from typing import cast
 from sqlalchemy import Table, Update, bindparam, update
 from sqlalchemy.orm import Session
 
+from gazette.deliverability_settings import Deliverability
+from gazette.newsletters.pausing import check_pause
 from gazette.store.models import Delivery, DeliveryStatus, Issue, utcnow
-from gazette.subscribers.bounces import record_bounce
+from gazette.subscribers.bounces import DEFAULT_RULES, record_bounce
 
 
 def ledger_row(
@@ -67,28 +69,33 @@ class ChunkOutcome:
         )
         self.add_row(row, "sent")
 
-    def write(self, session: Session, issue_id: int) -> None:
+    def write(self, session: Session, issue_id: int, rules: Deliverability = DEFAULT_RULES) -> None:
         """Write the chunk's rows (one executemany per set of columns), its bounces, its counts.
 
         The issue's running totals are updated last, so the issue's row, which every
-        worker sending the issue updates, is locked for as short a time as can be.
+        worker sending the issue updates, is locked for as short a time as can be; then,
+        in the same transaction, the issue's figures may pause its newsletter.
         """
+        now = utcnow()
         grouped: dict[frozenset[str], list[dict[str, object]]] = {}
         for row in self.updates:
             grouped.setdefault(frozenset(row), []).append(row)
         for columns, rows in grouped.items():
             session.execute(_ledger_update(columns), rows)
         for subscriber_id, hard, detail in self.bounces:
-            record_bounce(session, subscriber_id, hard=hard, detail=detail)
+            record_bounce(session, subscriber_id, hard=hard, detail=detail, rules=rules, now=now)
+        hard_bounces = sum(1 for _, hard, _ in self.bounces if hard)
         count_outcomes(
             session, issue_id, sent=self.counts["sent"], failed=self.counts["failed"],
-            skipped=self.counts["skipped"], bounced=len(self.bounces),
+            skipped=self.counts["skipped"], bounced=len(self.bounces), hard=hard_bounces,
         )  # fmt: skip
+        if self.counts["sent"] or self.counts["failed"]:
+            check_pause(session, issue_id, rules, now, fresh=hard_bounces > 0)
 
 
 def count_outcomes(
     session: Session, issue_id: int, *, sent: int = 0, failed: int = 0, skipped: int = 0,
-    bounced: int = 0,
+    bounced: int = 0, hard: int = 0,
 ) -> None:  # fmt: skip
     """Add settled messages to the issue's running totals, in the transaction that settles them.
 
@@ -106,6 +113,7 @@ def count_outcomes(
             failed_count=Issue.failed_count + failed,
             skipped_count=Issue.skipped_count + skipped,
             bounced_count=Issue.bounced_count + bounced,
+            hard_bounced_count=Issue.hard_bounced_count + hard,
         )
     )
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import exists, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.digests.composer import Composer, SendContext, composer_for, message_id
@@ -21,8 +21,9 @@ from gazette.digests.ledger import due_now
 from gazette.digests.recipients import Recipient, chunk_recipients
 from gazette.digests.recording import ChunkOutcome, ledger_row
 from gazette.mail.outcomes import DeliveryError, Fault
+from gazette.mail.status_policy import Effect
 from gazette.mail.verp import envelope_sender
-from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus, utcnow
+from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus, Newsletter, utcnow
 
 __all__ = ["BatchResult", "SendContext", "message_id", "send_batch"]
 
@@ -51,15 +52,23 @@ def claim(session: Session, issue_id: int, low: int, high: int, lease: timedelta
     """Atomically move due pending rows in [low, high] to "sending"; return their ids.
 
     One conditional UPDATE: a row another worker already claimed no longer matches
-    ``status = 'pending'``, so it is never returned twice.
+    ``status = 'pending'``, so it is never returned twice; nor does a row of a
+    newsletter whose sending is paused (newsletters/pausing), checked in the same
+    statement so a pause committed a moment before is never missed.
     """
     now = utcnow()
+    paused = exists().where(
+        Issue.id == issue_id,
+        Newsletter.id == Issue.newsletter_id,
+        Newsletter.paused_at.is_not(None),
+    )
     result = session.execute(
         update(Delivery)
         .where(
             Delivery.issue_id == issue_id,
             Delivery.id.between(low, high),
             due_now(now),
+            ~paused,
         )
         .values(
             status=DeliveryStatus.SENDING,
@@ -140,14 +149,16 @@ class _Lease:
         )
 
 
-def _record(session: Session, outcome: ChunkOutcome, lease: _Lease, sent_up_to: int) -> None:
+def _record(
+    session: Session, outcome: ChunkOutcome, lease: _Lease, sent_up_to: int, ctx: SendContext
+) -> None:
     """Renew the lease, then write one chunk's results to the ledger and count them.
 
     The write ends with the issue's running totals, so the issue's row, which every
     worker sending the issue updates, is locked only from there to the commit.
     """
     lease.renew_if_due(session, sent_up_to)
-    outcome.write(session, lease.issue_id)
+    outcome.write(session, lease.issue_id, ctx.deliverability)
 
 
 class _Batch:
@@ -257,7 +268,7 @@ class _Batch:
         outcome = self.open.pop(start)
         self.recorded.add(start)
         self.counts.update(outcome.counts)
-        _record(session, outcome, self.lease, start + RECORD_CHUNK)
+        _record(session, outcome, self.lease, start + RECORD_CHUNK, self.ctx)
 
     def finish(self) -> None:
         """Record what is left; after a refusal of the session, the untried rows wait.
@@ -287,7 +298,7 @@ class _Batch:
                 self._write(session, start)
             if tail.updates:
                 self.counts.update(tail.counts)
-                _record(session, tail, self.lease, len(self.claimed))
+                _record(session, tail, self.lease, len(self.claimed), self.ctx)
 
 
 def _counted(row: dict[str, object]) -> str:
@@ -298,16 +309,17 @@ def _counted(row: dict[str, object]) -> str:
 def _bounce_of(failure: DeliveryError, row: dict[str, object]) -> bool | None:
     """Whether a refusal counts against the reader: True hard, False soft, None not at all.
 
-    Only a reply about the reader (gazette.mail.outcomes.classify) counts: a permanent one is a hard
-    bounce; a transient one that outlived the retry period, or a 552 (mailbox full,
+    Only a reply about the reader (gazette.mail.outcomes.classify) counts, as the one
+    policy (gazette.mail.status_policy) says: a hard one (5.1.x, 5.2.x, no code) is a
+    hard bounce; 5.2.2, a transient one that outlived the retry period, or a 552 (mailbox full,
     retried but counted so that a mailbox that stays full ends the subscription after
     the soft-bounce limit), a soft one. Refusals of the session, policy replies and
     connection failures never count, however long they last.
     """
-    if failure.fault is not Fault.READER:
+    if failure.fault is not Fault.READER or not failure.effect.counts_against_reader:
         return None
     if row["status"] == DeliveryStatus.FAILED:
-        return failure.permanent
+        return failure.effect is Effect.HARD
     return False if failure.code == 552 else None
 
 

@@ -39,10 +39,11 @@ if TYPE_CHECKING:
     from gazette.dkim_settings import SigningKey
 
 # List-Unsubscribe and List-Unsubscribe-Post must be signed for one-click unsubscribe
-# to be honoured by Gmail and Yahoo (RFC 8058 section 4).
+# to be honoured by Gmail and Yahoo (RFC 8058 section 4); Gmail counts a Feedback-ID
+# only when a domain it verified signed it.
 SIGNED_HEADERS = (
     b"From", b"To", b"Subject", b"Date", b"Message-ID", b"MIME-Version", b"Content-Type",
-    b"List-Id", b"List-Unsubscribe", b"List-Unsubscribe-Post",
+    b"List-Id", b"List-Unsubscribe", b"List-Unsubscribe-Post", b"Feedback-ID",
 )  # fmt: skip
 _NAMES = tuple(name.lower() for name in SIGNED_HEADERS)
 _FOLD = b"\r\n "

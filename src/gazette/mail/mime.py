@@ -230,6 +230,9 @@ class Envelope:
     unsubscribe_url: str | None = None
     # A provider's metadata header line carrying the VERP token (mail/provider_headers).
     provider_header: str | None = None
+    # Google Postmaster Tools' feedback loop: ``issue:newsletter:gazette:SenderId``, the
+    # same for every reader of an issue (see gazette.digests.composer.feedback_id).
+    feedback_id: str | None = None
 
 
 def build_message(
@@ -265,6 +268,9 @@ def build_message(
     if envelope.provider_header:
         # Built whole by mail/provider_headers (ASCII, one short line): added as it is.
         headers.append(envelope.provider_header)
+    if envelope.feedback_id:
+        # Gmail reports complaints only per Feedback-ID, and only when it is DKIM-signed.
+        headers.append(f"Feedback-ID: {clean_line(envelope.feedback_id, 200)}")
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     head = (CRLF.join(headers) + CRLF + CRLF).encode("utf-8")
     part_head = (

@@ -12,6 +12,8 @@ import re
 import smtplib
 from typing import TypeVar
 
+from gazette.mail.status_policy import Effect, Source, code_effect
+
 # What the caller of send_each tells its messages apart by (a ledger row, say): each
 # outcome comes back paired with it.
 K = TypeVar("K")
@@ -49,6 +51,7 @@ class DeliveryError(Exception):
         code: int | None = None,
         fault: Fault = Fault.RELAY,
         session: bool = False,
+        effect: Effect = Effect.NOT_THE_READER,
     ) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -56,11 +59,14 @@ class DeliveryError(Exception):
         self.code = code
         self.fault = fault
         self.session = session
+        # What the status code says of the reader (gazette.mail.status_policy): whether
+        # the refusal, once final, counts as a hard or soft bounce or not at all.
+        self.effect = effect
 
     @property
     def hard_bounce(self) -> bool:
         """True when the reader's mailbox is dead: a permanent refusal about the reader."""
-        return self.fault is Fault.READER and self.permanent
+        return self.fault is Fault.READER and self.permanent and self.effect is Effect.HARD
 
 
 def reply_text(reply: bytes | str) -> str:
@@ -88,22 +94,26 @@ def enhanced_code(reply: str) -> tuple[int, int, int] | None:
 def classify(code: int, reply: str) -> DeliveryError:
     """The failure a reply to a reader's RCPT TO or to the message's DATA stands for.
 
-    The enhanced code decides whose it is (RFC 3463): X.1 (addressing) and X.2
-    (mailbox) are the reader's; X.3 (mail system), X.4 (routing), X.5 (protocol),
-    X.6 (content) and X.7 (policy, authentication) are not the reader's doing and
-    never count as a bounce. A reply without one counts as the reader's, as relays
-    have always said "550 no such user". A 421 is the relay closing the session; other
-    4xx replies stay the reader's (a deferral that outlives the retry period is a soft
-    bounce, as before).
+    The enhanced code decides what it means for the reader, by the one policy
+    (gazette.mail.status_policy, ``Source.SMTP``): X.1 (addressing) and X.2 (mailbox)
+    are the reader's, X.3 to X.7 and a bare 5.0.0 the relay's or the operator's, and a
+    reply without one counts as the reader's, as relays have always said "550 no such
+    user". A 421 is the relay closing the session. Other 4xx replies wait like the
+    reader's (retried with a backoff); one that outlives the retry period is a soft
+    bounce unless its code says it was not the reader's (4.7.x, a policy deferral).
     Only 5xx other than 552 is permanent; a permanent policy refusal is not retried
     (the same message would be refused again) but leaves the reader subscribed.
     """
     detail = f"{code} {reply}".strip()
-    enhanced = enhanced_code(reply)
+    effect = code_effect(code >= 500, enhanced_code(reply), Source.SMTP)
     fault = Fault.READER
-    if code == 421 or (code >= 500 and enhanced is not None and enhanced[1] not in (1, 2)):
+    if code == 421 or (code >= 500 and effect is Effect.NOT_THE_READER):
         fault = Fault.RELAY
-    return DeliveryError(detail, permanent=is_permanent(code), code=code, fault=fault)
+    if code == 421:
+        effect = Effect.NOT_THE_READER
+    return DeliveryError(
+        detail, permanent=is_permanent(code), code=code, fault=fault, effect=effect
+    )
 
 
 def relay_fault(detail: str) -> bool:

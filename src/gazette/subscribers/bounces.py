@@ -1,9 +1,10 @@
 """Bounces: a reader whose address keeps failing stops being sent to.
 
-A hard bounce (a permanent refusal about the reader's mailbox, see mailer.classify)
-ends every subscription at once; soft bounces (transient refusals about the reader that
-outlived the retry period, or 552 mailbox full) end them after a few, so one full
-mailbox does not lose a reader but a dead one is not mailed forever. Refusals of the
+A hard bounce (a permanent refusal about the reader's mailbox, see
+gazette.mail.status_policy) ends every subscription at once; soft bounces (transient
+refusals about the reader that outlived the retry period, or a full mailbox) end them
+after GAZETTE_SOFT_BOUNCE_LIMIT within GAZETTE_SOFT_BOUNCE_DAYS of each other, so one
+full mailbox a month does not lose a reader but a dead one is not mailed forever. Refusals of the
 relay's or the operator's making (a login, the sender, TLS, a policy reply) never reach
 this module. ``unbounce`` undoes a suppression made by mistake. A complaint (the reader
 marked a message as spam) ends every subscription and suppresses the address for good.
@@ -12,32 +13,60 @@ marked a message as spam) ends every subscription and suppresses the address for
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from gazette.deliverability_settings import Deliverability
 from gazette.errors import GazetteError
-from gazette.store.models import Event, Subscriber, Subscription, SubscriptionStatus, Suppression
+from gazette.store.models import (
+    Event,
+    Subscriber,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    utcnow,
+)
 from gazette.subscribers.service import Origin, email_hash, record_event, subscriber_by_email
 
-SOFT_BOUNCE_LIMIT = 3
+DEFAULT_RULES = Deliverability()
+SOFT_BOUNCE_LIMIT = DEFAULT_RULES.soft_bounce_limit
 
 
-def record_bounce(session: Session, subscriber_id: int, *, hard: bool, detail: str) -> bool:
-    """Count a bounce; return True when it suppressed the reader (subscriptions bounced)."""
+def record_bounce(
+    session: Session,
+    subscriber_id: int,
+    *,
+    hard: bool,
+    detail: str,
+    rules: Deliverability = DEFAULT_RULES,
+    now: datetime | None = None,
+) -> bool:
+    """Count a bounce; return True when it suppressed the reader (subscriptions bounced).
+
+    A soft bounce more than ``rules.soft_bounce_window`` after the reader's last one
+    starts the count again (Mailman 3's stale bounce information); ``now`` is the clock.
+    """
     subscriber = session.scalar(
         select(Subscriber).where(Subscriber.id == subscriber_id).with_for_update()
     )
     if subscriber is None:
         return False
+    now = now or utcnow()
+    last = subscriber.soft_bounced_at
+    if not hard and (last is None or now - last > rules.soft_bounce_window):
+        subscriber.bounce_count = 0  # stale: the earlier soft bounces no longer count
     subscriber.bounce_count += 1
+    if not hard:
+        subscriber.soft_bounced_at = now
     origin = Origin("system")
     severity = "hard" if hard else "soft"
     record_event(
         session, "bounce", origin, subscriber_id=subscriber_id, severity=severity,
         reply=detail[:300],
     )  # fmt: skip
-    if not hard and subscriber.bounce_count < SOFT_BOUNCE_LIMIT:
+    if not hard and subscriber.bounce_count < rules.soft_bounce_limit:
         return False
     subscriptions = session.scalars(
         select(Subscription).where(
@@ -136,6 +165,7 @@ def unbounce(session: Session, email: str, origin: Origin) -> Unbounced:
             bounce_count=str(subscriber.bounce_count),
         )  # fmt: skip
     subscriber.bounce_count = 0
+    subscriber.soft_bounced_at = None
     session.execute(
         delete(Suppression).where(
             Suppression.email_hash == email_hash(subscriber.email),

@@ -79,6 +79,11 @@ class Newsletter(Base):
     article_languages: Mapped[str] = mapped_column(String(8), default="all", server_default="all")
     # Set by `newsletters retire`: no longer offered or scheduled; its history is kept.
     retired_at: Mapped[datetime | None]
+    # Paused by an issue's complaint or hard-bounce rate (gazette.newsletters.pausing): no
+    # issue planned, no batch claimed, until `gazette digest resume`; the sentence why.
+    paused_at: Mapped[datetime | None]
+    pause_reason: Mapped[str | None] = mapped_column(String(500))
+    resumed_at: Mapped[datetime | None]
     # "excerpt" (default) or "full": what each article in a digest carries.
     content_mode: Mapped[str] = mapped_column(
         String(8), default="excerpt", server_default="excerpt"

@@ -60,6 +60,10 @@ class Issue(Base):
     # Messages refused about the reader's mailbox and counted against them (a hard or a
     # soft bounce, gazette.subscribers.bounces); a hard-bounced message is also failed.
     bounced_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Of those, the hard bounces; and the complaints about this issue (the deliverability
+    # rates over settled messages, gazette.digests.deliverability, read them).
+    hard_bounced_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    complained_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     newsletter: Mapped[Newsletter] = relationship()
 

@@ -51,6 +51,8 @@ class Subscriber(Base):
     consent_at: Mapped[datetime | None]
     consent_ip: Mapped[str | None] = mapped_column(String(64))
     bounce_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The last soft bounce: one older than GAZETTE_SOFT_BOUNCE_DAYS starts the count again.
+    soft_bounced_at: Mapped[datetime | None]
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Languages read besides ``language``, chosen on the preferences page.
     extra_languages: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
