@@ -45,6 +45,7 @@ PROCESSED = ("Gazette", "Processed")
 UNRECOGNISED = ("Gazette", "Unrecognised")
 # Long enough for a slow server, short enough that a scheduled run never hangs.
 TIMEOUT = 60.0
+_UID = re.compile(rb"UID (\d+)")
 _SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 _DATE = re.compile(rb'INTERNALDATE "([^"]+)"')
 _LIST = re.compile(rb'\((?P<flags>[^)]*)\) (?:"(?P<sep>[^"]*)"|NIL) ')
@@ -122,6 +123,23 @@ class ImapMailbox:
         """Store ``raw`` in ``target``, marked read, with the original's internal date."""
         when = f'"{internal}"' if internal else None
         self._ok(self.client.append(_quote(target), r"(\Seen)", when, raw), f"store in {target}")
+
+    def expire(self, folder: str, before: datetime) -> int:
+        """Delete the messages of ``folder`` whose internal date is before ``before``."""
+        self._ok(self.client.select(_quote(folder)), f"open {folder}")
+        uids = self.waiting()
+        if not uids:
+            return 0
+        dates = self._ok(self.client.uid("FETCH", ",".join(uids), "(INTERNALDATE)"), "read")
+        old = []
+        for line in dates:
+            text = line[0] if isinstance(line, tuple) else line
+            uid, date = _UID.search(text or b""), _DATE.search(text or b"")
+            if uid and date and internal_date(date.group(1).decode()) < before:
+                old.append(uid.group(1).decode())
+        if old:
+            self.delete(",".join(old))
+        return len(old)
 
     def _separator(self) -> str:
         """The server's hierarchy separator ("/" or "."), from LIST "" ""."""

@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -161,8 +162,31 @@ def _move(maildir: Path, file: Path, raw: bytes, outcome: Outcome) -> None:
         return
     staged = folder / "tmp" / file.name
     staged.write_bytes(with_reason(raw, outcome.reason))
+    arrived = file.stat()  # retention counts from when it came, not from this copy
+    os.utime(staged, (arrived.st_atime, arrived.st_mtime))
     os.replace(staged, _free(folder / "cur" / _cur_name(file.name)))
     file.unlink(missing_ok=True)
+
+
+def expire_maildir(maildir: Path, before: datetime) -> int:
+    """Delete the messages of .processed and .unrecognised that came before ``before``.
+
+    A message's date is its file's modification time: when it was delivered (moving it
+    keeps it). Returns how many were deleted.
+    """
+    cutoff, gone = before.timestamp(), 0
+    for sub in (f"{name}/{part}" for name in (PROCESSED, UNRECOGNISED) for part in ("new", "cur")):
+        try:
+            entries = list(os.scandir(maildir / sub))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise MaildirError(f"Cannot read {str(maildir / sub)!r} ({exc.strerror}).") from None
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                Path(entry.path).unlink(missing_ok=True)
+                gone += 1
+    return gone
 
 
 def _folder(maildir: Path, name: str) -> Path:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from gazette.bounces.imap import open_mailbox, process_imap
-from gazette.bounces.mailboxes import MaildirError, Summary, check_maildir, process_maildir, waiting
-from gazette.bounces.policy import Effect
-from gazette.bounces.sources import ImapURL, parse_imap_url
+from gazette.bounces.mailboxes import MaildirError, check_maildir
+from gazette.bounces.runs import read_mailbox
+from gazette.bounces.sources import Mailbox, parse_imap_url
 from gazette.cli.app import EXIT_USAGE, fail, main, progress, runtime
+from gazette.store.models import utcnow
 
 
 @main.group()
@@ -46,55 +46,25 @@ def process(path: Path | None, imap_url: str | None) -> None:
     """
     if path is not None and imap_url is not None:
         fail("Give --maildir or --imap, not both.", EXIT_USAGE)
+    mailbox: Mailbox | None = None
     if imap_url is not None:
-        _process_imap(parse_imap_url(imap_url))
-        return
-    if path is None:
-        fail("Give --maildir PATH or --imap URL: the bounce mailbox to read.", EXIT_USAGE)
-    try:
-        maildir = check_maildir(path)
-    except MaildirError as error:
-        fail(str(error), EXIT_USAGE)
+        mailbox = parse_imap_url(imap_url)
+    elif path is not None:
+        try:
+            mailbox = check_maildir(path)
+        except MaildirError as error:
+            fail(str(error), EXIT_USAGE)
     rt = runtime()
-    total = len(waiting(maildir))  # a MaildirError from here on is a failure (exit 1)
-    with progress(total, f"Reading {maildir.name}") as advance:
-        summary = process_maildir(
-            rt.sessions, maildir, secret_keys=rt.settings.secret_keys,
-            require_verp=rt.settings.bounce_require_verp, progress=advance,
-        )  # fmt: skip
-    click.echo(f"Read {_count(summary.read, 'message')} from {maildir}: {describe(summary)}.")
-
-
-def _process_imap(url: ImapURL) -> None:
-    """Process the IMAP folder ``url`` names, with a progress bar and a summary."""
-    rt = runtime()
-    with open_mailbox(url) as box:
-        uids = box.waiting()
-        with progress(len(uids), f"Reading {url.folder}") as advance:
-            summary = process_imap(
-                rt.sessions, box, uids, secret_keys=rt.settings.secret_keys,
-                require_verp=rt.settings.bounce_require_verp, progress=advance,
-            )  # fmt: skip
-    click.echo(f"Read {_count(summary.read, 'message')} from {url.masked}: {describe(summary)}.")
-
-
-def describe(summary: Summary) -> str:
-    """The run's counts in one line, every kind named even when none came."""
-    effects = summary.effects
-    parts = [
-        _count(effects[Effect.HARD], "hard bounce"),
-        _count(effects[Effect.SOFT], "soft bounce"),
-        f"{effects[Effect.NOT_THE_READER]} refused for policy (not counted against readers)",
-        f"{effects[Effect.DELAYED]} delayed",
-        _count(effects[Effect.COMPLAINT], "complaint"),
-        _count(effects[Effect.AUTO_REPLY], "auto-reply", "auto-replies"),
-        f"{summary.unrecognised} unrecognised"
-        + (f" (kept aside in {summary.kept_aside})" if summary.unrecognised else ""),
-        f"{summary.unmatched} unmatched",
-        f"{summary.duplicates} already processed",
-    ]
-    return ", ".join(parts)
-
-
-def _count(number: int, one: str, many: str | None = None) -> str:
-    return f"{number} {one if number == 1 else many or one + 's'}"
+    mailbox = mailbox or rt.settings.bounce_mailbox
+    if mailbox is None:
+        fail(
+            "Give --maildir PATH or --imap URL, or set GAZETTE_BOUNCE_MAILBOX: "
+            "the bounce mailbox to read.",
+            EXIT_USAGE,
+        )
+    run = read_mailbox(
+        rt.sessions, mailbox, secret_keys=rt.settings.secret_keys,
+        require_verp=rt.settings.bounce_require_verp,
+        retention_days=rt.settings.bounce_retention_days, now=utcnow(), progress=progress,
+    )  # fmt: skip
+    click.echo(run.line())
