@@ -124,9 +124,13 @@ class ImapMailbox:
         when = f'"{internal}"' if internal else None
         self._ok(self.client.append(_quote(target), r"(\Seen)", when, raw), f"store in {target}")
 
+    def select(self, folder: str) -> None:
+        """Work on ``folder`` from now on (read-write)."""
+        self._ok(self.client.select(_quote(folder)), f"open {folder}")
+
     def expire(self, folder: str, before: datetime) -> int:
         """Delete the messages of ``folder`` whose internal date is before ``before``."""
-        self._ok(self.client.select(_quote(folder)), f"open {folder}")
+        self.select(folder)
         uids = self.waiting()
         if not uids:
             return 0
