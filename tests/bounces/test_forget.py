@@ -17,8 +17,7 @@ from sqlalchemy import select
 from gazette.store.models import BounceReport
 from tests.bounces.helpers import deliver, files, make_maildir, sample
 from tests.bounces.test_cli import FORWARDED, send_issue
-from tests.bounces.test_imap import append, contents
-from tests.support.dovecot import running_dovecot
+from tests.support.dovecot import append, contents, running_dovecot
 
 
 def test_forgetting_a_reader_deletes_the_bounces_about_them_and_keeps_the_keys(

@@ -11,10 +11,7 @@ way the URL or the server can be wrong are tried too.
 
 from __future__ import annotations
 
-import imaplib
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -22,43 +19,11 @@ import pytest
 from tests.bounces.helpers import sample
 from tests.bounces.test_cli import FORWARDED, Sent, send_issue
 from tests.support.cli import one_sentence
-from tests.support.dovecot import PASSWORD, USER, Dovecot, running_dovecot
+from tests.support.dovecot import PASSWORD, USER, append, contents, imap, running_dovecot
 from tests.support.smtp import free_port
 
 PROCESSED = "Gazette.Processed"  # Dovecot's Maildir++ layout separates with "."
 UNRECOGNISED = "Gazette.Unrecognised"
-
-
-@contextmanager
-def imap(server: Dovecot) -> Iterator[imaplib.IMAP4]:
-    """The test's own IMAP session with the server (imap:// only)."""
-    client = imaplib.IMAP4("127.0.0.1", server.port)
-    client.login(USER, PASSWORD)
-    try:
-        yield client
-    finally:
-        client.logout()
-
-
-def append(server: Dovecot, *messages: bytes, folder: str = "INBOX") -> None:
-    with imap(server) as client:
-        for raw in messages:
-            typ, said = client.append(folder, None, None, raw)
-            assert typ == "OK", said
-
-
-def contents(server: Dovecot, folder: str) -> list[bytes]:
-    """Every message in ``folder``, in order; [] when it does not exist."""
-    with imap(server) as client:
-        typ, _ = client.select(f'"{folder}"', readonly=True)
-        if typ != "OK":
-            return []
-        _typ, found = client.uid("SEARCH", "ALL")
-        messages = []
-        for uid in (found[0] or b"").decode().split():
-            _typ, data = client.uid("FETCH", uid, "(BODY.PEEK[])")
-            messages += [part[1] for part in data if isinstance(part, tuple)]
-        return messages
 
 
 def process(sent: Sent, url: str) -> str:

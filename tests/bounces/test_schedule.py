@@ -30,7 +30,7 @@ from gazette.subscribers.service import Origin
 from gazette.subscribers.subscribing import subscribe
 from tests.bounces.helpers import deliver, files, make_maildir, sample
 from tests.support.cli import one_sentence
-from tests.support.dovecot import running_dovecot
+from tests.support.dovecot import append, contents, running_dovecot
 from tests.support.env import TEST_KEY, installed_runtime, make_env
 from tests.support.relays import make_installation
 from worker.app import app, configure
@@ -208,8 +208,6 @@ def test_kept_messages_past_the_retention_are_deleted_from_a_maildir(
 
 def test_kept_messages_past_the_retention_are_deleted_from_imap(installed: Runtime) -> None:
     with running_dovecot() as server:
-        from tests.bounces.test_imap import append, contents
-
         append(server, sample("dsn_failed_511.eml", recipient="ada@example.org"))
         append(server, sample("broken_mime.eml"))
         url = load_settings(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import grp
+import imaplib
 import ipaddress
 import os
 import pwd
@@ -246,3 +247,36 @@ def running_dovecot(*, secure: bool = False, capabilities: str | None = None) ->
         if instance.process is not None and instance.process.stderr is not None:
             instance.process.stderr.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def imap(server: Dovecot) -> Iterator[imaplib.IMAP4]:
+    """The test's own IMAP session with the server (imap:// only)."""
+    client = imaplib.IMAP4("127.0.0.1", server.port)
+    client.login(USER, PASSWORD)
+    try:
+        yield client
+    finally:
+        client.logout()
+
+
+def append(server: Dovecot, *messages: bytes, folder: str = "INBOX") -> None:
+    """Store ``messages`` in ``folder`` over IMAP, as a delivery would."""
+    with imap(server) as client:
+        for raw in messages:
+            typ, said = client.append(folder, None, None, raw)
+            assert typ == "OK", said
+
+
+def contents(server: Dovecot, folder: str) -> list[bytes]:
+    """Every message in ``folder``, in order; [] when it does not exist."""
+    with imap(server) as client:
+        typ, _ = client.select(f'"{folder}"', readonly=True)
+        if typ != "OK":
+            return []
+        _typ, found = client.uid("SEARCH", "ALL")
+        messages = []
+        for uid in (found[0] or b"").decode().split():
+            _typ, data = client.uid("FETCH", uid, "(BODY.PEEK[])")
+            messages += [part[1] for part in data if isinstance(part, tuple)]
+        return messages

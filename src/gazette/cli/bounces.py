@@ -36,8 +36,9 @@ def process(path: Path | None, imap_url: str | None) -> None:
     and the non-standard bounces flufl.bounce knows), applied once, and moved into the
     Maildir's .processed folder, or kept aside in .unrecognised with the reason (on
     IMAP: the folders Gazette/Processed and Gazette/Unrecognised); a second run changes
-    nothing. GAZETTE_BOUNCE_REQUIRE_VERP=yes acts only on reports that carry a valid
-    VERP token.
+    nothing. Kept messages older than GAZETTE_BOUNCE_RETENTION_DAYS are then deleted.
+    Without either option, the mailbox GAZETTE_BOUNCE_MAILBOX names is read.
+    GAZETTE_BOUNCE_REQUIRE_VERP=yes acts only on reports that carry a valid VERP token.
 
     \b
     Examples:
