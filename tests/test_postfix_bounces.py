@@ -14,6 +14,10 @@ returned as failed too (Action: failed, Status: 4.2.2), never as "delayed" (a de
 notice needs delay_warning_time, hours, which a test cannot wait for); a reader's
 server that refuses the connection ends the same way with Status 4.4.1 and no
 Remote-MTA. Copies of these DSNs are kept in tests/postfix_samples/.
+
+Then the real `gazette bounces process --maildir` reads that Maildir while the instance
+still runs (the Maildir goes with it): the 5.1.1 reader is bounced, the 4.2.2 and 4.4.1
+readers get a soft bounce, the others are untouched, and a second run changes nothing.
 """
 
 from __future__ import annotations
@@ -23,10 +27,18 @@ from email.message import EmailMessage, Message
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from gazette.mail.verp import delivery_for
-from gazette.store.models import Delivery, DeliveryStatus, Subscriber
+from gazette.store.models import (
+    Delivery,
+    DeliveryStatus,
+    Event,
+    Issue,
+    Newsletter,
+    Subscriber,
+    Subscription,
+)
 from tests.support.env import TEST_KEY
 from tests.support.messages import parse
 from tests.support.postfix import Postfix, Queued, running_postfix
@@ -122,8 +134,8 @@ def ledger(site: Installation) -> dict[str, tuple[int, DeliveryStatus]]:
 
 def send_through(
     postfix: Postfix, tmp_path: Path, database_url: str, readers: list[str]
-) -> dict[str, int]:
-    """Send an issue to ``readers`` through ``postfix``; each reader's delivery row id."""
+) -> tuple[Installation, dict[str, int]]:
+    """Send an issue to ``readers`` through ``postfix``; the site, each reader's delivery id."""
     site = replace(
         make_installation(tmp_path, database_url, readers),
         settings={"bounce_address": postfix.bounce_address},
@@ -135,7 +147,76 @@ def send_through(
     assert {email: status for email, (_id, status) in rows.items()} == dict.fromkeys(
         readers, DeliveryStatus.SENT
     )
-    return {email: row_id for email, (row_id, _status) in rows.items()}
+    return site, {email: row_id for email, (row_id, _status) in rows.items()}
+
+
+@dataclass(frozen=True)
+class ReaderState:
+    """What a report can change for one reader: subscription, bounce count, bounce events."""
+
+    subscription: str
+    bounce_count: int
+    # The reader's bounce events: severity and what the report said.
+    bounces: tuple[tuple[str, str], ...]
+
+
+def reader_states(site: Installation) -> tuple[dict[str, ReaderState], int]:
+    """Each reader's state, and the issue's bounced_count (one issue, one newsletter)."""
+    with site.runtime("maildir:///nowhere") as runtime, runtime.sessions() as session:
+        states = {}
+        for subscriber in session.scalars(select(Subscriber)):
+            [status] = session.scalars(
+                select(Subscription.status).where(Subscription.subscriber_id == subscriber.id)
+            ).all()
+            events = session.scalars(
+                select(Event)
+                .where(Event.subscriber_id == subscriber.id, Event.kind == "bounce")
+                .order_by(Event.id)
+            )
+            states[subscriber.email] = ReaderState(
+                status.value,
+                subscriber.bounce_count,
+                tuple((e.detail["severity"], e.detail["reply"]) for e in events),
+            )
+        [bounced_count] = session.scalars(select(Issue.bounced_count)).all()
+        assert session.scalar(select(func.count()).select_from(Newsletter)) == 1
+    return states, bounced_count
+
+
+def process(site: Installation, postfix: Postfix) -> str:
+    """Run the real `gazette bounces process` on the Maildir the DSNs came to; its summary."""
+    result = site.gazette(postfix.url, "bounces", "process", "--maildir", str(postfix.maildir))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout.strip()
+
+
+def check_processed(postfix: Postfix, count: int) -> None:
+    """The Maildir's new/ and cur/ are empty, its ``count`` messages all in .processed."""
+    assert postfix.delivered() == []
+    processed = postfix.maildir / ".processed"
+    assert len([p for sub in ("new", "cur") for p in (processed / sub).iterdir()]) == count
+    assert not (postfix.maildir / ".unrecognised").exists()
+
+
+def process_twice(
+    site: Installation, postfix: Postfix, count: int
+) -> tuple[dict[str, ReaderState], str, tuple[dict[str, ReaderState], int]]:
+    """The readers before, the first run's summary, and what it left, which a second keeps."""
+    before, _count = reader_states(site)
+    summary = process(site, postfix)
+    check_processed(postfix, count)
+    after = reader_states(site)
+    assert process(site, postfix).startswith("Read 0 messages")
+    assert reader_states(site) == after
+    return before, summary, after
+
+
+def forwarded_copy(report: Report, reader: str, other: str) -> bytes:
+    """``report`` as if its reader's mail had been forwarded to ``other``: a new message."""
+    raw = report.raw.replace(reader.encode(), other.encode())
+    message_id = str(report.message["Message-ID"])
+    return raw.replace(message_id.encode(), message_id.replace("<", "<forwarded.").encode())
 
 
 def check_envelopes(queue: dict[str, Queued], rows: dict[str, int]) -> dict[str, Queued]:
@@ -207,10 +288,18 @@ def test_postfix_returns_each_failure_to_the_verp_address_of_that_reader_s_deliv
         SMTPServer(server) as downstream,
         running_postfix(tmp_path, {"example.org": downstream.port}, BOUNCE_DOMAIN) as postfix,
     ):
-        rows = send_through(postfix, tmp_path, database_url, readers)
+        site, rows = send_through(postfix, tmp_path, database_url, readers)
         postfix.wait_for_mail(2, DSN_TIMEOUT)
         queue = postfix.wait_until_settled(len(readers), DSN_TIMEOUT)  # and no more DSNs
         dsns = dsns_by_reader(postfix, 2, rows)
+        before, summary, (after, bounced_count) = process_twice(site, postfix, 2)
+
+        # A forward: the same DSN naming another reader; the token's reader is bounced.
+        forwarded = forwarded_copy(dsns[DEAD], DEAD, ALIVE[0])
+        (postfix.maildir / "new" / "forwarded").write_bytes(forwarded)
+        again = process(site, postfix)
+        check_processed(postfix, 3)
+        forwarded_after, forwarded_count = reader_states(site)
 
     by_reader = check_envelopes(queue, rows)
     outcomes = {r: [(a.dsn, a.status) for a in q.attempts] for r, q in by_reader.items()}
@@ -236,6 +325,31 @@ def test_postfix_returns_each_failure_to_the_verp_address_of_that_reader_s_deliv
     keep(dead, tmp_path, "postfix-550-5.1.1-failed.eml")
     keep(full, tmp_path, "postfix-452-4.2.2-expired.eml")
 
+    # What `gazette bounces process` made of them.
+    assert summary.startswith(
+        f"Read 2 messages from {postfix.maildir}: 1 hard bounce, 1 soft bounce, 0 refused"
+    ), summary
+    assert {reader: before[reader] for reader in ALIVE} == {
+        reader: after[reader] for reader in ALIVE
+    }
+    assert before[DEAD] == before[FULL] == ReaderState("active", 0, ())
+    assert after[DEAD].subscription == "bounced"
+    assert [severity for severity, _said in after[DEAD].bounces] == ["hard"]
+    assert "5.1.1" in after[DEAD].bounces[0][1]
+    assert after[FULL].subscription == "active"
+    assert [severity for severity, _said in after[FULL].bounces] == ["soft"]
+    assert "4.2.2" in after[FULL].bounces[0][1]
+    assert bounced_count == 2
+    assert "1 hard bounce, 0 soft bounces" in again
+    assert "0 unmatched, 0 already processed" in again
+    forwarded_bounce = (
+        "hard", after[DEAD].bounces[0][1].replace(f"<{DEAD}>", f"<{ALIVE[0]}>")
+    )  # fmt: skip
+    assert forwarded_after == after | {
+        DEAD: ReaderState("bounced", 2, (*after[DEAD].bounces, forwarded_bounce)),
+    }
+    assert forwarded_count == bounced_count + 1
+
 
 def test_a_reader_server_that_refuses_connections_comes_back_as_failed_4_4_1(
     tmp_path: Path, database_url: str
@@ -250,10 +364,11 @@ def test_a_reader_server_that_refuses_connections_comes_back_as_failed_4_4_1(
             BOUNCE_DOMAIN,
         ) as postfix,
     ):
-        rows = send_through(postfix, tmp_path, database_url, readers)
+        site, rows = send_through(postfix, tmp_path, database_url, readers)
         postfix.wait_for_mail(1, DSN_TIMEOUT)
         queue = postfix.wait_until_settled(len(readers), DSN_TIMEOUT)
         dsns = dsns_by_reader(postfix, 1, rows)
+        before, summary, (after, bounced_count) = process_twice(site, postfix, 1)
 
     by_reader = check_envelopes(queue, rows)
     assert [(a.dsn, a.status) for a in by_reader[UNREACHABLE].attempts] == [("4.4.1", "deferred")]
@@ -268,3 +383,12 @@ def test_a_reader_server_that_refuses_connections_comes_back_as_failed_4_4_1(
         f"X-Postfix; connect to 127.0.0.1[127.0.0.1]:{closed}: Connection refused"
     )
     keep(report, tmp_path, "postfix-connection-refused-4.4.1-expired.eml")
+
+    assert "0 hard bounces, 1 soft bounce, 0 refused" in summary, summary
+    assert after[ALIVE[0]] == before[ALIVE[0]] == ReaderState("active", 0, ())
+    assert after[UNREACHABLE].subscription == "active"
+    assert after[UNREACHABLE].bounce_count == 1
+    [(severity, said)] = after[UNREACHABLE].bounces
+    assert severity == "soft"
+    assert "4.4.1" in said
+    assert bounced_count == 1

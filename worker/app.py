@@ -12,6 +12,7 @@ import sys
 from celery import Celery
 from kombu import pools as kombu_pools
 
+from gazette.bounces.runs import BOUNCE_INTERVAL
 from gazette.config import Settings, load_settings
 from gazette.errors import ConfigError
 
@@ -69,9 +70,18 @@ def configure(settings: Settings) -> None:
             "sweep": {"task": "gazette.sweep", "schedule": tick},
             # Each feed has its own interval; this only finds the ones that are due.
             "poll-due-feeds": {"task": "gazette.poll_due_feeds", "schedule": tick},
+            **_bounce_schedule(settings),
         },
         timezone="UTC",
     )
+
+
+def _bounce_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    """Reading the bounce mailbox every few minutes, when GAZETTE_BOUNCE_MAILBOX is set."""
+    if settings.bounce_mailbox is None:
+        return {}
+    every = BOUNCE_INTERVAL.total_seconds()
+    return {"process-bounces": {"task": "gazette.process_bounces", "schedule": every}}
 
 
 def _drop_broker_connections() -> None:

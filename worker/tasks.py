@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gazette import dispatch
 from gazette.articles import feeds
+from gazette.bounces.runs import read_configured
 from gazette.digests import ledger, planning, sending
 from gazette.errors import GazetteError
 from gazette.runtime import current_runtime
@@ -124,3 +125,12 @@ def poll_due_feeds() -> None:
         due = feeds.due_feeds(session, utcnow())
     for feed_id in due:
         poll_feed.delay(feed_id)
+
+
+@app.task(name="gazette.process_bounces", ignore_result=True, acks_late=True)
+def process_bounces() -> None:
+    """Beat, every few minutes when GAZETTE_BOUNCE_MAILBOX is set: read the bounce mailbox."""
+    runtime = current_runtime()
+    run = read_configured(runtime.sessions, runtime.settings, utcnow())
+    if run is not None:
+        logger.info("%s", run.line())

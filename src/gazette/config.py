@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import SplitResult, urlsplit
 
 from sqlalchemy.engine import make_url
@@ -33,6 +33,9 @@ from gazette.url_settings import (
     parse_database_url,
     parse_mail_url,
 )
+
+if TYPE_CHECKING:
+    from gazette.bounces.sources import Mailbox
 
 # Links and the rule when no accent colour is set: the theme's blue (contrast 6.7:1).
 DEFAULT_ACCENT = "#1d4ed8"
@@ -98,6 +101,10 @@ class Settings:
     bounce_require_verp: bool = False
     # Soft-bounce decay, the rates that pause a newsletter, the Feedback-ID's SenderId.
     deliverability: Deliverability = field(default_factory=Deliverability)
+    # The bounce address's mailbox (a Maildir or an IMAP folder) beat reads; and how
+    # many days its processed messages, which quote the original, are kept.
+    bounce_mailbox: Mailbox | None = None
+    bounce_retention_days: int = 30
     # The publisher's brand, the default of every newsletter (each may override it).
     brand: Brand = field(default_factory=Brand)
     # The bearer token GET /metrics asks of a client off loopback (none: loopback only).
@@ -257,6 +264,8 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         bounce_address=check_bounce_address(_get(env, "BOUNCE_ADDRESS")),
         bounce_require_verp=_bool(env, "BOUNCE_REQUIRE_VERP", False),
         deliverability=parse_deliverability({name: _get(env, name) for name in DELIVERABILITY}),
+        bounce_mailbox=_bounce_mailbox(_get(env, "BOUNCE_MAILBOX")),
+        bounce_retention_days=_int(env, "BOUNCE_RETENTION_DAYS", 30),
         template_dir=template_dir,
         var_dir=var_dir,
         **_tuning(env),
@@ -301,6 +310,13 @@ def _tuning(env: Mapping[str, str]) -> _Tuning:
         smtp_pipelining=_bool(env, "SMTP_PIPELINING", True),
         smtp_connections_total=_int(env, "SMTP_CONNECTIONS_TOTAL", 0, minimum=0),
     )
+
+
+def _bounce_mailbox(raw: str | None) -> Mailbox | None:
+    """GAZETTE_BOUNCE_MAILBOX, parsed by the bounces package (imported only when set)."""
+    from gazette.bounces.sources import parse_mailbox
+
+    return parse_mailbox(raw, PREFIX + "BOUNCE_MAILBOX") if raw else None
 
 
 def _template_dir(env: Mapping[str, str]) -> Path | None:

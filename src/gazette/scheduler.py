@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gazette import dispatch
 from gazette.articles import feeds
+from gazette.bounces.runs import Run
 from gazette.digests import ledger, planning, sending
 from gazette.digests.composer import SendContext
 from gazette.digests.planning import PlanResult
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 # Asked between steps and between batches: True once the process is shutting down.
 Stopping = Callable[[], bool]
 Poller = Callable[[sessionmaker[Session], int], feeds.PollResult]
+# Reads the bounce mailbox when its interval has passed (bounces.runs.ScheduledReading).
+BounceReader = Callable[[datetime], Run | None]
 
 
 def _never() -> bool:
@@ -145,6 +148,7 @@ class TickReport:
     not_planned: list[str] = field(default_factory=list)
     resumed: list[int] = field(default_factory=list)
     batches: int = 0
+    bounces: Run | None = None
     errors: list[str] = field(default_factory=list)
     stopped: bool = False
 
@@ -168,6 +172,8 @@ class TickReport:
         sent_line = sent.summary() if sent is not None else None
         if sent_line:
             parts.append(sent_line)
+        if self.bounces is not None and (self.bounces.summary.read or self.bounces.expired):
+            parts.append(self.bounces.line().removesuffix("."))
         parts.extend(self.errors)
         if not parts:
             return None
@@ -201,9 +207,11 @@ def tick(
     *,
     stopping: Stopping = _never,
     poll: Poller = feeds.poll_feed,
+    bounces: BounceReader | None = None,
 ) -> TickReport:
-    """Sweep, poll due feeds, plan due editions and send them, then resume due issues.
+    """Sweep, read the bounces, poll due feeds, plan due editions, send, resume due issues.
 
+    Bounces are read first, so a reader bounced since the last tick gets no new issue.
     Feeds are polled before planning so an issue planned in this tick carries what
     they just brought. Each step commits before the sender is called (a sender for
     workers must never enqueue rows they cannot see yet). ``stopping`` is asked
@@ -215,6 +223,8 @@ def tick(
         for issue_id in ledger.settled_unfinished(session):
             if ledger.finish_issue(session, issue_id):
                 report.finished.append(issue_id)
+    if bounces is not None:
+        _read_bounces(bounces, now, report)
     with sessions() as session:
         due_feeds = feeds.due_feeds(session, now)
     for feed_id in due_feeds:
@@ -253,6 +263,14 @@ def tick(
         with sessions() as session:
             report.stopped = bool(ledger.resumable_issues(session, now))
     return report
+
+
+def _read_bounces(bounces: BounceReader, now: datetime, report: TickReport) -> None:
+    """Read the bounce mailbox when due; a mailbox that cannot be read is reported."""
+    try:
+        report.bounces = bounces(now)
+    except GazetteError as error:  # the server away, a wrong password: said, and retried
+        report.errors.append(f"bounces not read: {error}")
 
 
 def _send(sender: IssueSender, issue_id: int, report: TickReport) -> None:

@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,8 +50,8 @@ class Summary:
     unrecognised: int = 0
     unmatched: int = 0
     duplicates: int = 0
-    # Where the messages that were not understood were put.
-    kept_aside: Path | None = None
+    # Where the messages that were not understood were put (a folder, or an IMAP folder).
+    kept_aside: str | None = None
 
     def add(self, outcome: Outcome) -> None:
         """Count one message's outcome."""
@@ -99,11 +100,11 @@ def process_maildir(
     """Process every message waiting in the Maildir ``path``; ``progress(done)`` after each."""
     maildir = check_maildir(path)
     files = waiting(maildir)
-    summary = Summary(kept_aside=maildir / UNRECOGNISED)
+    summary = Summary(kept_aside=str(maildir / UNRECOGNISED))
     for done, file in enumerate(files, 1):
         raw = _read(file)
         if raw is not None:
-            outcome = _process(sessions, raw, secret_keys, require_verp, rules)
+            outcome = process_raw(sessions, raw, secret_keys, require_verp, rules)
             try:
                 _move(maildir, file, raw, outcome)
             except OSError as exc:
@@ -127,16 +128,29 @@ def _read(file: Path) -> bytes | None:
         return None  # taken by another run, or not a message
     except OSError as exc:  # the operator's to fix (permissions); what is done stays done
         raise MaildirError(f"Cannot read {str(file)!r} ({exc.strerror}).") from None
+    return without_reason(raw)
+
+
+def without_reason(raw: bytes) -> bytes:
+    """The message without the reason header a run before put at its top."""
     return _OUR_HEADER.sub(b"", raw)
 
 
-def _process(
+def with_reason(raw: bytes, reason: str) -> bytes:
+    """The message with ``reason`` in one X-Gazette-Reason header at its top."""
+    said = reason.encode("ascii", "backslashreplace").replace(b"\r", b" ").replace(b"\n", b" ")
+    newline = b"\r\n" if b"\r\n" in raw[:2000] else b"\n"
+    return REASON_HEADER + b": " + said[:400] + newline + raw
+
+
+def process_raw(
     sessions: sessionmaker[Session],
     raw: bytes,
     secret_keys: Sequence[str],
     require_verp: bool,
-    rules: Deliverability,
+    rules: Deliverability = DEFAULT_RULES,
 ) -> Outcome:
+    """Apply one message in a transaction of its own; one too large is not understood."""
     if len(raw) > MAX_BYTES:
         return Outcome(Kind.UNRECOGNISED, reason=f"larger than {MAX_BYTES // 2**20} MB")
     with sessions() as session, session.begin():
@@ -155,14 +169,33 @@ def _move(maildir: Path, file: Path, raw: bytes, outcome: Outcome) -> None:
     if len(raw) > MAX_BYTES:  # only its start was read: moved as it is
         os.replace(file, _free(folder / "cur" / _cur_name(file.name)))
         return
-    reason = (
-        outcome.reason.encode("ascii", "backslashreplace").replace(b"\r", b" ").replace(b"\n", b" ")
-    )
-    newline = b"\r\n" if b"\r\n" in raw[:2000] else b"\n"
     staged = folder / "tmp" / file.name
-    staged.write_bytes(REASON_HEADER + b": " + reason[:400] + newline + raw)
+    staged.write_bytes(with_reason(raw, outcome.reason))
+    arrived = file.stat()  # retention counts from when it came, not from this copy
+    os.utime(staged, (arrived.st_atime, arrived.st_mtime))
     os.replace(staged, _free(folder / "cur" / _cur_name(file.name)))
     file.unlink(missing_ok=True)
+
+
+def expire_maildir(maildir: Path, before: datetime) -> int:
+    """Delete the messages of .processed and .unrecognised that came before ``before``.
+
+    A message's date is its file's modification time: when it was delivered (moving it
+    keeps it). Returns how many were deleted.
+    """
+    cutoff, gone = before.timestamp(), 0
+    for sub in (f"{name}/{part}" for name in (PROCESSED, UNRECOGNISED) for part in ("new", "cur")):
+        try:
+            entries = list(os.scandir(maildir / sub))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise MaildirError(f"Cannot read {str(maildir / sub)!r} ({exc.strerror}).") from None
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                Path(entry.path).unlink(missing_ok=True)
+                gone += 1
+    return gone
 
 
 def _folder(maildir: Path, name: str) -> Path:

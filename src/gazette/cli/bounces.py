@@ -6,9 +6,11 @@ from pathlib import Path
 
 import click
 
-from gazette.bounces.mailboxes import MaildirError, Summary, check_maildir, process_maildir, waiting
-from gazette.bounces.policy import Effect
+from gazette.bounces.mailboxes import MaildirError, check_maildir
+from gazette.bounces.runs import read_mailbox
+from gazette.bounces.sources import Mailbox, parse_imap_url
 from gazette.cli.app import EXIT_USAGE, fail, main, progress, runtime
+from gazette.store.models import utcnow
 
 
 @main.group()
@@ -18,54 +20,53 @@ def bounces() -> None:
 
 @bounces.command()
 @click.option(
-    "--maildir", "path", required=True, type=click.Path(path_type=Path, file_okay=True),
+    "--maildir",
+    "path",
+    type=click.Path(path_type=Path, file_okay=True),
     help="The Maildir the bounce address delivers to.",
+)
+@click.option(
+    "--imap", "imap_url", metavar="URL",
+    help="The IMAP folder the bounce address delivers to: imaps://user:password@host/INBOX.",
 )  # fmt: skip
-def process(path: Path) -> None:
-    """Act on every message in a Maildir, then move it out of the way.
+def process(path: Path | None, imap_url: str | None) -> None:
+    """Act on every message in a Maildir or an IMAP folder, then move it out of the way.
 
     Each message is read (RFC 3464 bounces, RFC 5965 complaints, RFC 3834 auto-replies,
     and the non-standard bounces flufl.bounce knows), applied once, and moved into the
-    Maildir's .processed folder, or kept aside in .unrecognised with the reason; a
-    second run changes nothing. GAZETTE_BOUNCE_REQUIRE_VERP=yes acts only on reports
-    that carry a valid VERP token.
+    Maildir's .processed folder, or kept aside in .unrecognised with the reason (on
+    IMAP: the folders Gazette/Processed and Gazette/Unrecognised); a second run changes
+    nothing. Kept messages older than GAZETTE_BOUNCE_RETENTION_DAYS are then deleted.
+    Without either option, the mailbox GAZETTE_BOUNCE_MAILBOX names is read.
+    GAZETTE_BOUNCE_REQUIRE_VERP=yes acts only on reports that carry a valid VERP token.
 
     \b
-    Example:
+    Examples:
       gazette bounces process --maildir /var/mail/bounces
+      gazette bounces process --imap 'imaps://bounces:secret@mail.example.org/INBOX'
     """
-    try:
-        maildir = check_maildir(path)
-    except MaildirError as error:
-        fail(str(error), EXIT_USAGE)
+    if path is not None and imap_url is not None:
+        fail("Give --maildir or --imap, not both.", EXIT_USAGE)
+    mailbox: Mailbox | None = None
+    if imap_url is not None:
+        mailbox = parse_imap_url(imap_url)
+    elif path is not None:
+        try:
+            mailbox = check_maildir(path)
+        except MaildirError as error:
+            fail(str(error), EXIT_USAGE)
     rt = runtime()
-    total = len(waiting(maildir))  # a MaildirError from here on is a failure (exit 1)
-    with progress(total, f"Reading {maildir.name}") as advance:
-        summary = process_maildir(
-            rt.sessions, maildir, secret_keys=rt.settings.secret_keys,
-            require_verp=rt.settings.bounce_require_verp, progress=advance,
-            rules=rt.settings.deliverability,
-        )  # fmt: skip
-    click.echo(f"Read {_count(summary.read, 'message')} from {maildir}: {describe(summary)}.")
-
-
-def describe(summary: Summary) -> str:
-    """The run's counts in one line, every kind named even when none came."""
-    effects = summary.effects
-    parts = [
-        _count(effects[Effect.HARD], "hard bounce"),
-        _count(effects[Effect.SOFT], "soft bounce"),
-        f"{effects[Effect.NOT_THE_READER]} refused for policy (not counted against readers)",
-        f"{effects[Effect.DELAYED]} delayed",
-        _count(effects[Effect.COMPLAINT], "complaint"),
-        _count(effects[Effect.AUTO_REPLY], "auto-reply", "auto-replies"),
-        f"{summary.unrecognised} unrecognised"
-        + (f" (kept aside in {summary.kept_aside})" if summary.unrecognised else ""),
-        f"{summary.unmatched} unmatched",
-        f"{summary.duplicates} already processed",
-    ]
-    return ", ".join(parts)
-
-
-def _count(number: int, one: str, many: str | None = None) -> str:
-    return f"{number} {one if number == 1 else many or one + 's'}"
+    mailbox = mailbox or rt.settings.bounce_mailbox
+    if mailbox is None:
+        fail(
+            "Give --maildir PATH or --imap URL, or set GAZETTE_BOUNCE_MAILBOX: "
+            "the bounce mailbox to read.",
+            EXIT_USAGE,
+        )
+    run = read_mailbox(
+        rt.sessions, mailbox, secret_keys=rt.settings.secret_keys,
+        require_verp=rt.settings.bounce_require_verp,
+        retention_days=rt.settings.bounce_retention_days, now=utcnow(), progress=progress,
+        rules=rt.settings.deliverability,
+    )  # fmt: skip
+    click.echo(run.line())

@@ -17,6 +17,7 @@ from types import FrameType
 import click
 
 from gazette import scheduler
+from gazette.bounces.runs import scheduled_reading
 from gazette.cli.app import EXIT_USAGE, fail, main, runtime
 from gazette.config import load_settings
 
@@ -62,11 +63,12 @@ def run_command(host: str, port: int, threads: int, tick: float | None) -> None:
     )
 
     busy = threading.Event()
+    bounces = scheduled_reading(rt.sessions, rt.settings)
 
     def step(now: datetime) -> None:
         busy.set()
         try:
-            report = scheduler.tick(rt.sessions, sender, now, stopping=stop.is_set)
+            report = scheduler.tick(rt.sessions, sender, now, stopping=stop.is_set, bounces=bounces)
         finally:
             busy.clear()
         line = report.summary(sender.take())

@@ -10,6 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from gazette.bounces.forgetting import forget_messages
 from gazette.cli.app import (
     EXIT_FAILED,
     EXIT_USAGE,
@@ -229,8 +230,15 @@ def forget_(email: str, yes: bool) -> None:
     if not yes:
         click.confirm(f"Delete every personal record of {email.strip()}?", abort=True)
     with transaction(rt.sessions) as session:
-        forget(session, email, CLI)
-    click.echo(f"{email.strip()} is forgotten.")
+        forgotten = forget(session, email, CLI)
+    kept = ""
+    if rt.settings.bounce_mailbox is not None:
+        gone = forget_messages(
+            rt.settings.bounce_mailbox, forgotten.email, forgotten.delivery_ids,
+            rt.settings.secret_keys,
+        )  # fmt: skip
+        kept = f"; {gone} bounce message(s) about them deleted from the bounce mailbox"
+    click.echo(f"{email.strip()} is forgotten{kept}.")
 
 
 @subscribers.command(name="import")

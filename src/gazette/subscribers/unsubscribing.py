@@ -18,6 +18,7 @@ from gazette.errors import GazetteError
 from gazette.newsletters.service import SLUG
 from gazette.store.models import (
     Base,
+    BounceReport,
     Delivery,
     DeliveryStatus,
     Event,
@@ -164,12 +165,30 @@ def unsubscribe_all(session: Session, subscriber_id: int, origin: Origin) -> int
     return sum(unsubscribe(session, subscriber_id, nid, origin) for nid in newsletter_ids)
 
 
-def forget(session: Session, email: str, origin: Origin) -> None:
+@dataclass(frozen=True)
+class Forgotten:
+    """Who was forgotten: what finds the bounce messages about them still kept."""
+
+    email: str
+    # Their ledger rows' ids, which the VERP tokens of bounces about them name.
+    delivery_ids: tuple[int, ...]
+
+
+def forget(session: Session, email: str, origin: Origin) -> Forgotten:
     """Delete a reader's personal data, keeping only a hash that blocks re-import.
 
-    Their ledger rows go with them; audit events stay, detached from the person.
+    Their ledger rows go with them; audit events stay, detached from the person, and so
+    do the bounce reports about them (their key still marks a message as processed).
     """
     subscriber = subscriber_by_email(session, email)
+    delivery_ids = tuple(
+        session.scalars(select(Delivery.id).where(Delivery.subscriber_id == subscriber.id))
+    )
+    session.execute(
+        update(BounceReport)
+        .where(BounceReport.subscriber_id == subscriber.id)
+        .values(subscriber_id=None, delivery_id=None)
+    )
     digest = email_hash(subscriber.email)
     if session.scalar(select(Suppression.id).where(Suppression.email_hash == digest)) is None:
         session.add(Suppression(email_hash=digest, reason="forgotten"))
@@ -180,3 +199,4 @@ def forget(session: Session, email: str, origin: Origin) -> None:
     session.execute(delete(Delivery).where(Delivery.subscriber_id == subscriber.id))
     session.execute(delete(Subscriber).where(Subscriber.id == subscriber.id))
     session.expunge(subscriber)
+    return Forgotten(subscriber.email, delivery_ids)
