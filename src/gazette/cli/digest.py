@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.cli.app import console, main, print_json, progress, runtime
 from gazette.digests import previews
-from gazette.digests.composer import require_dkim_key
 from gazette.digests.deliverability import describe, issue_rates, policy_refusals
+from gazette.digests.envelopes import require_dkim_key
 from gazette.digests.intro import give_issue_note
 from gazette.digests.ledger import (
     ErrorGroup,

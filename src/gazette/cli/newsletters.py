@@ -11,7 +11,7 @@ from rich.table import Table
 
 from gazette.cli.app import console, main, print_json, runtime
 from gazette.cli.presentation import presentation_changes, presentation_options
-from gazette.digests.composer import require_dkim_key
+from gazette.digests.envelopes import require_dkim_key
 from gazette.digests.planning import NextIssue, next_issue
 from gazette.errors import GazetteError
 from gazette.newsletters.brand import (

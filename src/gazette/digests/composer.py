@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from gazette.config import Brand
 from gazette.deliverability_settings import Deliverability
 from gazette.digests.content import HTML_BUDGET, ContentChoice, article_views, shorten_longest
+from gazette.digests.envelopes import domain_of, list_id_for, message_id, reader_links, sealed
 from gazette.digests.intro import issue_notes
 from gazette.digests.routing import (
     ALL,
@@ -27,7 +28,7 @@ from gazette.digests.routing import (
     route,
 )
 from gazette.mail.dkim import DkimSigner
-from gazette.mail.mime import Envelope, QuotedPrintable, build_message, quoted_printable
+from gazette.mail.mime import Envelope, quoted_printable
 from gazette.mail.provider_headers import ProviderHeader
 from gazette.mail.senders import split_sender
 from gazette.mail.transports import Transport
@@ -107,11 +108,6 @@ class PreparedIssue:
     published: frozenset[str] = frozenset()
 
 
-def domain_of(address: str) -> str:
-    """The domain part of an address (for Message-IDs and List-Id)."""
-    return address.rpartition("@")[2]
-
-
 def feedback_id(prepared: PreparedIssue, sender_id: str | None) -> str:
     """The Feedback-ID of every message of an issue: ``issue:newsletter:gazette:SenderId``.
 
@@ -120,47 +116,6 @@ def feedback_id(prepared: PreparedIssue, sender_id: str | None) -> str:
     """
     sender = sender_id or domain_of(prepared.from_address)
     return f"{prepared.issue_public_id}:{prepared.newsletter_slug}:gazette:{sender}"
-
-
-def message_id(issue_public_id: str, subscriber_public_id: str, domain: str) -> str:
-    """Deterministic per (issue, subscriber), so a resend is recognisably the same message."""
-    return f"{issue_public_id}.{subscriber_public_id}@{domain}"
-
-
-def list_id_for(newsletter: Newsletter, from_address: str) -> str:
-    """The newsletter's List-Id: its own, or its slug under the sender's domain."""
-    # RFC 2919: the identifier stays plain; only the name before it may be encoded.
-    return (newsletter.list_id or f"{newsletter.slug}.{domain_of(from_address)}").strip("<>")
-
-
-def reader_links(ctx: SendContext, public_id: str, slug: str) -> tuple[str, str]:
-    """A reader's (unsubscribe URL, preferences URL) for a newsletter, each with a signed token."""
-    unsubscribe = ctx.tokens.mint(Purpose.UNSUBSCRIBE, public_id, slug)
-    preferences = ctx.tokens.mint(Purpose.PREFERENCES, public_id, slug)
-    return (
-        f"{ctx.base_url}/unsubscribe/{unsubscribe}",
-        f"{ctx.base_url}/preferences/{preferences}",
-    )
-
-
-def sealed(
-    ctx: SendContext,
-    envelope: Envelope,
-    text: str | QuotedPrintable,
-    html: str | QuotedPrintable,
-    boundary: str,
-) -> bytes:
-    """The message as bytes (DotSafe unless signed), DKIM-signed when a key is set."""
-    message: bytes = build_message(envelope, text, html, boundary)
-    if ctx.signer is not None:
-        message = ctx.signer.sign(message, envelope.from_address)
-    return message
-
-
-def require_dkim_key(ctx: SendContext, newsletter: Newsletter) -> None:
-    """MissingDkimKeyError when signing is on and the newsletter's From domain has no key."""
-    if ctx.signer is not None:
-        ctx.signer.key_for(split_sender(newsletter.from_address or ctx.default_from).address)
 
 
 # The longest a reader's name can be (subscriber.name), in the widest characters once

@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import exists, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from gazette.digests.composer import Composer, SendContext, composer_for, message_id
+from gazette.digests.composer import Composer, SendContext, composer_for
+from gazette.digests.envelopes import message_id
 from gazette.digests.ledger import due_now
 from gazette.digests.recipients import Recipient, chunk_recipients
 from gazette.digests.recording import ChunkOutcome, ledger_row

@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from gazette.digests.composer import SendContext, domain_of, list_id_for, reader_links, sealed
+from gazette.digests.composer import SendContext
+from gazette.digests.envelopes import domain_of, list_id_for, reader_links, sealed
 from gazette.mail.mime import Envelope
 from gazette.mail.outcomes import DeliveryError
 from gazette.mail.senders import split_sender
