@@ -18,10 +18,13 @@ Remote-MTA. Copies of these DSNs are kept in tests/postfix_samples/.
 Then the real `gazette bounces process --maildir` reads that Maildir while the instance
 still runs (the Maildir goes with it): the 5.1.1 reader is bounced, the 4.2.2 and 4.4.1
 readers get a soft bounce, the others are untouched, and a second run changes nothing.
+A reader's vacation responder, answering through Postfix to the envelope sender as
+RFC 3834 says, is recorded in the reader's history and changes nothing else.
 """
 
 from __future__ import annotations
 
+import smtplib
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage, Message
 from pathlib import Path
@@ -43,7 +46,7 @@ from tests.support.env import TEST_KEY
 from tests.support.messages import parse
 from tests.support.postfix import Postfix, Queued, running_postfix
 from tests.support.relays import Installation, make_installation
-from tests.support.smtp import RecordingHandler, SMTPServer, free_port
+from tests.support.smtp import Received, RecordingHandler, SMTPServer, free_port
 
 BOUNCE_DOMAIN = "bounce.example.org"
 SAMPLES = Path(__file__).parent / "postfix_samples"
@@ -392,3 +395,47 @@ def test_a_reader_server_that_refuses_connections_comes_back_as_failed_4_4_1(
     assert severity == "soft"
     assert "4.4.1" in said
     assert bounced_count == 1
+
+
+def auto_reply(to: str, about: Received) -> bytes:
+    """A reader's vacation responder answering ``about`` as RFC 3834 says: to its sender."""
+    original = parse(about.data)
+    reply = EmailMessage()
+    reply["From"] = about.recipients[0]
+    reply["To"] = to
+    reply["Subject"] = f"Auto: {original['Subject']}"
+    reply["Message-ID"] = "<vacation.1@example.org>"
+    reply["In-Reply-To"] = str(original["Message-ID"])
+    reply["Auto-Submitted"] = "auto-replied"
+    reply.set_content("I am away until January and read no mail.")
+    return bytes(reply)
+
+
+def test_an_auto_reply_mailed_back_through_postfix_is_recorded_and_changes_nothing_else(
+    tmp_path: Path, database_url: str
+) -> None:
+    """RFC 3834 replies go to the envelope sender: the VERP address, through the relay."""
+    reader = ALIVE[0]
+    with (
+        SMTPServer(ReadersServer()) as downstream,
+        running_postfix(tmp_path, {"example.org": downstream.port}, BOUNCE_DOMAIN) as postfix,
+    ):
+        site, rows = send_through(postfix, tmp_path, database_url, [reader])
+        [received] = downstream.messages
+        assert delivery_for(received.sender, [TEST_KEY]) == rows[reader]
+        # The reader's server answers over SMTP, to the sender it was given.
+        with smtplib.SMTP("127.0.0.1", postfix.port, timeout=DSN_TIMEOUT) as client:
+            client.sendmail("", [received.sender], auto_reply(received.sender, received))
+        [arrived] = postfix.wait_for_mail(1, DSN_TIMEOUT)
+        assert parse(arrived.read_bytes())["Auto-Submitted"] == "auto-replied"
+        before, summary, (after, bounced_count) = process_twice(site, postfix, 1)
+        with site.runtime("maildir:///nowhere") as runtime, runtime.sessions() as session:
+            kinds = session.scalars(
+                select(Event.kind).where(Event.kind.in_(["auto_reply", "bounce", "suppressed"]))
+            ).all()
+
+    assert "1 auto-reply" in summary, summary
+    assert "0 hard bounces, 0 soft bounces" in summary, summary
+    assert kinds == ["auto_reply"]
+    assert after == before == {reader: ReaderState("active", 0, ())}
+    assert bounced_count == 0
