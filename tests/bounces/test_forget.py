@@ -15,8 +15,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from gazette.store.models import BounceReport
-from tests.bounces.helpers import deliver, files, make_maildir, sample
-from tests.bounces.test_cli import FORWARDED, send_issue
+from tests.bounces.helpers import FORWARDED, deliver, files, make_maildir, sample, send_issue
 from tests.support.dovecot import append, contents, running_dovecot
 
 

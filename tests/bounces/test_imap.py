@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bounces.helpers import sample
-from tests.bounces.test_cli import FORWARDED, Sent, send_issue
+from tests.bounces.helpers import FORWARDED, Sent, sample, send_issue
 from tests.support.cli import one_sentence
 from tests.support.dovecot import PASSWORD, USER, append, contents, imap, running_dovecot
 from tests.support.smtp import free_port
