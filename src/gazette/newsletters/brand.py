@@ -11,6 +11,9 @@ import html
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Row
 
 from gazette.config import Brand, check_colour, check_http_url
 from gazette.errors import ConfigError
@@ -30,8 +33,11 @@ CONSENT = (
 BRAND_FIELDS = tuple(f.name for f in fields(Brand))
 
 
-def brand_for(newsletter: Newsletter, default: Brand) -> Brand:
-    """The newsletter's brand: each value it sets itself, else the installation's."""
+def brand_for(newsletter: Newsletter | Row[Any], default: Brand) -> Brand:
+    """The newsletter's brand: each value it sets itself, else the installation's.
+
+    ``newsletter`` may be a row holding only the brand columns (a one-click answer's).
+    """
     values = {}
     for name in BRAND_FIELDS:
         own = getattr(newsletter, name)

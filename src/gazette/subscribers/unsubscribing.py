@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import bindparam, delete, inspect, select, update
+from sqlalchemy import Row, bindparam, delete, inspect, select, true, update
 from sqlalchemy.orm import Session
 
 from gazette.digests.recording import count_outcomes
@@ -28,6 +29,7 @@ from gazette.store.models import (
     Suppression,
     utcnow,
 )
+from gazette.subscribers import unsubscribe_statement as statement
 from gazette.subscribers.service import Origin, email_hash, record_event, subscriber_by_email
 
 # The tables the one-click statements below are built over (see the module's docstring).
@@ -40,12 +42,23 @@ _issue = Base.metadata.tables["issue"]
 _newsletter = Base.metadata.tables["newsletter"]
 
 
-# The reader and the newsletter a link names, in one round trip.
-_READER_AND_NEWSLETTER = select(
-    _subscriber.c.id,
-    _subscriber.c.language,
-    select(_newsletter.c.id).where(_newsletter.c.slug == bindparam("slug")).scalar_subquery(),
-).where(_subscriber.c.public_id == bindparam("public_id"))
+# The reader and the newsletter a link names, in one round trip: the columns of
+# unsubscribe_statement's row but "changed" (the newsletter's NULL when there is none).
+_letter = (
+    select(*(_newsletter.c[name] for name in statement.LETTER_COLUMNS))
+    .where(_newsletter.c.slug == bindparam("slug"))
+    .subquery("letter")
+)
+_READER_AND_NEWSLETTER = (
+    select(
+        _subscriber.c.id.label("reader_id"),
+        _subscriber.c.language,
+        _letter.c.id.label("newsletter_id"),
+        *(_letter.c[name] for name in statement.LETTER_COLUMNS[1:]),
+    )
+    .select_from(_subscriber.outerjoin(_letter, true()))
+    .where(_subscriber.c.public_id == bindparam("public_id"))
+)
 
 
 _alias = Base.metadata.tables["subscriber_alias"]
@@ -104,9 +117,20 @@ def unsubscribe(session: Session, subscriber_id: int, newsletter_id: int, origin
     Idempotent, and immediate: deliveries not yet sent to this reader for this
     newsletter are skipped in the same transaction, so a send in progress honours it.
     The status changes by one conditional UPDATE, so of two clicks at the same moment
-    only one changes it and records the event.
+    only one changes it and records the event. PostgreSQL does it all in one statement.
     """
     params = {"reader": subscriber_id, "newsletter": newsletter_id, "now": utcnow()}
+    if _one_statement(session):
+        row = session.execute(
+            statement.BY_IDS,
+            statement.parameters(
+                origin, params["now"], reader=subscriber_id, newsletter=newsletter_id
+            ),
+        ).first()
+        done = row is not None and bool(row.changed)
+        if done:
+            _expire_changed(session, subscriber_id, newsletter_id)
+        return done
     changed = session.execute(_END_SUBSCRIPTION, params)
     if not changed.rowcount:  # type: ignore[attr-defined]
         return False
@@ -126,6 +150,9 @@ class LinkUnsubscribe:
 
     changed: bool
     language: str
+    # The newsletter's name and own brand values (unsubscribe_statement.LETTER_COLUMNS),
+    # for the page that answers: brand_for reads it as it reads a Newsletter.
+    newsletter: Row[Any]
 
 
 def unsubscribe_link(
@@ -134,25 +161,50 @@ def unsubscribe_link(
     """Unsubscribe the reader an unsubscribe link names; ``changed`` is False if already.
 
     The RFC 8058 one-click target, which mail providers may call in bursts: it reads
-    plain columns, not whole objects, and so costs a few statements and little CPU.
+    plain columns, not whole objects; on PostgreSQL a link of a current reader costs one
+    statement, so a caller running it on its own (autocommit) holds no lock past it.
     """
-    row = session.execute(
-        _READER_AND_NEWSLETTER, {"public_id": public_id, "slug": newsletter_slug}
-    ).first()
-    if row is None:
+    if not SLUG.match(newsletter_slug):
+        raise GazetteError(f"There is no newsletter {newsletter_slug!r}.")
+    done = _link_once(session, public_id, newsletter_slug, origin)
+    if done is None:
         # Only a link minted before its reader was merged pays for the second look-up.
         current = session.scalar(_ALIASED, {"alias": public_id})
         if current is not None:
-            row = session.execute(
-                _READER_AND_NEWSLETTER, {"public_id": current, "slug": newsletter_slug}
-            ).first()
-    if row is None:
+            done = _link_once(session, current, newsletter_slug, origin)
+    if done is None:
         raise GazetteError("This link belongs to a subscription that no longer exists.")
-    reader_id, language, newsletter_id = row
-    if newsletter_id is None or not SLUG.match(newsletter_slug):
+    return done
+
+
+def _link_once(
+    session: Session, public_id: str, newsletter_slug: str, origin: Origin
+) -> LinkUnsubscribe | None:
+    """Unsubscribe the reader ``public_id`` names, or None when there is no such reader."""
+    if _one_statement(session):
+        params = statement.parameters(origin, utcnow(), public_id=public_id, slug=newsletter_slug)
+        row = session.execute(statement.BY_LINK, params).first()
+        if row is None:
+            return None
+        if row.newsletter_id is None:
+            raise GazetteError(f"There is no newsletter {newsletter_slug!r}.")
+        if row.changed:
+            _expire_changed(session, row.reader_id, row.newsletter_id)
+        return LinkUnsubscribe(bool(row.changed), row.language, row)
+    found = session.execute(
+        _READER_AND_NEWSLETTER, {"public_id": public_id, "slug": newsletter_slug}
+    ).first()
+    if found is None:
+        return None
+    if found.newsletter_id is None:
         raise GazetteError(f"There is no newsletter {newsletter_slug!r}.")
-    changed = unsubscribe(session, reader_id, newsletter_id, origin)
-    return LinkUnsubscribe(changed, language)
+    changed = unsubscribe(session, found.reader_id, found.newsletter_id, origin)
+    return LinkUnsubscribe(changed, found.language, found)
+
+
+def _one_statement(session: Session) -> bool:
+    """True on PostgreSQL, where unsubscribing is one statement (unsubscribe_statement)."""
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def unsubscribe_all(session: Session, subscriber_id: int, origin: Origin) -> int:

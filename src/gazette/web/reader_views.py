@@ -6,6 +6,7 @@ from flask import Response, request
 
 from gazette.digests.routing import language_choices, save_extra_languages
 from gazette.errors import InvalidChoiceError
+from gazette.newsletters.brand import brand_for
 from gazette.store.models import utcnow
 from gazette.subscribers.preferences import preferences, update_preferences
 from gazette.subscribers.service import FREQUENCIES, subscriber_by_public_id
@@ -27,14 +28,15 @@ class ReaderViews(Pages):
             )  # fmt: skip
         # No CSRF check: mail providers POST "List-Unsubscribe=One-Click" without
         # cookies, and the signed token already proves the link came from the reader's mail.
-        # One session for the change and the page's language: this is the hot path under
-        # a provider's one-click traffic, and each pool checkout costs a pre-ping.
-        with self.rt.sessions() as session, session.begin():
+        # This is the hot path under a provider's one-click traffic: one session (each pool
+        # checkout costs a pre-ping), and the change returns what the page shows of the
+        # newsletter. On PostgreSQL it is one statement that commits by itself (statement
+        # sessions), so the row locks every click takes are never held across a round trip.
+        with self.rt.statement_sessions() as session, session.begin():
             done = unsubscribe_link(session, claims.subscriber, claims.newsletter, self.origin())
-            newsletter, brand = self.branded(session, claims.newsletter)
         return self.page(
-            "unsubscribed", language=done.language, token=token, newsletter=newsletter,
-            brand=brand,
+            "unsubscribed", language=done.language, token=token, newsletter=done.newsletter,
+            brand=brand_for(done.newsletter, self.rt.send_context.brand),
         )  # fmt: skip
 
     def save_preferences(self, public_id: str, newsletter_slug: str) -> str:

@@ -1,0 +1,97 @@
+"""PostgreSQL's unsubscribe as one statement: end, skip, count and log together.
+
+The RFC 8058 one-click target is called by mail providers in bursts, and each change
+updates rows every other click also updates: the issue's running totals and the
+subscription tally its trigger keeps. In several statements a transaction holds those
+row locks across round trips to a web process that may wait milliseconds for its GIL,
+and the clicks queue behind each other. Data-modifying CTEs hold them only while the
+server runs the statement; run on its own (autocommit), not even across a COMMIT.
+SQLite has no such CTEs and one writer at a time: unsubscribing.py keeps its steps.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import TextClause, bindparam, text
+
+from gazette.newsletters.brand import BRAND_FIELDS
+from gazette.store.models import Base
+from gazette.subscribers.service import Origin, event_row
+
+_event = Base.metadata.tables["event"]
+
+
+# The changes of unsubscribing.unsubscribe: the status by a conditional UPDATE (of two
+# clicks at once only one changes it), the reader's pending deliveries of the newsletter
+# skipped and added to their issues' skipped_count (as recording.count_outcomes does),
+# and one "unsubscribed" event. {reader} and {newsletter} say how the reader and the
+# newsletter are named. It yields one row (reader id, language, 1 if the subscription
+# changed else 0, then the newsletter's id, name and brand, NULL when there is no such
+# newsletter, for the page that answers), or none when no reader matches. Plain SQL: SQLAlchemy
+# 2.1 loses a parameter of this statement built from Core's DML-in-CTE constructs.
+_SQL = """
+WITH reader AS (
+    SELECT id, language FROM subscriber WHERE {reader}
+), letter AS (
+    SELECT {letter_columns} FROM newsletter WHERE {newsletter}
+), ended AS (
+    UPDATE subscription SET status = 'unsubscribed', updated_at = :now
+    WHERE subscriber_id IN (SELECT id FROM reader)
+      AND newsletter_id IN (SELECT id FROM letter)
+      AND status <> 'unsubscribed'
+    RETURNING subscriber_id, newsletter_id
+), skipped AS (
+    UPDATE delivery SET status = 'skipped', last_error = 'unsubscribed'
+    WHERE subscriber_id IN (SELECT subscriber_id FROM ended)
+      AND status = 'pending'
+      AND issue_id IN (
+          SELECT issue.id FROM issue WHERE issue.newsletter_id IN (SELECT newsletter_id FROM ended)
+      )
+    RETURNING issue_id
+), counted AS (
+    UPDATE issue SET skipped_count = issue.skipped_count + per_issue.n
+    FROM (SELECT issue_id, count(*) AS n FROM skipped GROUP BY issue_id) AS per_issue
+    WHERE issue.id = per_issue.issue_id
+), logged AS (
+    INSERT INTO event (subscriber_id, newsletter_id, kind, source, ip, detail, created_at)
+    SELECT subscriber_id, newsletter_id, :kind, :source, :ip, :detail, :now FROM ended
+)
+SELECT reader.id AS reader_id, reader.language, (SELECT count(*) FROM ended) AS changed,
+    letter.id AS newsletter_id, {letter_out}
+FROM reader LEFT JOIN letter ON true
+"""
+
+
+# What the answering page shows of the newsletter: its name and its own brand values.
+LETTER_COLUMNS = ("id", "name", *BRAND_FIELDS)
+
+
+def _statement(reader: str, newsletter: str) -> TextClause:
+    """The statement with how it names the reader and the newsletter, its types bound."""
+    sql = _SQL.format(
+        reader=reader,
+        newsletter=newsletter,
+        letter_columns=", ".join(LETTER_COLUMNS),
+        letter_out=", ".join(f"letter.{name}" for name in LETTER_COLUMNS[1:]),
+    )
+    return text(sql).bindparams(
+        bindparam("now", type_=_event.c.created_at.type),
+        bindparam("detail", type_=_event.c.detail.type),
+    )
+
+
+# By the ids the caller has (unsubscribe) and by what a link carries (unsubscribe_link).
+BY_IDS = _statement("id = :reader", "id = :newsletter")
+BY_LINK = _statement("public_id = :public_id", "slug = :slug")
+
+
+def parameters(origin: Origin, now: object, **names: object) -> dict[str, object]:
+    """The statement's parameters: what names the reader and newsletter, the event's."""
+    event = event_row("unsubscribed", origin, subscriber_id=None)
+    return {
+        "now": now,
+        "kind": event["kind"],
+        "source": event["source"],
+        "ip": event["ip"],
+        "detail": event["detail"],
+        **names,
+    }
