@@ -139,6 +139,8 @@ class Postfix:
     bounce_domain: str
     port: int = field(default_factory=free_port)
     hostname: str = "relay.gazette.test"
+    # main.cf settings a test adds or overrides (smtpd restrictions, say).
+    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -226,6 +228,7 @@ class Postfix:
             "biff": "no",
             "readme_directory": "no",
         }
+        settings.update(self.extra)
         return "".join(f"{name} = {value}\n" for name, value in settings.items())
 
     @property
@@ -306,13 +309,19 @@ class Postfix:
 
 @contextmanager
 def running_postfix(
-    keep_logs: Path, routes: Mapping[str, int], bounce_domain: str
+    keep_logs: Path,
+    routes: Mapping[str, int],
+    bounce_domain: str,
+    extra: Mapping[str, str] | None = None,
 ) -> Iterator[Postfix]:
-    """A started Postfix instance; stopped, its maillog copied to ``keep_logs`` and printed."""
+    """A started Postfix instance; stopped, its maillog copied to ``keep_logs`` and printed.
+
+    ``extra``: main.cf settings added to (or overriding) the instance's own.
+    """
     require_postfix()
     folder = Path(tempfile.mkdtemp(prefix="gazette-postfix-"))
     folder.chmod(0o755)  # mkdtemp's 0700 would keep the services (user postfix) out
-    instance = Postfix(folder, routes, bounce_domain)
+    instance = Postfix(folder, routes, bounce_domain, extra=dict(extra or {}))
     try:
         instance.configure()
         instance.start()

@@ -18,6 +18,13 @@ from contextlib import suppress
 
 from gazette.mail.mime import DotSafe
 from gazette.mail.outcomes import DeliveryError, K, classify, relay_failure, reply_text
+from gazette.mail.pipelining import (
+    chunked_finish,
+    chunked_start,
+    end_transaction,
+    offers_chunking,
+    pipelined_envelope,
+)
 from gazette.url_settings import MailURL
 
 
@@ -62,6 +69,8 @@ class SMTPConnection:
         self._sent_on_client = 0
         # Whether the last message _start sent took its second (last) attempt.
         self._retried = False
+        # Whether the message in flight went as a BDAT chunk, its envelope's replies unread.
+        self._chunked = False
 
     def _open(self) -> smtplib.SMTP:
         """Connect, start TLS and log in; raise _OpenError naming the step that failed."""
@@ -174,9 +183,11 @@ class SMTPConnection:
                 return opened
             client = opened
         try:
-            transmit_start(client, sender, recipient, message, pipelining=self._pipelining)
+            self._chunked = transmit_start(
+                client, sender, recipient, message, pipelining=self._pipelining
+            )
             if wait:
-                transmit_finish(client)
+                transmit_finish(client, self._chunked, sender, recipient)
         except OSError as exc:  # smtplib's exceptions are all OSErrors
             return self._judge(exc, recipient, first=first)
         return None
@@ -226,7 +237,13 @@ class SMTPConnection:
         try:
             if self._client is None:
                 raise smtplib.SMTPServerDisconnected("the connection was closed")  # noqa: TRY301
-            transmit_finish(self._client)
+            transmit_finish(self._client, self._chunked, sender, recipient)
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPRecipientsRefused) as exc:
+            # Only a chunked message's envelope is answered this late (chunking.py).
+            judged = self._judge(exc, recipient, first=not self._retried)
+            if judged is _Again.RETRY:
+                return self._start(sender, recipient, message, wait=True, retry=False)
+            return judged
         except smtplib.SMTPResponseException as exc:
             if exc.smtp_code == 421 and not self._retried:
                 self.close()
@@ -277,18 +294,20 @@ def transmit(client: smtplib.SMTP, sender: str, recipient: str, message: bytes) 
     Same commands, the same exceptions on the same replies, the same RSET or close
     after a refusal: failures classify as before.
     """
-    transmit_start(client, sender, recipient, message)
-    transmit_finish(client)
+    transmit_finish(client, transmit_start(client, sender, recipient, message), sender, recipient)
 
 
 def transmit_start(
     client: smtplib.SMTP, sender: str, recipient: str, message: bytes, *, pipelining: bool = False
-) -> None:
+) -> bool:
     """``transmit`` up to the message's last line, leaving its final reply unread.
 
     With ``pipelining``, when the relay offers PIPELINING (RFC 2920), MAIL FROM, RCPT TO
     and DATA go in one write and their replies are read after: two round trips per
-    message instead of four, each reply still raising what sendmail would raise.
+    message instead of four, each reply still raising what sendmail would raise. When
+    it also offers CHUNKING (RFC 3030), the envelope and the message go in one write as
+    one BDAT chunk and every reply is left unread: True then, and transmit_finish
+    must be told so.
     """
     client.ehlo_or_helo_if_needed()
     options = [f"size={len(message)}"] if client.does_esmtp and client.has_extn("size") else []
@@ -301,24 +320,28 @@ def transmit_start(
         options.append("SMTPUTF8")
         if client.has_extn("8bitmime"):
             options.append("BODY=8BITMIME")
+    if pipelining and offers_chunking(client):
+        chunked_start(client, sender, recipient, message, options)
+        return True
     if pipelining and client.does_esmtp and client.has_extn("pipelining"):
-        _pipelined_envelope(client, sender, recipient, options)
+        pipelined_envelope(client, sender, recipient, options)
     else:
         _envelope(client, sender, recipient, options)
     body = message if isinstance(message, DotSafe) else dot_stuffed(message)
     # One buffer for body and final dot: a separate small write could wait on Nagle.
     client.send(body + (b".\r\n" if body.endswith(b"\r\n") else b"\r\n.\r\n"))
+    return False
 
 
 def _envelope(client: smtplib.SMTP, sender: str, recipient: str, options: list[str]) -> None:
     """MAIL FROM, RCPT TO and DATA, each waiting for its reply, as sendmail sends them."""
     code, reply = client.mail(sender, options)
     if code != 250:
-        _end_transaction(client, code)
+        end_transaction(client, code)
         raise smtplib.SMTPSenderRefused(code, reply, sender)
     code, reply = client.rcpt(recipient)
     if code not in (250, 251):
-        _end_transaction(client, code)
+        end_transaction(client, code)
         raise smtplib.SMTPRecipientsRefused({recipient: (code, reply)})
     # SMTP.data(), with its regular expression replaced.
     client.putcmd("data")
@@ -327,62 +350,18 @@ def _envelope(client: smtplib.SMTP, sender: str, recipient: str, options: list[s
         raise smtplib.SMTPDataError(code, reply)
 
 
-def _pipelined_envelope(
-    client: smtplib.SMTP, sender: str, recipient: str, options: list[str]
+def transmit_finish(
+    client: smtplib.SMTP, chunked: bool = False, sender: str = "", recipient: str = ""
 ) -> None:
-    """MAIL FROM, RCPT TO and DATA in one write (RFC 2920), then their three replies.
+    """Read the reply to a message's last line, as the end of ``transmit``.
 
-    Each reply is judged as _envelope judges it, in order, so a refused MAIL FROM is
-    the relay's and a refused RCPT TO the reader's exactly as before. A 421 ends the
-    session at once (the relay closes it; later replies never come). A relay that
-    answers 354 to DATA after refusing the envelope gets an empty message's final dot,
-    as RFC 2920 section 3.1 asks, before the refusal is raised.
+    ``chunked`` (transmit_start's answer): read the envelope's replies too, which judge
+    ``sender`` and ``recipient`` as the DATA path does.
     """
-    if "SMTPUTF8" in options:
-        client.command_encoding = "utf-8"  # as SMTP.mail does for an SMTPUTF8 envelope
-    extra = "".join(f" {option}" for option in options)
-    client.send(
-        f"MAIL FROM:{smtplib.quoteaddr(sender)}{extra}\r\n"
-        f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n"
-    )
-    mail = client.getreply()
-    if mail[0] == 421:
-        client.close()
-        raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
-    rcpt = client.getreply()
-    if rcpt[0] == 421:
-        client.close()
-        if mail[0] != 250:
-            raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
-        raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
-    data = client.getreply()
-    refused = mail[0] != 250 or rcpt[0] not in (250, 251)
-    if data[0] == 354 and refused:
-        client.send(b".\r\n")
-        client.getreply()
-    if mail[0] != 250:
-        _end_transaction(client, data[0] if data[0] == 421 else mail[0])
-        raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
-    if rcpt[0] not in (250, 251):
-        _end_transaction(client, data[0] if data[0] == 421 else rcpt[0])
-        raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
-    if data[0] != 354:
-        raise smtplib.SMTPDataError(data[0], data[1])
-
-
-def transmit_finish(client: smtplib.SMTP) -> None:
-    """Read the reply to a message's last line, as the end of ``transmit``."""
+    if chunked:
+        chunked_finish(client, sender, recipient)
+        return
     code, reply = client.getreply()
     if code != 250:
-        _end_transaction(client, code)
+        end_transaction(client, code)
         raise smtplib.SMTPDataError(code, reply)
-
-
-def _end_transaction(client: smtplib.SMTP, code: int) -> None:
-    """End a refused transaction on ``client``: close after a 421, RSET otherwise."""
-    # As sendmail does: a 421 means the relay is closing, anything else is cleared by RSET.
-    if code == 421:
-        client.close()
-        return
-    with suppress(smtplib.SMTPServerDisconnected):
-        client.rset()
