@@ -32,34 +32,13 @@ def pipelined_envelope(
     answers 354 to DATA after refusing the envelope gets an empty message's final dot,
     as RFC 2920 section 3.1 asks, before the refusal is raised.
     """
-    if "SMTPUTF8" in options:
-        client.command_encoding = "utf-8"  # as SMTP.mail does for an SMTPUTF8 envelope
-    extra = "".join(f" {option}" for option in options)
-    client.send(
-        f"MAIL FROM:{smtplib.quoteaddr(sender)}{extra}\r\n"
-        f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\nDATA\r\n"
-    )
-    mail = client.getreply()
-    if mail[0] == 421:
-        client.close()
-        raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
-    rcpt = client.getreply()
-    if rcpt[0] == 421:
-        client.close()
-        if mail[0] != 250:
-            raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
-        raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
+    client.send(_envelope(client, sender, recipient, options) + "DATA\r\n")
+    mail, rcpt = _envelope_replies(client, sender, recipient)
     data = client.getreply()
-    refused = mail[0] != 250 or rcpt[0] not in (250, 251)
-    if data[0] == 354 and refused:
+    if data[0] == 354 and (mail[0] != 250 or rcpt[0] not in (250, 251)):
         client.send(b".\r\n")
         client.getreply()
-    if mail[0] != 250:
-        end_transaction(client, data[0] if data[0] == 421 else mail[0])
-        raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
-    if rcpt[0] not in (250, 251):
-        end_transaction(client, data[0] if data[0] == 421 else rcpt[0])
-        raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
+    _judge_envelope(client, sender, recipient, mail, rcpt, data[0])
     if data[0] != 354:
         raise smtplib.SMTPDataError(data[0], data[1])
 
@@ -71,16 +50,9 @@ def chunked_start(
 
     ``options`` are MAIL FROM's parameters (SIZE, SMTPUTF8, BODY=8BITMIME), as for DATA.
     """
-    if "SMTPUTF8" in options:
-        client.command_encoding = "utf-8"  # as SMTP.mail does for an SMTPUTF8 envelope
-    extra = "".join(f" {option}" for option in options)
-    commands = (
-        f"MAIL FROM:{smtplib.quoteaddr(sender)}{extra}\r\n"
-        f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\n"
-        f"BDAT {len(message)} LAST\r\n"
-    ).encode(client.command_encoding)
+    commands = _envelope(client, sender, recipient, options) + f"BDAT {len(message)} LAST\r\n"
     # One buffer: a separate small write of the commands could wait on Nagle.
-    client.send(commands + message)
+    client.send(commands.encode(client.command_encoding) + message)
 
 
 def chunked_finish(client: smtplib.SMTP, sender: str, recipient: str) -> None:
@@ -91,6 +63,30 @@ def chunked_finish(client: smtplib.SMTP, sender: str, recipient: str) -> None:
     SMTPDataError, exactly as smtp.transmit would. A 421 ends the session at once: the
     relay closes it and later replies never come.
     """
+    mail, rcpt = _envelope_replies(client, sender, recipient)
+    bdat = client.getreply()
+    _judge_envelope(client, sender, recipient, mail, rcpt, bdat[0])
+    if bdat[0] != 250:
+        end_transaction(client, bdat[0])
+        raise smtplib.SMTPDataError(bdat[0], bdat[1])
+
+
+Reply = tuple[int, bytes]
+
+
+def _envelope(client: smtplib.SMTP, sender: str, recipient: str, options: list[str]) -> str:
+    """MAIL FROM and RCPT TO as one string, in the encoding the options ask for."""
+    if "SMTPUTF8" in options:
+        client.command_encoding = "utf-8"  # as SMTP.mail does for an SMTPUTF8 envelope
+    extra = "".join(f" {option}" for option in options)
+    return (
+        f"MAIL FROM:{smtplib.quoteaddr(sender)}{extra}\r\n"
+        f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\n"
+    )
+
+
+def _envelope_replies(client: smtplib.SMTP, sender: str, recipient: str) -> tuple[Reply, Reply]:
+    """Read MAIL FROM's and RCPT TO's replies; a 421 closes the session and raises at once."""
     mail = client.getreply()
     if mail[0] == 421:
         client.close()
@@ -101,16 +97,22 @@ def chunked_finish(client: smtplib.SMTP, sender: str, recipient: str) -> None:
         if mail[0] != 250:
             raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
         raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
-    bdat = client.getreply()
+    return mail, rcpt
+
+
+def _judge_envelope(
+    client: smtplib.SMTP, sender: str, recipient: str, mail: Reply, rcpt: Reply, last: int
+) -> None:
+    """Raise for a refused MAIL FROM or RCPT TO after ending the transaction.
+
+    ``last`` is the third command's code (DATA or BDAT): a 421 there closes the session.
+    """
     if mail[0] != 250:
-        end_transaction(client, bdat[0] if bdat[0] == 421 else mail[0])
+        end_transaction(client, last if last == 421 else mail[0])
         raise smtplib.SMTPSenderRefused(mail[0], mail[1], sender)
     if rcpt[0] not in (250, 251):
-        end_transaction(client, bdat[0] if bdat[0] == 421 else rcpt[0])
+        end_transaction(client, last if last == 421 else rcpt[0])
         raise smtplib.SMTPRecipientsRefused({recipient: rcpt})
-    if bdat[0] != 250:
-        end_transaction(client, bdat[0])
-        raise smtplib.SMTPDataError(bdat[0], bdat[1])
 
 
 def end_transaction(client: smtplib.SMTP, code: int) -> None:
