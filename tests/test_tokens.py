@@ -75,6 +75,20 @@ def test_minted_tokens_are_exactly_what_itsdangerous_would_make(
         assert reference.loads(token) == [subscriber, newsletter]
 
 
+def test_mint_each_gives_for_every_purpose_the_token_mint_gives(clock: Clock) -> None:
+    """The digest's two links are minted in one pass: the same tokens, in the order asked."""
+    tokens = Tokens([NEW_KEY, OLD_KEY])
+    purposes = [Purpose.UNSUBSCRIBE, Purpose.PREFERENCES, Purpose.CONFIRM]
+    rng = random.Random(2920)
+    for _ in range(100):
+        subscriber = "".join(rng.choices(URL_SAFE, k=rng.randint(1, 40)))
+        clock.advance(timedelta(seconds=rng.randint(0, 10**6)))
+        each = tokens.mint_each(purposes, subscriber, "weekly")
+        assert each == [tokens.mint(purpose, subscriber, "weekly") for purpose in purposes]
+        for purpose, token in zip(purposes, each, strict=True):
+            assert tokens.read(purpose, token) == TokenClaims(subscriber, "weekly")
+
+
 def test_claims_survive_unusual_but_valid_values() -> None:
     tokens = Tokens([NEW_KEY])
     for subscriber, newsletter in [

@@ -54,6 +54,8 @@ def char_width(char: str) -> int:
 
 def display_width(text: str) -> int:
     """Columns ``text`` takes on screen (East Asian wide characters count two)."""
+    if text.isascii():
+        return len(text)  # no ASCII character is wide or combining: every reader's greeting
     return sum(char_width(ch) for ch in text)
 
 

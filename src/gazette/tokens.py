@@ -86,12 +86,24 @@ class Tokens:
         shrinks), built without the signer it constructs per call. Every message carries
         two, so this is on the sending hot path: about a tenth of the cost.
         """
-        signer, key, digest = self._signing[purpose]
+        return self.mint_each((purpose,), subscriber, newsletter)[0]
+
+    def mint_each(self, purposes: Sequence[Purpose], subscriber: str, newsletter: str) -> list[str]:
+        """One token per purpose for the same reader and newsletter, as ``mint`` makes each.
+
+        The payload and the timestamp are encoded once and only the signatures differ:
+        a digest carries an unsubscribe and a preferences token for every reader.
+        """
         payload = json.dumps([subscriber, newsletter], separators=(",", ":")).encode()
+        signer = self._signing[purposes[0]][0]
         stamp = signer.get_timestamp().to_bytes(8, "big").lstrip(b"\x00")
         value = _b64(payload) + b"." + _b64(stamp)
-        signature = hmac.new(key, value, digest).digest()
-        return (value + b"." + _b64(signature)).decode("ascii")
+        tokens = []
+        for purpose in purposes:
+            _, key, digest = self._signing[purpose]
+            signature = hmac.new(key, value, digest).digest()
+            tokens.append((value + b"." + _b64(signature)).decode("ascii"))
+        return tokens
 
     def read(self, purpose: Purpose, token: str, max_age: timedelta | None = None) -> TokenClaims:
         """Return the claims of a valid token, or raise TokenError saying why it is not."""

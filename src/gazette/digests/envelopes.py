@@ -33,10 +33,12 @@ def list_id_for(newsletter: Newsletter, from_address: str) -> str:
     return (newsletter.list_id or f"{newsletter.slug}.{domain_of(from_address)}").strip("<>")
 
 
+_LINKS = (Purpose.UNSUBSCRIBE, Purpose.PREFERENCES)
+
+
 def reader_links(ctx: SendContext, public_id: str, slug: str) -> tuple[str, str]:
     """A reader's (unsubscribe URL, preferences URL) for a newsletter, each with a signed token."""
-    unsubscribe = ctx.tokens.mint(Purpose.UNSUBSCRIBE, public_id, slug)
-    preferences = ctx.tokens.mint(Purpose.PREFERENCES, public_id, slug)
+    unsubscribe, preferences = ctx.tokens.mint_each(_LINKS, public_id, slug)
     return (
         f"{ctx.base_url}/unsubscribe/{unsubscribe}",
         f"{ctx.base_url}/preferences/{preferences}",

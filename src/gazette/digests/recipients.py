@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
+from typing import cast
 
-from sqlalchemy import Text, and_, select
+from sqlalchemy import Table, Text, and_, bindparam, select
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
@@ -46,37 +47,7 @@ def chunk_recipients(session: Session, delivery_ids: Sequence[int]) -> list[Reci
     chose (a reader with several topics comes back once per topic, and is folded here),
     with the further languages each reader reads, for routing by language.
     """
-    rows = session.execute(
-        select(
-            Delivery.id,
-            Delivery.subscriber_id,
-            Delivery.attempts,
-            Subscriber.public_id,
-            Subscriber.email,
-            Subscriber.name,
-            Subscriber.language,
-            # As text: decoded once per distinct list (languages.py), not once per row.
-            sql_cast(Subscriber.extra_languages, Text),
-            Topic.slug,
-        )
-        .join(Subscriber, Subscriber.id == Delivery.subscriber_id)
-        .join(Issue, Issue.id == Delivery.issue_id)
-        .join(
-            Subscription,
-            and_(
-                Subscription.subscriber_id == Delivery.subscriber_id,
-                Subscription.newsletter_id == Issue.newsletter_id,
-            ),
-        )
-        .outerjoin(subscription_topic, subscription_topic.c.subscription_id == Subscription.id)
-        .outerjoin(Topic, Topic.id == subscription_topic.c.topic_id)
-        .where(
-            Delivery.id.in_(delivery_ids),
-            Delivery.status == DeliveryStatus.SENDING,
-            Subscription.status == SubscriptionStatus.ACTIVE,
-        )
-        .order_by(Delivery.id)
-    ).all()
+    rows = session.execute(_CHUNK_READERS, {"ids": list(delivery_ids)}).all()
     recipients = []
     # Ordered by delivery id, so a reader's rows (one per chosen topic) are adjacent.
     for delivery_id, group in groupby(rows, key=itemgetter(0)):
@@ -86,3 +57,40 @@ def chunk_recipients(session: Session, delivery_ids: Sequence[int]) -> list[Reci
         reader = Reader(public_id, email, name, language, topics, extra_languages_from_json(extra))
         recipients.append(Recipient(delivery_id, subscriber_id, attempts, reader))
     return recipients
+
+
+def _table(model: type[object]) -> Table:
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+
+
+_d, _s, _i, _sub, _t = map(_table, (Delivery, Subscriber, Issue, Subscription, Topic))
+_st = subscription_topic
+# Built once, over the tables (Core, not the ORM's entities): it runs for every chunk of
+# every batch, and building and compiling it each time cost more than running it.
+_CHUNK_READERS = (
+    select(
+        _d.c.id, _d.c.subscriber_id, _d.c.attempts, _s.c.public_id, _s.c.email, _s.c.name,
+        _s.c.language,
+        # As text: decoded once per distinct list (languages.py), not once per row.
+        sql_cast(_s.c.extra_languages, Text),
+        _t.c.slug,
+    )
+    .select_from(_d)
+    .join(_s, _s.c.id == _d.c.subscriber_id)
+    .join(_i, _i.c.id == _d.c.issue_id)
+    .join(
+        _sub,
+        and_(
+            _sub.c.subscriber_id == _d.c.subscriber_id,
+            _sub.c.newsletter_id == _i.c.newsletter_id,
+        ),
+    )
+    .outerjoin(_st, _st.c.subscription_id == _sub.c.id)
+    .outerjoin(_t, _t.c.id == _st.c.topic_id)
+    .where(
+        _d.c.id.in_(bindparam("ids", expanding=True)),
+        _d.c.status == DeliveryStatus.SENDING,
+        _sub.c.status == SubscriptionStatus.ACTIVE,
+    )
+    .order_by(_d.c.id)
+)  # fmt: skip

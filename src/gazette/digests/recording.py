@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import cast
 
-from sqlalchemy import Table, Update, bindparam, update
+from sqlalchemy import Table, Update, bindparam, text, update
 from sqlalchemy.orm import Session
 
 from gazette.deliverability_settings import Deliverability
+from gazette.digests.deliverability import IssueRates
 from gazette.newsletters.pausing import check_pause
 from gazette.store.models import Delivery, DeliveryStatus, Issue, utcnow
 from gazette.subscribers.bounces import DEFAULT_RULES, record_bounce
@@ -80,44 +81,68 @@ class ChunkOutcome:
         grouped: dict[frozenset[str], list[dict[str, object]]] = {}
         for row in self.updates:
             grouped.setdefault(frozenset(row), []).append(row)
+        postgres = session.get_bind().dialect.name == "postgresql"
         for columns, rows in grouped.items():
-            session.execute(_ledger_update(columns), rows)
+            if postgres and columns == _SENT_COLUMNS:
+                session.execute(_SENT_ON_POSTGRES, _sent_arrays(rows))
+            else:
+                session.execute(_ledger_update(columns), rows)
         for subscriber_id, hard, detail in self.bounces:
             record_bounce(session, subscriber_id, hard=hard, detail=detail, rules=rules, now=now)
         hard_bounces = sum(1 for _, hard, _ in self.bounces if hard)
-        count_outcomes(
+        rates = count_outcomes(
             session, issue_id, sent=self.counts["sent"], failed=self.counts["failed"],
             skipped=self.counts["skipped"], bounced=len(self.bounces), hard=hard_bounces,
         )  # fmt: skip
-        if self.counts["sent"] or self.counts["failed"]:
-            check_pause(session, issue_id, rules, now, fresh=hard_bounces > 0)
+        if rates is not None and (self.counts["sent"] or self.counts["failed"]):
+            check_pause(session, issue_id, rules, now, fresh=hard_bounces > 0, rates=rates)
 
 
 def count_outcomes(
     session: Session, issue_id: int, *, sent: int = 0, failed: int = 0, skipped: int = 0,
     bounced: int = 0, hard: int = 0,
-) -> None:  # fmt: skip
+) -> IssueRates | None:  # fmt: skip
     """Add settled messages to the issue's running totals, in the transaction that settles them.
 
     /metrics reads these columns instead of counting the ledger. A row settled twice (a
     lease that ran out under a slow worker) is counted twice here until the issue
     finishes, when ledger.finish_issue sets sent, failed and skipped from the ledger.
+    Returns the issue's figures as they now stand (None when there was nothing to add),
+    read back by the same statement, for pausing to judge.
     """
     if not (sent or failed or skipped or bounced):
-        return
-    session.execute(
-        update(Issue)
-        .where(Issue.id == issue_id)
-        .values(
-            sent_count=Issue.sent_count + sent,
-            failed_count=Issue.failed_count + failed,
-            skipped_count=Issue.skipped_count + skipped,
-            bounced_count=Issue.bounced_count + bounced,
-            hard_bounced_count=Issue.hard_bounced_count + hard,
-        )
+        return None
+    row = session.execute(
+        _COUNT_OUTCOMES,
+        {
+            "issue_id": issue_id, "sent": sent, "failed": failed, "skipped": skipped,
+            "bounced": bounced, "hard": hard,
+        },
+    ).one()  # fmt: skip
+    settled, hard_total, soft, complaints = (int(value or 0) for value in row)
+    return IssueRates(issue_id, settled, hard_total, max(soft, 0), complaints)
+
+
+_issue = cast(Table, Issue.__table__)
+# Built once: a Core statement over the table, without the ORM's bulk-update bookkeeping
+# (it runs once per chunk of every batch).
+_COUNT_OUTCOMES = (
+    update(_issue)
+    .where(_issue.c.id == bindparam("issue_id"))
+    .values(
+        sent_count=_issue.c.sent_count + bindparam("sent"),
+        failed_count=_issue.c.failed_count + bindparam("failed"),
+        skipped_count=_issue.c.skipped_count + bindparam("skipped"),
+        bounced_count=_issue.c.bounced_count + bindparam("bounced"),
+        hard_bounced_count=_issue.c.hard_bounced_count + bindparam("hard"),
     )
-
-
+    .returning(
+        _issue.c.sent_count + _issue.c.failed_count,
+        _issue.c.hard_bounced_count,
+        _issue.c.bounced_count - _issue.c.hard_bounced_count,
+        _issue.c.complained_count,
+    )
+)
 _delivery = cast(Table, Delivery.__table__)
 
 
@@ -133,3 +158,28 @@ def _ledger_update(columns: frozenset[str]) -> Update:
         .where(_delivery.c.id == bindparam("row_id"))
         .values({name: bindparam(name) for name in sorted(columns - {"row_id"})})
     )
+
+
+# The columns of a sent row (add_sent); most rows of every chunk are sent ones.
+_SENT_COLUMNS = frozenset(
+    ledger_row(0, DeliveryStatus.SENT, None, message_id="", sent_at=None).keys()
+)
+# On PostgreSQL a chunk's sent rows are one statement over arrays, not one UPDATE per
+# row through executemany: the server joins them, the client binds three parameters.
+_SENT_ON_POSTGRES = text(
+    "UPDATE delivery SET status = :status, last_error = NULL, lease_until = NULL, "
+    "message_id = u.message_id, sent_at = u.sent_at "
+    "FROM unnest(CAST(:ids AS integer[]), CAST(:message_ids AS text[]), "
+    "CAST(:sent_ats AS timestamptz[])) AS u(id, message_id, sent_at) "
+    "WHERE delivery.id = u.id"
+).bindparams(bindparam("status", type_=_delivery.c.status.type))
+
+
+def _sent_arrays(rows: list[dict[str, object]]) -> dict[str, object]:
+    """The parameters of _SENT_ON_POSTGRES for sent rows: one array per column."""
+    return {
+        "status": DeliveryStatus.SENT,
+        "ids": [row["row_id"] for row in rows],
+        "message_ids": [row["message_id"] for row in rows],
+        "sent_ats": [row["sent_at"] for row in rows],
+    }

@@ -24,6 +24,7 @@ from gazette.digests.recording import ChunkOutcome, ledger_row
 from gazette.mail.outcomes import DeliveryError, Fault
 from gazette.mail.status_policy import Effect
 from gazette.mail.verp import envelope_sender
+from gazette.store.db import one_connection
 from gazette.store.models import Delivery, DeliveryStatus, Issue, IssueStatus, Newsletter, utcnow
 
 __all__ = ["BatchResult", "SendContext", "message_id", "send_batch"]
@@ -95,6 +96,14 @@ def send_batch(
     Safe to run twice or concurrently for the same range: only rows this call claims
     are sent. Every result is recorded; one failing address never fails the batch.
     """
+    with one_connection(factory) as sessions:
+        return _send_batch(sessions, ctx, issue_id, low, high)
+
+
+def _send_batch(
+    factory: sessionmaker[Session], ctx: SendContext, issue_id: int, low: int, high: int
+) -> BatchResult:
+    """send_batch's work, its sessions sharing one connection."""
     with factory() as session:
         composer = composer_for(session, ctx, issue_id)
     if ctx.signer is not None:

@@ -13,7 +13,7 @@ import binascii
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.utils import format_datetime
 from functools import lru_cache
 from typing import NewType
@@ -250,17 +250,15 @@ def build_message(
     never start a line with ".", so the result is DotSafe.
     """
     headers = [
-        f"From: {format_address(envelope.from_name, envelope.from_address)}",
+        _from_line(envelope.from_name, envelope.from_address),
         f"To: {format_address(envelope.to_name, envelope.to_address)}",
         f"Subject: {encode_text(envelope.subject)}",
-        f"Date: {format_datetime(envelope.date)}",
+        _date_line(envelope.date),
         f"Message-ID: <{clean_line(envelope.message_id, 250)}>",
         "MIME-Version: 1.0",
     ]
     if envelope.list_id:
-        identifier = clean_line(envelope.list_id, 255)
-        name = encode_text(envelope.list_name) if envelope.list_name else ""
-        headers.append(f"List-Id: {name} <{identifier}>" if name else f"List-Id: <{identifier}>")
+        headers.append(_list_id_line(envelope.list_id, envelope.list_name))
     if envelope.unsubscribe_url:
         # One URL in angle brackets, never encoded: RFC 8058 one-click needs it verbatim.
         headers.append(f"List-Unsubscribe: <{clean_line(envelope.unsubscribe_url, 900)}>")
@@ -273,22 +271,45 @@ def build_message(
         headers.append(f"Feedback-ID: {clean_line(envelope.feedback_id, 200)}")
     headers.append(f'Content-Type: multipart/alternative; boundary="{boundary}"')
     head = (CRLF.join(headers) + CRLF + CRLF).encode("utf-8")
+    text_head, html_head, tail = _part_heads(boundary)
+    return DotSafe(b"".join((head, text_head, _encoded(text), html_head, _encoded(html), tail)))
+
+
+# The lines below are the same for every reader of an issue (one date per batch): each
+# is built once, not per message.
+@lru_cache(maxsize=64)
+def _from_line(name: str, address: str) -> str:
+    return f"From: {format_address(name, address)}"
+
+
+def _date_line(date: datetime) -> str:
+    # Keyed with the offset too: equal instants in two zones are equal datetimes.
+    return _date_text(date, date.utcoffset())
+
+
+@lru_cache(maxsize=64)
+def _date_text(date: datetime, _offset: timedelta | None) -> str:
+    return f"Date: {format_datetime(date)}"
+
+
+@lru_cache(maxsize=64)
+def _list_id_line(list_id: str, list_name: str) -> str:
+    identifier = clean_line(list_id, 255)
+    name = encode_text(list_name) if list_name else ""
+    return f"List-Id: {name} <{identifier}>" if name else f"List-Id: <{identifier}>"
+
+
+@lru_cache(maxsize=64)
+def _part_heads(boundary: str) -> tuple[bytes, bytes, bytes]:
+    """The text part's head, the HTML part's head (after the text's line end), the close."""
     part_head = (
         f"--{boundary}{CRLF}Content-Type: text/%s; charset=utf-8{CRLF}"
         f"Content-Transfer-Encoding: quoted-printable{CRLF}{CRLF}"
     )
-    return DotSafe(
-        b"".join(
-            (
-                head,
-                (part_head % "plain").encode("ascii"),
-                _encoded(text),
-                CRLF.encode(),
-                (part_head % "html").encode("ascii"),
-                _encoded(html),
-                f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
-            )
-        )
+    return (
+        (part_head % "plain").encode("ascii"),
+        (CRLF + part_head % "html").encode("ascii"),
+        f"{CRLF}--{boundary}--{CRLF}".encode("ascii"),
     )
 
 

@@ -12,6 +12,7 @@ for its reply anyway, and DATA costs no more.
 
 from __future__ import annotations
 
+import re
 import smtplib
 from contextlib import suppress
 
@@ -79,10 +80,19 @@ def _envelope(client: smtplib.SMTP, sender: str, recipient: str, options: list[s
     if "SMTPUTF8" in options:
         client.command_encoding = "utf-8"  # as SMTP.mail does for an SMTPUTF8 envelope
     extra = "".join(f" {option}" for option in options)
-    return (
-        f"MAIL FROM:{smtplib.quoteaddr(sender)}{extra}\r\n"
-        f"RCPT TO:{smtplib.quoteaddr(recipient)}\r\n"
-    )
+    return f"MAIL FROM:{_quoted(sender)}{extra}\r\nRCPT TO:{_quoted(recipient)}\r\n"
+
+
+# An address with none of the characters RFC 5322's parser gives meaning to: what
+# smtplib.quoteaddr would return after parsing it, known without parsing it.
+_PLAIN_ADDRESS = re.compile(r'[^\s<>()",;:\\\[\]@]+@[^\s<>()",;:\\\[\]@]+')
+
+
+def _quoted(address: str) -> str:
+    """``<address>`` as smtplib.quoteaddr gives it, without its parse for a plain address."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return smtplib.quoteaddr(address)
 
 
 def _envelope_replies(client: smtplib.SMTP, sender: str, recipient: str) -> tuple[Reply, Reply]:

@@ -43,13 +43,24 @@ def pause_cause(rates: IssueRates, rules: Deliverability) -> str | None:
 
 
 def check_pause(
-    session: Session, issue_id: int, rules: Deliverability, now: datetime, *, fresh: bool
+    session: Session,
+    issue_id: int,
+    rules: Deliverability,
+    now: datetime,
+    *,
+    fresh: bool,
+    rates: IssueRates | None = None,
 ) -> str | None:
     """Pause the issue's newsletter if its figures say so; return the reason when it paused.
 
     ``fresh``: this transaction applied a new hard bounce or complaint of the issue.
     Without one, an issue planned before the newsletter's last resume does not pause it.
+    ``rates``: the issue's figures as this transaction just wrote them, when the caller
+    has them (recording a chunk does), so that nothing is read while nothing is wrong.
     """
+    cause = pause_cause(rates or issue_rates(session, issue_id), rules)
+    if cause is None:
+        return None
     row = session.execute(
         select(Issue.newsletter_id, Issue.planned_at, Newsletter.slug, Newsletter.resumed_at)
         .join(Newsletter, Newsletter.id == Issue.newsletter_id)
@@ -58,9 +69,6 @@ def check_pause(
     if row is None:
         return None
     if not fresh and row.resumed_at is not None and row.planned_at <= row.resumed_at:
-        return None
-    cause = pause_cause(issue_rates(session, issue_id), rules)
-    if cause is None:
         return None
     paused = session.execute(
         update(Newsletter)
