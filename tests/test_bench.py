@@ -46,7 +46,7 @@ def test_bench_scenarios_send_every_message_once_and_report_them(
         mode="quick", send=(), sqlite_send=(READERS,), obvious_send=(READERS,),
         obvious_sample=SAMPLE, ceiling_cap=READERS, corpus=100, sink_messages=100,
         planning=1_000, csv_rows=100, feed_items=10, web_seconds=1, web_readers=10,
-        profile_size=100,
+        profile_size=100, dkim_send=READERS,
     )  # fmt: skip
     ctx = Context(
         sizes=sizes,
@@ -63,11 +63,22 @@ def test_bench_scenarios_send_every_message_once_and_report_them(
     suite.BY_NAME["gazette"].run(ctx)
     (gazette,) = ctx.send_runs
     assert (gazette.approach, gazette.database, gazette.sent) == ("gazette", "sqlite", READERS)
-    assert _recipients(smtp_server) == Counter(readers)  # every reader exactly once
-    assert all(len(m.recipients) == 1 for m in smtp_server.messages)
-    ids = {m.parsed()["Message-ID"] for m in smtp_server.messages}
-    assert len(ids) == READERS
-    assert smtp_server.messages[0].parsed()["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # The unsigned run first, then the run with DKIM signing on: each reader once in each.
+    unsigned, signed = smtp_server.messages[:READERS], smtp_server.messages[READERS:]
+    for messages in (unsigned, signed):
+        assert Counter(r for m in messages for r in m.recipients) == Counter(readers)
+        assert all(len(m.recipients) == 1 for m in messages)
+        assert len({m.parsed()["Message-ID"] for m in messages}) == READERS
+    assert unsigned[0].parsed()["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert not any(m.parsed()["DKIM-Signature"] for m in unsigned)
+    domain = seeding.FROM_ADDRESS.rpartition("@")[2]
+    for message in signed:
+        tags = dict(
+            part.strip().split("=", 1)
+            for part in str(message.parsed()["DKIM-Signature"]).split(";")
+            if "=" in part
+        )
+        assert (tags["a"], tags["d"], tags["s"]) == ("rsa-sha256", domain, "bench")
 
     smtp_server.handler.messages.clear()
     suite.BY_NAME["obvious"].run(ctx)
@@ -93,6 +104,9 @@ def test_bench_scenarios_send_every_message_once_and_report_them(
         f"obvious.{prefix}.msgs_per_s": "msg/s",
         f"obvious.{prefix}.cpu_ms_per_msg": "CPU ms/msg",
         f"gazette.{prefix}.vs_obvious": "x",
+        f"gazette.sqlite.dkim.n{READERS}.msgs_per_s": "msg/s",
+        f"gazette.sqlite.dkim.n{READERS}.cpu_ms_per_msg": "CPU ms/msg",
+        f"gazette.sqlite.dkim.n{READERS}.vs_unsigned": "x",
     }
     for figure in figures.values():
         assert {"name", "value", "unit", "min", "max", "runs"} <= set(figure)

@@ -45,6 +45,7 @@ class Sizes:
     web_seconds: int
     web_readers: int
     profile_size: int
+    dkim_send: int = 10_000  # subscribers of the runs with DKIM signing on (one database)
 
 
 QUICK = Sizes(
