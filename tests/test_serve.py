@@ -1,4 +1,4 @@
-"""`gazette serve --processes N`: gunicorn's gthread workers on one port; waitress for one.
+"""`gazette serve --processes N`: gunicorn's workers on one port; waitress for one.
 
 Each test runs the real command as a subprocess on a fresh SQLite installation and
 talks to it over loopback; processes are found through /proc.
@@ -49,7 +49,7 @@ def _children(pid: int) -> list[int]:
 
 @contextmanager
 def serving(
-    tmp_path: Path, processes: int, host: str = "127.0.0.1"
+    tmp_path: Path, processes: int, host: str = "127.0.0.1", threads: int = 8
 ) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     env = _env(tmp_path)
     init = subprocess.run(
@@ -59,7 +59,10 @@ def serving(
     port = free_port()
     with (tmp_path / "out.log").open("w") as out, (tmp_path / "err.log").open("w") as err:
         process = subprocess.Popen(
-            [*GAZETTE, "serve", "--host", host, "--port", str(port), "--processes", str(processes)],
+            [
+                *(*GAZETTE, "serve", "--host", host, "--port", str(port)),
+                *("--processes", str(processes), "--threads", str(threads)),
+            ],
             env=env,
             cwd=tmp_path,
             stdout=out,
@@ -79,24 +82,38 @@ def serving(
             os.kill(child, signal.SIGKILL)
 
 
+def _each_serves_alone(children: list[int], port: int) -> None:
+    """With one of the two processes stopped, the other must take every new connection."""
+    assert len(children) == 2
+    for paused, other in (children, list(reversed(children))):
+        os.kill(paused, signal.SIGSTOP)
+        try:
+            assert all(healthy(port) for _ in range(5)), f"process {other} did not serve"
+        finally:
+            os.kill(paused, signal.SIGCONT)
+
+
 # "localhost" hands gunicorn an IPv4 and an IPv6 socket bound here, where ::1 exists.
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
 def test_two_processes_each_serve_and_stop_together_on_sigterm(tmp_path: Path, host: str) -> None:
     with serving(tmp_path, 2, host) as (process, port):
         children = _children(process.pid)
-        assert len(children) == 2
-        # With one process stopped, the other must take every new connection alone.
-        for paused, other in (children, reversed(children)):
-            os.kill(paused, signal.SIGSTOP)
-            try:
-                assert all(healthy(port) for _ in range(5)), f"process {other} did not serve"
-            finally:
-                os.kill(paused, signal.SIGCONT)
+        _each_serves_alone(children, port)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         wait_for(lambda: not any(Path(f"/proc/{c}").exists() for c in children), 10, "exit")
         assert "with 2 processes of 8 threads" in (tmp_path / "out.log").read_text()
         assert "Using worker: gthread" in (tmp_path / "err.log").read_text()
+
+
+def test_one_thread_runs_sync_workers_that_each_serve(tmp_path: Path) -> None:
+    # Sync workers take a connection only when free, so a paused one takes none.
+    with serving(tmp_path, 2, threads=1) as (process, port):
+        _each_serves_alone(_children(process.pid), port)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert "with 2 processes of 1 thread." in (tmp_path / "out.log").read_text()
+        assert "Using worker: sync" in (tmp_path / "err.log").read_text()
 
 
 def test_a_killed_process_is_replaced_and_the_port_keeps_serving(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The WSGI endpoint under load: wrk against `gazette serve --processes 2` on PostgreSQL.
+"""The WSGI endpoint under load: wrk against `gazette serve` (gunicorn) on PostgreSQL.
 
 Fifty connections for thirty seconds on loopback, each alternating an RFC 8058
 one-click unsubscribe POST (rotating over readers who each have a pending delivery in a
@@ -126,8 +126,7 @@ def test_web_endpoint_under_load_answers_every_request_and_records_every_unsubsc
     record(
         "WSGI endpoint under load (PostgreSQL)",
         f"wrk, {CONNECTIONS} connections (2 threads) for {SECONDS} s on loopback: one-click "
-        "unsubscribe POSTs and GET /subscribe alternating, gazette serve --processes "
-        f"{web.PROCESSES} (gunicorn, gthread workers of 8 threads) on PostgreSQL, "
+        f"unsubscribe POSTs and GET /subscribe alternating, {web.server_words()} on PostgreSQL, "
         f"{READERS:,} readers with a planned issue",
         f"{run.requests_per_s:,.0f} req/s ({run.posts / run.duration_s:,.0f} POST, "
         f"{run.gets / run.duration_s:,.0f} GET per s), p50 {run.p50_ms:,.0f} ms, "

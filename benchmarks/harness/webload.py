@@ -1,4 +1,4 @@
-"""`gazette serve` (gunicorn, gthread workers) on PostgreSQL, and wrk to load it.
+"""`gazette serve` (gunicorn's workers) on PostgreSQL, and wrk to load it.
 
 Three loads: GET /subscribe (the form); the RFC 8058 one-click POST to
 /unsubscribe/<token>, rotating through tokens minted for many readers who each have a
@@ -105,9 +105,16 @@ class Server:
     process: subprocess.Popen[bytes]
 
 
-# `gazette serve --processes`: one per core, as docs/deployment.md recommends.
-PROCESSES = 2
-THREADS = 8
+# `gazette serve --processes 4 --threads 1`: gunicorn's sync workers, two per core, as
+# docs/deployment.md recommends (a process waiting on the database leaves its core).
+PROCESSES = 4
+THREADS = 1
+
+
+def server_words(processes: int = PROCESSES, threads: int = THREADS) -> str:
+    """How the reports name the server: the command and gunicorn's workers."""
+    workers = "sync workers" if threads == 1 else f"gthread workers of {threads} threads"
+    return f"gazette serve --processes {processes} --threads {threads} (gunicorn, {workers})"
 
 
 @contextmanager

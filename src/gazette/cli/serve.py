@@ -17,14 +17,14 @@ from gazette.cli.app import main, runtime
     default=8,
     show_default=True,
     type=click.IntRange(1, 256),
-    help="Threads per process.",
+    help="Threads per process; with --processes > 1, 1 runs gunicorn's sync workers.",
 )
 @click.option(
     "--processes",
     default=1,
     show_default=True,
     type=click.IntRange(1, 64),
-    help="Server processes sharing the port; one per core takes one-click bursts best.",
+    help="Server processes sharing the port; with --threads 1, two per core.",
 )
 def serve(host: str, port: int, threads: int, processes: int) -> None:
     """Serve subscribe, confirm, unsubscribe and preference pages with waitress.
@@ -34,7 +34,7 @@ def serve(host: str, port: int, threads: int, processes: int) -> None:
 
     \b
     Example:
-      gazette serve --host 0.0.0.0 --port 8000 --processes 2
+      gazette serve --host 0.0.0.0 --port 8000 --processes 4 --threads 1
     """
     from gazette.web import create_app, server_options
     from gazette.web.server import listen
@@ -45,9 +45,10 @@ def serve(host: str, port: int, threads: int, processes: int) -> None:
     # Each serving process opens its own database connections: none may cross a fork.
     rt.engine.dispose()
     plural = "es" if processes > 1 else ""
+    each = "1 thread" if threads == 1 else f"{threads} threads"
     click.echo(
         f"Serving {rt.settings.base_url} on http://{host}:{port}/ "
-        f"with {processes} process{plural} of {threads} threads."
+        f"with {processes} process{plural} of {each}."
     )
     status = run_server(
         lambda: create_app(rt),

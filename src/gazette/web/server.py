@@ -3,9 +3,10 @@
 One waitress process runs Python on one core at a time (the GIL), so under a mail
 provider's one-click bursts it tops out at a few hundred requests per second whatever
 its thread count. ``processes`` > 1 hands the socket bound here to gunicorn: its
-arbiter forks that many gthread workers that accept from it, so a burst spreads over
-every core. The arbiter restarts a worker that dies; SIGTERM stops the set gracefully,
-SIGINT at once, and the process exits with gunicorn's status.
+arbiter forks that many workers that accept from it (sync workers with one thread,
+gthread workers with more), so a burst spreads over every core. The arbiter restarts
+a worker that dies; SIGTERM stops the set gracefully, SIGINT at once, and the process
+exits with gunicorn's status.
 """
 
 from __future__ import annotations
@@ -85,7 +86,13 @@ def serve(
         # The sockets bound by listen(), passed by descriptor: gunicorn takes them over.
         "bind": [f"fd://{sock.detach()}" for sock in sockets],
         "workers": processes,
-        "worker_class": "gthread",
+        # One thread: sync workers, each taking a connection only when it is free, so
+        # the kernel hands every new connection to an idle process (with the proxy in
+        # front buffering slow clients, as gunicorn's sync workers expect). gthread
+        # workers keep a keep-alive connection in the process that accepted it: under
+        # wrk's 50 connections one process held 41 and the other 9, and the one-click
+        # POST's p99 was twice that of 4 sync workers (docs/deployment.md).
+        "worker_class": "sync" if threads == 1 else "gthread",
         "threads": threads,
         "proc_name": str(options.get("ident", "gazette")),
         # A scheme or client address from a proxy's headers is the app's ProxyFix's
