@@ -329,7 +329,7 @@ def write_outputs(
     """latest.json, the markdown report and the scenarios' charts for this run."""
     previous = load_previous(results) if partial else []
     figures = merged(ctx, [s.name for s in scenarios], selected, previous)
-    write_json(figures, results)
+    # The machine and the commit first: writing latest.json would make the tree dirty.
     info = RunInfo(
         mode=ctx.sizes.mode,
         command=command,
@@ -340,6 +340,7 @@ def write_outputs(
         notes=list(ctx.notes),
         profiles=list(ctx.profiles),
     )
+    write_json(figures, results)
     if ctx.sink_kind:
         info.machine["SMTP sink"] = ctx.sink_kind
     if ctx.timings:
