@@ -114,7 +114,7 @@ THREADS = 1
 def server_words(processes: int = PROCESSES, threads: int = THREADS) -> str:
     """How the reports name the server: the command and gunicorn's workers."""
     workers = "sync workers" if threads == 1 else f"gthread workers of {threads} threads"
-    return f"gazette serve --processes {processes} --threads {threads} (gunicorn, {workers})"
+    return f"`gazette serve --processes {processes} --threads {threads}` (gunicorn, {workers})"
 
 
 @contextmanager

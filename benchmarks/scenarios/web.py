@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from benchmarks.harness.report import RunInfo
 
 CONNECTIONS = 50  # wrk -c, what run_wrk uses by default
+# The server before issue 20, loaded beside the recommended one: 2 gthread workers of 8.
+GTHREAD = (2, 8)
 FIGURES = FigureTable(
     "web",
     {
@@ -55,12 +57,13 @@ FIGURES = FigureTable(
     },
 )
 METHOD = (
-    f"`python -m {webload.server_words()}` on PostgreSQL, "
+    f"{webload.server_words()} on PostgreSQL, "
     f"`wrk -t2 -c{CONNECTIONS} --latency`; the one-click POST rotates through unsubscribe "
     "tokens of distinct readers who each have a pending delivery (resubscribed between "
-    "runs). Errors are non-2xx responses plus socket errors. The in-process figures POST "
-    "through Flask's test client, counting `before_cursor_execute` and pool `checkout` "
-    "events."
+    "runs). GET /healthz (one database ping) is the server's floor; the one-click POSTs "
+    f"run again on {webload.server_words(*GTHREAD)}. Errors are non-2xx responses plus "
+    "socket errors. The in-process figures POST through Flask's test client, counting "
+    "`before_cursor_execute` and pool `checkout` events."
 )
 
 
@@ -160,15 +163,10 @@ def run(ctx: Context) -> None:
             ctx.log(f"    one-click POST in-process probe run {n + 1}: {probes[-1]}")
     # The same POSTs on the workers the server had before issue 20: gthread workers keep
     # a keep-alive connection in the process that accepted it, however busy.
-    with webload.serving(ctx.sizes.web_readers, folder, 2, 8) as (server, runtime):
+    gthread = webload.server_words(*GTHREAD)
+    with webload.serving(ctx.sizes.web_readers, folder, *GTHREAD) as (server, runtime):
         script = webload.one_click_script(server.unsubscribe_paths)
-        load(
-            "one_click_post_gthread",
-            "One-click POST, 2 gthread workers",
-            server.base,
-            script,
-            runtime,
-        )
+        load("one_click_post_gthread", "One-click POST, gthread", server.base, script, runtime)
     FIGURES.register(ctx, "app_cpu", [p.cpu_ms for p in probes])
     FIGURES.register(ctx, "statements", [p.statements for p in probes])
     FIGURES.register(ctx, "checkouts", [p.checkouts for p in probes])
@@ -176,7 +174,7 @@ def run(ctx: Context) -> None:
         ("healthz_get", "GET /healthz (the server's floor)"),
         ("subscribe_get", "GET /subscribe"),
         ("one_click_post", "One-click POST /unsubscribe/<token>"),
-        ("one_click_post_gthread", f"One-click POST, {webload.server_words(2, 8)}"),
+        ("one_click_post_gthread", f"One-click POST, {gthread}"),
     ):
         # The latency and error targets are the one-click POST's, on the recommended server.
         targeted = key == "one_click_post"
@@ -219,7 +217,7 @@ def findings(figures: Sequence[Figure], info: RunInfo) -> list[str]:
         ("healthz_get", "The server's floor, GET /healthz (one database ping), answered"),
         (
             "one_click_post_gthread",
-            f"On {webload.server_words(2, 8)}, the server before this setting, the same "
+            f"On {webload.server_words(*GTHREAD)}, the server before this setting, the same "
             "POSTs ran at",
         ),
     ):

@@ -27,7 +27,10 @@ from gazette.cli.app import main, runtime
     help="Server processes sharing the port; with --threads 1, two per core.",
 )
 def serve(host: str, port: int, threads: int, processes: int) -> None:
-    """Serve subscribe, confirm, unsubscribe and preference pages with waitress.
+    """Serve subscribe, confirm, unsubscribe and preference pages.
+
+    One process serves with waitress's threads; --processes N hands the port to
+    gunicorn's N workers (sync workers with --threads 1).
 
     Put it behind a TLS-terminating proxy and set GAZETTE_BASE_URL to the public URL
     (and GAZETTE_PROXY_HOPS to the number of proxies in front).

@@ -89,9 +89,9 @@ def serve(
         # One thread: sync workers, each taking a connection only when it is free, so
         # the kernel hands every new connection to an idle process (with the proxy in
         # front buffering slow clients, as gunicorn's sync workers expect). gthread
-        # workers keep a keep-alive connection in the process that accepted it: under
-        # wrk's 50 connections one process held 41 and the other 9, and the one-click
-        # POST's p99 was twice that of 4 sync workers (docs/deployment.md).
+        # workers keep a keep-alive connection in the process that accepted it, however
+        # busy: under wrk's 50 connections the one-click POST's p99 on 2 of them was
+        # twice that of 4 sync workers (docs/benchmarks.md, web.one_click_post*).
         "worker_class": "sync" if threads == 1 else "gthread",
         "threads": threads,
         "proc_name": str(options.get("ident", "gazette")),
