@@ -16,12 +16,20 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, func, inspect, select, text
-from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.store import migrate
-from gazette.store.db import SQLITE_BUSY_TIMEOUT_MS, make_engine, make_session_factory, transaction
+from gazette.store.db import (
+    SQLITE_BUSY_TIMEOUT_MS,
+    make_engine,
+    make_session_factory,
+    make_statement_session_factory,
+    run_statement,
+    transaction,
+)
 from gazette.store.models import Base, Delivery, Issue, Newsletter, Subscriber, Subscription
+from tests.support.env import PG_URL
 from tests.support.figures import record
 
 KYIV = ZoneInfo("Europe/Kyiv")
@@ -411,3 +419,59 @@ def test_adding_the_edition_keeps_every_issue_and_its_ledger(engine: Engine) -> 
     migrate.downgrade(engine, "135314e7cf60")
     with engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM delivery").scalar() == 1
+
+
+# --- one-statement changes on a pool that does not ping --------------------------------
+
+
+def _backend(session: Session) -> int:
+    """The PostgreSQL server process serving the session's connection."""
+    pid = session.scalar(text("SELECT pg_backend_pid()"))
+    assert isinstance(pid, int)
+    return pid
+
+
+@pytest.mark.skipif(PG_URL is None, reason="set GAZETTE_TEST_DATABASE_URL: a server closes it")
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_statement_whose_connection_the_server_closed_runs_again_on_a_new_one(
+    engine: Engine,
+) -> None:
+    statements = make_statement_session_factory(engine)
+    first = run_statement(statements, _backend)
+    # The server ends the connection while it waits in the pool (a restart, an idle
+    # timeout): the pool lends it unpinged, so the statement is what finds it dead.
+    with engine.connect() as admin:
+        assert admin.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+        deadline = time.monotonic() + 10
+        while admin.scalar(gone, {"pid": first}) and time.monotonic() < deadline:
+            admin.rollback()  # a new snapshot of pg_stat_activity
+        assert admin.scalar(gone, {"pid": first}) == 0
+    calls: list[int] = []
+
+    def counted(session: Session) -> int:
+        calls.append(1)
+        return _backend(session)
+
+    second = run_statement(statements, counted)
+    assert second != first
+    assert len(calls) == 2
+    # Its pool goes with the engine's: a process that disposes before forking keeps none.
+    unpinged = statements.kw["bind"]
+    assert unpinged.pool.checkedin() == 1
+    engine.dispose()
+    assert unpinged.pool.checkedin() == 0
+
+
+def test_a_statement_that_fails_on_a_live_connection_is_not_run_again(migrated: Engine) -> None:
+    statements = make_statement_session_factory(migrated)
+    calls: list[int] = []
+
+    def failing(session: Session) -> None:
+        calls.append(1)
+        session.execute(text("SELECT * FROM no_such_table"))
+
+    with pytest.raises(DBAPIError) as raised:
+        run_statement(statements, failing)
+    assert not raised.value.connection_invalidated
+    assert len(calls) == 1

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.errors import ConfigError
+
+T = TypeVar("T")
 
 # Long enough to ride out another process's short write transaction, so SQLite's
 # "database is locked" never reaches a user while several workers share one file.
@@ -79,13 +81,37 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
 def make_statement_session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions in which, on PostgreSQL, each statement commits on its own (autocommit).
 
-    For code whose every change is one statement (the one-click unsubscribe): no row
-    lock it takes outlives the statement, and no BEGIN or COMMIT costs a round trip.
-    SQLite's are the usual sessions, since its code there takes several statements.
+    For code whose every change is one idempotent statement (the one-click unsubscribe),
+    run through run_statement: no row lock it takes outlives the statement, and no BEGIN,
+    COMMIT or ping costs a round trip. They have a pool of their own, disposed with
+    ``engine``'s, that does not ping a connection before lending it: the ping was one of
+    the POST's three round trips. SQLite's are the usual sessions, since its code there
+    takes several statements.
     """
     if engine.dialect.name != "postgresql":
         return make_session_factory(engine)
-    return make_session_factory(engine.execution_options(isolation_level="AUTOCOMMIT"))
+    unpinged = create_engine(engine.url, isolation_level="AUTOCOMMIT")
+    event.listen(engine, "engine_disposed", lambda _engine: unpinged.dispose())
+    return make_session_factory(unpinged)
+
+
+def run_statement(factory: sessionmaker[Session], work: Callable[[Session], T]) -> T:
+    """Run ``work`` in a session of ``factory``, again on a new connection if the first was dead.
+
+    For sessions of make_statement_session_factory, whose pool lends connections unpinged:
+    one the server closed since its last use (a restart, an idle timeout) fails the
+    statement, and the pool drops it and every connection as old. Running ``work`` again
+    is safe because it is one idempotent statement: if the first did commit before the
+    connection died, the second finds nothing left to change.
+    """
+    try:
+        with factory() as session, session.begin():
+            return work(session)
+    except DBAPIError as error:
+        if not error.connection_invalidated:
+            raise
+    with factory() as session, session.begin():
+        return work(session)
 
 
 @contextmanager
