@@ -111,13 +111,30 @@ def test_subscribe_form_in_ukrainian(branded: Site) -> None:
 
 
 def unsubscribed_page(site: Site, browser: Browser) -> tuple[str, str]:
-    """Unsubscribe an active reader by one click; return the token and the page's HTML."""
+    """Unsubscribe an active reader by the page's button; return the token and the answer."""
     public_id = add_reader(site.runtime, EMAIL, confirmed=True)
     token = site.runtime.tokens.mint(Purpose.UNSUBSCRIBE, public_id, SLUG)
-    page = browser.post(f"/unsubscribe/{token}", {"List-Unsubscribe": "One-Click"})
+    page = browser.submit(browser.get(f"/unsubscribe/{token}").form())
     assert page.status == 200
     assert status_of(site.runtime, EMAIL) == SubscriptionStatus.UNSUBSCRIBED
     return token, page.text
+
+
+def test_a_mail_providers_one_click_post_gets_a_line_in_the_readers_language(
+    site: Site,
+) -> None:
+    # RFC 8058: the provider POSTs without cookies and shows nobody the answer, so it
+    # gets no page, no form to subscribe again and no cookie for that form.
+    public_id = add_reader(site.runtime, EMAIL, confirmed=True, language="uk")
+    token = site.runtime.tokens.mint(Purpose.UNSUBSCRIBE, public_id, SLUG)
+    provider = site.browser(cookies=False)
+    answer = provider.post(f"/unsubscribe/{token}", {"List-Unsubscribe": "One-Click"})
+    assert answer.status == 200
+    assert answer.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert answer.text == "Ви більше не отримуватимете випусків цієї розсилки.\n"
+    assert "Set-Cookie" not in answer.headers
+    assert answer.headers["Cache-Control"] == "no-store"
+    assert status_of(site.runtime, EMAIL) == SubscriptionStatus.UNSUBSCRIBED
 
 
 def test_unsubscribed_page_offers_subscribe_again(branded: Site) -> None:
