@@ -446,6 +446,7 @@ def test_a_statement_whose_connection_the_server_closed_runs_again_on_a_new_one(
         deadline = time.monotonic() + 10
         while admin.scalar(gone, {"pid": first}) and time.monotonic() < deadline:
             admin.rollback()  # a new snapshot of pg_stat_activity
+            time.sleep(0.01)
         assert admin.scalar(gone, {"pid": first}) == 0
     calls: list[int] = []
 
@@ -457,10 +458,32 @@ def test_a_statement_whose_connection_the_server_closed_runs_again_on_a_new_one(
     assert second != first
     assert len(calls) == 2
     # Its pool goes with the engine's: a process that disposes before forking keeps none.
-    unpinged = statements.kw["bind"]
-    assert unpinged.pool.checkedin() == 1
+    pool = statements.kw["bind"].pool
+    assert pool.checkedin() == 1
     engine.dispose()
-    assert unpinged.pool.checkedin() == 0
+    assert pool.checkedin() == 0
+
+
+@pytest.mark.skipif(PG_URL is None, reason="set GAZETTE_TEST_DATABASE_URL: its pool is PG's")
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_statement_connection_unused_for_long_is_replaced_not_lent(engine: Engine) -> None:
+    now = [1000.0]
+    statements = make_statement_session_factory(engine, idle_limit=30, clock=lambda: now[0])
+    first = run_statement(statements, _backend)
+    now[0] += 30  # a burst: the connection comes back at once, unpinged
+    assert run_statement(statements, _backend) == first
+    now[0] += 31  # a lull longer than the limit: a firewall may have dropped it
+    second = run_statement(statements, _backend)
+    assert second != first
+    with engine.connect() as admin:
+        alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+        deadline = time.monotonic() + 10
+        while admin.scalar(alive, {"pid": first}) and time.monotonic() < deadline:
+            admin.rollback()  # a new snapshot of pg_stat_activity
+            time.sleep(0.01)
+        assert admin.scalar(alive, {"pid": first}) == 0  # closed, not leaked
+    assert run_statement(statements, _backend) == second
+    engine.dispose()
 
 
 def test_a_statement_that_fails_on_a_live_connection_is_not_run_again(migrated: Engine) -> None:

@@ -101,6 +101,10 @@ def test_subscribe_confirm_then_one_click_unsubscribe(site: Site, encoding: str)
     done = click()
     assert done.status == 200, done.text
     assert "Location" not in done.headers
+    # Nobody sees the answer: a line in the reader's language, and no cookie.
+    assert done.headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert done.text == "Ви більше не отримуватимете випусків цієї розсилки.\n"
+    assert "Set-Cookie" not in done.headers
     assert status_of(rt, EMAIL) == SubscriptionStatus.UNSUBSCRIBED
     assert events(rt)["unsubscribed"] == 1
     with rt.sessions() as session:

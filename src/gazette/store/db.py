@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,12 +10,17 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gazette.errors import ConfigError
 
 T = TypeVar("T")
+
+# A statement-session connection unused for longer is replaced, not lent (see
+# make_statement_session_factory): well under the idle timeouts of firewalls and NAT
+# (minutes), and a reconnect after a lull costs a few milliseconds once.
+STATEMENT_IDLE_LIMIT_S = 30.0
 
 # Long enough to ride out another process's short write transaction, so SQLite's
 # "database is locked" never reaches a user while several workers share one file.
@@ -78,20 +84,39 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def make_statement_session_factory(engine: Engine) -> sessionmaker[Session]:
+def make_statement_session_factory(
+    engine: Engine,
+    *,
+    idle_limit: float = STATEMENT_IDLE_LIMIT_S,
+    clock: Callable[[], float] = time.monotonic,
+) -> sessionmaker[Session]:
     """Sessions in which, on PostgreSQL, each statement commits on its own (autocommit).
 
     For code whose every change is one idempotent statement (the one-click unsubscribe),
     run through run_statement: no row lock it takes outlives the statement, and no BEGIN,
     COMMIT or ping costs a round trip. They have a pool of their own, disposed with
-    ``engine``'s, that does not ping a connection before lending it: the ping was one of
-    the POST's three round trips. SQLite's are the usual sessions, since its code there
-    takes several statements.
+    ``engine``'s, that does not ping a connection before lending it (the ping was one of
+    the POST's three round trips) but replaces one left unused longer than
+    ``idle_limit`` seconds by ``clock``: a firewall may have dropped it without a word,
+    and a statement on it would wait for TCP to give up. SQLite's are the usual
+    sessions, since its code there takes several statements.
     """
     if engine.dialect.name != "postgresql":
         return make_session_factory(engine)
     unpinged = create_engine(engine.url, isolation_level="AUTOCOMMIT")
     event.listen(engine, "engine_disposed", lambda _engine: unpinged.dispose())
+
+    @event.listens_for(unpinged.pool, "checkin")
+    def _returned(_dbapi_connection: Any, record: Any) -> None:
+        record.info["returned_at"] = clock()
+
+    @event.listens_for(unpinged.pool, "checkout")
+    def _lent(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is not None and clock() - returned > idle_limit:
+            # The pool closes this one and lends a new connection instead.
+            raise DisconnectionError(f"unused for more than {idle_limit:g} s")
+
     return make_session_factory(unpinged)
 
 
