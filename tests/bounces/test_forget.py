@@ -12,11 +12,54 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
+from gazette.bounces.forgetting import is_about
 from gazette.store.models import BounceReport
 from tests.bounces.helpers import FORWARDED, deliver, files, make_maildir, sample, send_issue
 from tests.support.dovecot import append, contents, running_dovecot
+
+
+def _bounce_naming(who: str) -> bytes:
+    """A bounce without a VERP token that names ``who`` as a report would."""
+    return (
+        "From: MAILER-DAEMON@mx.example.net\r\nSubject: Undelivered Mail\r\n"
+        f"Content-Type: text/plain\r\n\r\n{who}\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "named",
+    [
+        "<Ada@Example.org>: host mx.example.org said: 550 5.1.1 unknown user",
+        "Final-Recipient: rfc822; ada@example.org",
+        "To: ada@example.org",
+        "ada@example.org",
+        'href=3D"mailto:ada@example.org"',
+        "=3Cada@example.org=3E",
+        "We could not deliver to ada@example.org.",
+    ],
+)
+def test_a_message_naming_the_whole_address_is_about_the_reader(named: str) -> None:
+    assert is_about(_bounce_naming(named), "ada@example.org", (), ("key",))
+
+
+@pytest.mark.parametrize(
+    "named",
+    [
+        "<mada@example.org>: 550 5.1.1 unknown user",  # another reader, ending the same
+        "Final-Recipient: rfc822; ada@example.org.uk",  # another domain, starting the same
+        "To: ada@example.organic",
+        "To: x.ada@example.org",
+        "To: ada@example.org-mail.net",
+    ],
+)
+def test_a_message_naming_another_address_containing_it_is_not_about_the_reader(
+    named: str,
+) -> None:
+    # Forgetting ada must not delete another reader's bounce, which may still be waiting.
+    assert not is_about(_bounce_naming(named), "ada@example.org", (), ("key",))
 
 
 def test_forgetting_a_reader_deletes_the_bounces_about_them_and_keeps_the_keys(

@@ -9,6 +9,7 @@ their address anywhere (a report without a token, the quoted original's To).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -24,9 +25,23 @@ def is_about(
     raw: bytes, email: str, delivery_ids: Collection[int], secret_keys: Sequence[str]
 ) -> bool:
     """Whether the message ``raw`` is about the reader of ``email`` and ``delivery_ids``."""
-    if email.lower().encode("utf-8") in raw.lower():
+    if _naming(email).search(raw):
         return True
     return read_report(raw, secret_keys).delivery_id in delivery_ids
+
+
+# What may stand right before and after an address that is named whole: not a character
+# an address could go on with, so forgetting ann@example.org leaves the bounces of
+# joann@example.org and ann@example.org.uk, which are other readers' and may be waiting.
+# A quoted-printable body writes "<" as "=3C", so "=" and two hex digits also end what
+# comes before; a full stop ends a sentence unless a domain label follows it.
+_BEFORE = rb"(?:^|[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]|=[0-9A-Fa-f]{2})"
+_AFTER = rb"(?!\.?[A-Za-z0-9\-])"
+
+
+def _naming(email: str) -> re.Pattern[bytes]:
+    """A pattern finding ``email`` named whole, in any case, in a message's bytes."""
+    return re.compile(_BEFORE + re.escape(email.encode("utf-8")) + _AFTER, re.IGNORECASE)
 
 
 def forget_messages(
