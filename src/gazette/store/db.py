@@ -52,8 +52,12 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def make_engine(database_url: str, **kwargs: Any) -> Engine:
-    """Create the engine for a checked database URL (see config.parse_database_url)."""
+def make_engine(database_url: str, *, pre_ping: bool = True, **kwargs: Any) -> Engine:
+    """Create the engine for a checked database URL (see config.parse_database_url).
+
+    PostgreSQL's pool pings each connection before lending it unless ``pre_ping`` is
+    False (the statement sessions' pool, which replaces idle ones instead).
+    """
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         assert url.database is not None
@@ -63,7 +67,7 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=pre_ping, **kwargs)
 
 
 def check_connection(engine: Engine) -> None:
@@ -103,7 +107,11 @@ def make_statement_session_factory(
     """
     if engine.dialect.name != "postgresql":
         return make_session_factory(engine)
-    unpinged = create_engine(engine.url, isolation_level="AUTOCOMMIT")
+    unpinged = make_engine(
+        engine.url.render_as_string(hide_password=False),
+        pre_ping=False,
+        isolation_level="AUTOCOMMIT",
+    )
     event.listen(engine, "engine_disposed", lambda _engine: unpinged.dispose())
 
     @event.listens_for(unpinged.pool, "checkin")
