@@ -8,6 +8,7 @@ their address anywhere (a report without a token, the quoted original's To).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Collection, Sequence
@@ -39,6 +40,7 @@ _BEFORE = rb"(?:^|[^A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]|=[0-9A-Fa-f]{2})"
 _AFTER = rb"(?!\.?[A-Za-z0-9\-])"
 
 
+@functools.lru_cache(maxsize=8)
 def _naming(email: str) -> re.Pattern[bytes]:
     """A pattern finding ``email`` named whole, in any case, in a message's bytes."""
     return re.compile(_BEFORE + re.escape(email.encode("utf-8")) + _AFTER, re.IGNORECASE)
