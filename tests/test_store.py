@@ -431,6 +431,17 @@ def _backend(session: Session) -> int:
     return pid
 
 
+def _ended(engine: Engine, pid: int) -> bool:
+    """True once the server process ``pid`` has gone (within 10 s: it exits at once)."""
+    alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
+    deadline = time.monotonic() + 10
+    with engine.connect() as admin:
+        while admin.scalar(alive, {"pid": pid}) and time.monotonic() < deadline:
+            admin.rollback()  # a new snapshot of pg_stat_activity
+            time.sleep(0.01)
+        return bool(admin.scalar(alive, {"pid": pid}) == 0)
+
+
 @pytest.mark.skipif(PG_URL is None, reason="set GAZETTE_TEST_DATABASE_URL: a server closes it")
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_statement_whose_connection_the_server_closed_runs_again_on_a_new_one(
@@ -442,12 +453,7 @@ def test_a_statement_whose_connection_the_server_closed_runs_again_on_a_new_one(
     # timeout): the pool lends it unpinged, so the statement is what finds it dead.
     with engine.connect() as admin:
         assert admin.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
-        gone = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
-        deadline = time.monotonic() + 10
-        while admin.scalar(gone, {"pid": first}) and time.monotonic() < deadline:
-            admin.rollback()  # a new snapshot of pg_stat_activity
-            time.sleep(0.01)
-        assert admin.scalar(gone, {"pid": first}) == 0
+    assert _ended(engine, first)
     calls: list[int] = []
 
     def counted(session: Session) -> int:
@@ -475,13 +481,7 @@ def test_a_statement_connection_unused_for_long_is_replaced_not_lent(engine: Eng
     now[0] += 31  # a lull longer than the limit: a firewall may have dropped it
     second = run_statement(statements, _backend)
     assert second != first
-    with engine.connect() as admin:
-        alive = text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid")
-        deadline = time.monotonic() + 10
-        while admin.scalar(alive, {"pid": first}) and time.monotonic() < deadline:
-            admin.rollback()  # a new snapshot of pg_stat_activity
-            time.sleep(0.01)
-        assert admin.scalar(alive, {"pid": first}) == 0  # closed, not leaked
+    assert _ended(engine, first)  # closed, not leaked
     assert run_statement(statements, _backend) == second
     engine.dispose()
 
