@@ -28,6 +28,7 @@ from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from gazette.store.models import (
+    OPEN_ISSUES,
     Delivery,
     DeliveryStatus,
     Feed,
@@ -41,7 +42,6 @@ from gazette.store.models import (
 # A finished issue is reported for this long after it was planned, so a scrape shortly
 # after the last batch still sees its final counts; older ones drop out.
 RECENT = timedelta(days=7)
-OPEN_ISSUES = (IssueStatus.PLANNED, IssueStatus.SENDING)
 OUTCOMES = ("sent", "failed", "skipped", "bounced")
 # How an open row is reported: never tried, waiting for a retry, or claimed by a worker.
 OPEN_STATES = ("pending", "waiting_retry", "sending")

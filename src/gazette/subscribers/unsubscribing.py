@@ -18,6 +18,7 @@ from gazette.digests.recording import count_outcomes
 from gazette.errors import GazetteError
 from gazette.newsletters.service import SLUG
 from gazette.store.models import (
+    OPEN_ISSUES,
     Base,
     BounceReport,
     Delivery,
@@ -86,8 +87,12 @@ _SKIP_PENDING = (
     .where(
         _delivery.c.subscriber_id == bindparam("reader"),
         _delivery.c.status == DeliveryStatus.PENDING,
+        # Only open issues have pending rows (ledger.finish_issue).
         _delivery.c.issue_id.in_(
-            select(_issue.c.id).where(_issue.c.newsletter_id == bindparam("newsletter"))
+            select(_issue.c.id).where(
+                _issue.c.newsletter_id == bindparam("newsletter"),
+                _issue.c.status.in_(OPEN_ISSUES),
+            )
         ),
     )
     .values(status=DeliveryStatus.SKIPPED, last_error="unsubscribed")

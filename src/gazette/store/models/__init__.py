@@ -7,6 +7,7 @@ mapped class from, and importing it maps every class.
 
 from gazette.store.models.base import (
     NAMING,
+    OPEN_ISSUES,
     Base,
     DeliveryStatus,
     Edition,
@@ -42,6 +43,7 @@ from gazette.store.models.reports import BounceReport
 
 __all__ = [
     "NAMING",
+    "OPEN_ISSUES",
     "Article",
     "Base",
     "BounceReport",

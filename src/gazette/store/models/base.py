@@ -90,6 +90,11 @@ class IssueStatus(enum.StrEnum):
     SKIPPED = "skipped"
 
 
+# The issues that may still send: only these have pending or sending rows, since an
+# issue is marked sent once it has none left (digests.ledger.finish_issue).
+OPEN_ISSUES = (IssueStatus.PLANNED, IssueStatus.SENDING)
+
+
 class Edition(enum.StrEnum):
     """Which readers an issue is for: every scheduled issue, or the weekly summary.
 
