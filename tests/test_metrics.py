@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, func, insert, literal, select, text, update
 from sqlalchemy.orm import Session
 
 from gazette.config import load_settings
@@ -42,6 +42,7 @@ from gazette.store.models import (
     SubscriptionTally,
     utcnow,
 )
+from gazette.store.models.readers import TALLY_SHARDS
 from gazette.subscribers.bounces import record_bounce, unbounce
 from gazette.subscribers.service import Origin
 from gazette.subscribers.subscribing import confirm, subscribe
@@ -202,22 +203,30 @@ def test_no_feed_polled_no_age_then_the_age_of_the_newest_poll(site: Site) -> No
     assert 180 <= seconds < 240
 
 
-def tally(session: Session) -> Counter[tuple[int, str]]:
-    """The tally's non-zero rows."""
+def tally(session: Session, *, shards: bool = False) -> Counter[tuple[int, str, int]]:
+    """The tally's non-zero rows, per newsletter and status, and per shard if asked.
+
+    Without ``shards`` the shards are summed (and the key's shard is 0), as /metrics
+    sums them; so the same helper reads the unsharded tally of 0012.
+    """
+    shard = SubscriptionTally.shard if shards else literal(0)
     rows = session.execute(
-        select(SubscriptionTally.newsletter_id, SubscriptionTally.status, SubscriptionTally.count)
-    )
-    return Counter({(nid, str(status)): count for nid, status, count in rows if count})
+        select(SubscriptionTally.newsletter_id, SubscriptionTally.status, shard,
+               func.sum(SubscriptionTally.count))
+        .group_by(SubscriptionTally.newsletter_id, SubscriptionTally.status, shard)
+    )  # fmt: skip
+    return Counter({(nid, str(status), n): count for nid, status, n, count in rows if count})
 
 
-def counted(session: Session) -> Counter[tuple[int, str]]:
-    """COUNT(*) GROUP BY newsletter and status over the subscription table."""
+def counted(session: Session, *, shards: bool = False) -> Counter[tuple[int, str, int]]:
+    """COUNT(*) over the subscription table per newsletter and status (and shard)."""
+    shard = Subscription.id % TALLY_SHARDS if shards else literal(0)
     rows = session.execute(
-        select(Subscription.newsletter_id, Subscription.status, func.count()).group_by(
-            Subscription.newsletter_id, Subscription.status
+        select(Subscription.newsletter_id, Subscription.status, shard, func.count()).group_by(
+            Subscription.newsletter_id, Subscription.status, shard
         )
     )
-    return Counter({(nid, str(status)): count for nid, status, count in rows})
+    return Counter({(nid, str(status), n): count for nid, status, n, count in rows})
 
 
 def random_changes(session: Session, rng: random.Random, steps: int) -> None:
@@ -279,6 +288,9 @@ def test_the_tally_equals_a_count_after_random_changes(runtime: Runtime, seed: i
         random_changes(session, random.Random(seed), 80)
     with runtime.sessions() as session:
         assert sum(counted(session).values()) > 0
+        # Each shard exact, not only their sums: a change counts in its own row's shard.
+        assert tally(session, shards=True) == counted(session, shards=True)
+        assert len({shard for _, _, shard in tally(session, shards=True)}) > 1
         assert tally(session) == counted(session)
 
 
@@ -317,18 +329,57 @@ def test_the_upgrade_seeds_the_tally_from_the_subscriptions_there_are(engine: En
     with sessions() as session:
         assert tally(session) == counted(session)
         alpha = session.scalars(select(Newsletter.id).where(Newsletter.slug == "alpha")).one()
-        assert tally(session)[(alpha, "active")] == 4
-        assert tally(session)[(alpha, "pending")] == 2
+        assert tally(session)[(alpha, "active", 0)] == 4
+        assert tally(session)[(alpha, "pending", 0)] == 2
     # The triggers are in place too: the next change is counted.
     with transaction(sessions) as session:
         subscribe(session, "late@example.org", "alpha", origin, confirmed=True)
     with sessions() as session:
-        assert tally(session)[(alpha, "active")] == 5
+        assert tally(session)[(alpha, "active", 0)] == 5
         assert tally(session) == counted(session)
     migrate.downgrade(engine, "brand150009")
     migrate.upgrade(engine)
     with sessions() as session:
         assert tally(session) == counted(session)
+
+
+def unsharded_tally(session: Session) -> Counter[tuple[int, str, int]]:
+    """The tally of a schema before 0015, read without the model's shard column."""
+    rows = session.execute(text("SELECT newsletter_id, status, count FROM subscription_tally"))
+    return Counter({(nid, str(status), 0): count for nid, status, count in rows if count})
+
+
+def test_the_shards_are_seeded_from_the_subscriptions_and_undone_by_a_downgrade(
+    engine: Engine,
+) -> None:
+    migrate.upgrade(engine, "deliver180014")
+    sessions = make_session_factory(engine)
+    origin = Origin("cli")
+    with transaction(sessions) as session:
+        for slug in ("alpha", "beta"):
+            create_newsletter(session, slug, slug.title())
+        for n in range(70):  # more subscriptions than shards: some share one
+            subscribe(session, f"r{n}@example.org", "alpha" if n % 3 else "beta", origin,
+                      confirmed=n % 4 != 0)  # fmt: skip
+    with sessions() as session:
+        before = unsharded_tally(session)
+        assert before == counted(session)
+    migrate.upgrade(engine)
+    with sessions() as session:
+        assert tally(session, shards=True) == counted(session, shards=True)
+        assert tally(session) == before
+    with transaction(sessions) as session:  # the sharded triggers count the next change
+        leaving = session.scalars(select(Subscription).limit(1)).one()
+        unsubscribe(session, leaving.subscriber_id, leaving.newsletter_id, origin)
+    with sessions() as session:
+        assert tally(session, shards=True) == counted(session, shards=True)
+    migrate.downgrade(engine, "deliver180014")
+    with sessions() as session:
+        assert unsharded_tally(session) == counted(session)
+    with transaction(sessions) as session:  # and 0012's triggers are back
+        subscribe(session, "late@example.org", "beta", origin, confirmed=True)
+    with sessions() as session:
+        assert unsharded_tally(session) == counted(session)
 
 
 def test_loopback_needs_no_token_and_others_need_the_right_one(make_site: SiteFactory) -> None:

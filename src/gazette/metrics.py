@@ -3,12 +3,15 @@
 Each scrape reads running totals and small tables, never the whole ledger or the whole
 subscription table, so it costs the same at millions of deliveries:
 
-- per issue, the messages sent, failed, skipped and bounced: the issue's own count
-  columns, which each written chunk adds to (gazette.digests.recording.count_outcomes);
-- per issue still open, its rows pending, waiting to retry and being sent, counted
-  through the (issue_id, status) index over those rows only;
-- subscriptions per newsletter and status: the tally the database's triggers keep
-  (store.models.readers.SubscriptionTally);
+- per issue, the messages sent, failed and bounced: the issue's own count columns,
+  which each written chunk adds to (gazette.digests.recording.count_outcomes);
+- per issue still open, its rows pending, waiting to retry, being sent and skipped,
+  counted through the (issue_id, status) index over those rows only. Skipped rows are
+  counted, not added up, because an unsubscribe skips the reader's rows without
+  touching the issue's row, which every click would otherwise queue on; a finished
+  issue's skipped_count is exact (ledger.finish_issue);
+- subscriptions per newsletter and status: the sum of the tally's shards, which the
+  database's triggers keep (store.models.readers.SubscriptionTally);
 - the age of the newest feed poll.
 
 The figures are gauges (a forgotten reader takes a subscription away), built afresh
@@ -81,10 +84,10 @@ def issue_figures(session: Session, now: datetime) -> list[IssueFigures]:
     """The issues in flight or planned within RECENT, with their counts, newest first.
 
     The issue table has one row per newsletter and period (thousands, not millions),
-    so filtering it is cheap. The open rows are counted only for open issues, with
-    ``issue_id IN (...) AND status IN ('pending', 'sending')``: the (issue_id, status)
-    index (ix_delivery_issue_status) bounds the scan to those issues' unsettled rows,
-    and the sent history, the bulk of the ledger, is never read.
+    so filtering it is cheap. The open and skipped rows are counted only for open
+    issues, with ``issue_id IN (...) AND status IN ('pending', 'sending', 'skipped')``:
+    the (issue_id, status) index (ix_delivery_issue_status) bounds the scan to those
+    rows, and the sent history, the bulk of the ledger, is never read.
     """
     rows = session.execute(
         select(Issue, Newsletter.slug)
@@ -104,9 +107,11 @@ def issue_figures(session: Session, now: datetime) -> list[IssueFigures]:
     for figure in figures.values():
         if figure.status in OPEN_ISSUES:
             figure.open_rows = dict.fromkeys(OPEN_STATES, 0)
+            figure.outcomes["skipped"] = 0  # counted from the ledger below
     if not open_ids:
         return list(figures.values())
     state = case(
+        (Delivery.status == DeliveryStatus.SKIPPED, "skipped"),
         (Delivery.status == DeliveryStatus.SENDING, "sending"),
         (Delivery.next_attempt_at.is_not(None), "waiting_retry"),
         else_="pending",
@@ -115,20 +120,25 @@ def issue_figures(session: Session, now: datetime) -> list[IssueFigures]:
         select(Delivery.issue_id, state, func.count())
         .where(
             Delivery.issue_id.in_(open_ids),
-            Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+            Delivery.status.in_(
+                [DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.SKIPPED]
+            ),
         )
         .group_by(Delivery.issue_id, state)
     )
     for issue_id, name, count in counted:
-        figures[issue_id].open_rows[name] = count
+        if name == "skipped":
+            figures[issue_id].outcomes["skipped"] = count
+        else:
+            figures[issue_id].open_rows[name] = count
     return list(figures.values())
 
 
 def subscription_figures(session: Session) -> dict[tuple[str, SubscriptionStatus], int]:
     """Subscriptions per (newsletter slug, status), every status of every newsletter.
 
-    Read from the tally the triggers keep, one row per newsletter and status; a status
-    with no row is reported as 0, so a gauge that went to nothing says so.
+    Summed from the tally the triggers keep, up to 64 shards per newsletter and status; a
+    status with no row is reported as 0, so a gauge that went to nothing says so.
     """
     figures = {
         (slug, status): 0
@@ -136,9 +146,9 @@ def subscription_figures(session: Session) -> dict[tuple[str, SubscriptionStatus
         for status in SubscriptionStatus
     }
     tallied = session.execute(
-        select(Newsletter.slug, SubscriptionTally.status, SubscriptionTally.count).join(
-            Newsletter, Newsletter.id == SubscriptionTally.newsletter_id
-        )
+        select(Newsletter.slug, SubscriptionTally.status, func.sum(SubscriptionTally.count))
+        .join(Newsletter, Newsletter.id == SubscriptionTally.newsletter_id)
+        .group_by(Newsletter.slug, SubscriptionTally.status)
     )
     for slug, status, count in tallied:
         figures[(slug, status)] = count

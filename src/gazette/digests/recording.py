@@ -92,31 +92,33 @@ class ChunkOutcome:
         hard_bounces = sum(1 for _, hard, _ in self.bounces if hard)
         rates = count_outcomes(
             session, issue_id, sent=self.counts["sent"], failed=self.counts["failed"],
-            skipped=self.counts["skipped"], bounced=len(self.bounces), hard=hard_bounces,
+            bounced=len(self.bounces), hard=hard_bounces,
         )  # fmt: skip
         if rates is not None and (self.counts["sent"] or self.counts["failed"]):
             check_pause(session, issue_id, rules, now, fresh=hard_bounces > 0, rates=rates)
 
 
 def count_outcomes(
-    session: Session, issue_id: int, *, sent: int = 0, failed: int = 0, skipped: int = 0,
-    bounced: int = 0, hard: int = 0,
+    session: Session, issue_id: int, *, sent: int = 0, failed: int = 0, bounced: int = 0,
+    hard: int = 0,
 ) -> IssueRates | None:  # fmt: skip
     """Add settled messages to the issue's running totals, in the transaction that settles them.
 
     /metrics reads these columns instead of counting the ledger. A row settled twice (a
     lease that ran out under a slow worker) is counted twice here until the issue
     finishes, when ledger.finish_issue sets sent, failed and skipped from the ledger.
+    Skipped rows are not added here: an unsubscribe skips rows without touching the
+    issue's row, so /metrics counts an open issue's skipped rows from the ledger.
     Returns the issue's figures as they now stand (None when there was nothing to add),
     read back by the same statement, for pausing to judge.
     """
-    if not (sent or failed or skipped or bounced):
+    if not (sent or failed or bounced):
         return None
     row = session.execute(
         _COUNT_OUTCOMES,
         {
-            "issue_id": issue_id, "sent": sent, "failed": failed, "skipped": skipped,
-            "bounced": bounced, "hard": hard,
+            "issue_id": issue_id, "sent": sent, "failed": failed, "bounced": bounced,
+            "hard": hard,
         },
     ).one()  # fmt: skip
     settled, hard_total, soft, complaints = (int(value or 0) for value in row)
@@ -132,7 +134,6 @@ _COUNT_OUTCOMES = (
     .values(
         sent_count=_issue.c.sent_count + bindparam("sent"),
         failed_count=_issue.c.failed_count + bindparam("failed"),
-        skipped_count=_issue.c.skipped_count + bindparam("skipped"),
         bounced_count=_issue.c.bounced_count + bindparam("bounced"),
         hard_bounced_count=_issue.c.hard_bounced_count + bindparam("hard"),
     )

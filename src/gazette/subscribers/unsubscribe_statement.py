@@ -1,11 +1,12 @@
-"""PostgreSQL's unsubscribe as one statement: end, skip, count and log together.
+"""PostgreSQL's unsubscribe as one statement: end, skip and log together.
 
-The RFC 8058 one-click target is called by mail providers in bursts, and each change
-updates rows every other click also updates: the issue's running totals and the
-subscription tally its trigger keeps. In several statements a transaction holds those
-row locks across round trips to a web process that may wait milliseconds for its GIL,
-and the clicks queue behind each other. Data-modifying CTEs hold them only while the
-server runs the statement; run on its own (autocommit), not even across a COMMIT.
+The RFC 8058 one-click target is called by mail providers in bursts. A click changes
+only the reader's own rows and one shard of the subscription tally its trigger keeps
+(migration 0015): no row every click updates, such as the issue's running totals, so
+clicks do not queue on each other's commit. In several statements a transaction would
+hold its row locks across round trips to a web process that may wait milliseconds for
+its GIL; data-modifying CTEs hold them only while the server runs the statement, run
+on its own (autocommit), not even across a COMMIT.
 SQLite has no such CTEs and one writer at a time: unsubscribing.py keeps its steps.
 """
 
@@ -22,7 +23,7 @@ _event = Base.metadata.tables["event"]
 
 # The changes of unsubscribing.unsubscribe: the status by a conditional UPDATE (of two
 # clicks at once only one changes it), the reader's pending deliveries of the newsletter
-# skipped and added to their issues' skipped_count (as recording.count_outcomes does),
+# skipped (their issues' rows untouched: /metrics counts skipped rows of open issues),
 # and one "unsubscribed" event. {reader} and {newsletter} say how the reader and the
 # newsletter are named. It yields one row (reader id, language, 1 if the subscription
 # changed else 0, then the newsletter's id, name and brand, NULL when there is no such
@@ -56,11 +57,6 @@ WITH reader AS (
 ), skipped AS (
     UPDATE delivery SET status = 'skipped', last_error = 'unsubscribed'
     WHERE id IN (SELECT id FROM mine) AND status = 'pending'
-    RETURNING issue_id
-), counted AS (
-    UPDATE issue SET skipped_count = issue.skipped_count + per_issue.n
-    FROM (SELECT issue_id, count(*) AS n FROM skipped GROUP BY issue_id) AS per_issue
-    WHERE issue.id = per_issue.issue_id
 ), logged AS (
     INSERT INTO event (subscriber_id, newsletter_id, kind, source, ip, detail, created_at)
     SELECT subscriber_id, newsletter_id, :kind, :source, :ip, :detail, :now FROM ended

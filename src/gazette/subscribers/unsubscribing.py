@@ -7,14 +7,12 @@ constructing SQL nor for the ORM's bookkeeping.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row, bindparam, delete, inspect, select, true, update
 from sqlalchemy.orm import Session
 
-from gazette.digests.recording import count_outcomes
 from gazette.errors import GazetteError
 from gazette.newsletters.service import SLUG
 from gazette.store.models import (
@@ -96,7 +94,6 @@ _SKIP_PENDING = (
         ),
     )
     .values(status=DeliveryStatus.SKIPPED, last_error="unsubscribed")
-    .returning(_delivery.c.issue_id)
 )
 
 
@@ -121,8 +118,10 @@ def unsubscribe(session: Session, subscriber_id: int, newsletter_id: int, origin
 
     Idempotent, and immediate: deliveries not yet sent to this reader for this
     newsletter are skipped in the same transaction, so a send in progress honours it.
-    The status changes by one conditional UPDATE, so of two clicks at the same moment
-    only one changes it and records the event. PostgreSQL does it all in one statement.
+    The issues' rows are not touched: every click would queue on them, and /metrics
+    counts an open issue's skipped rows instead (gazette.metrics). The status changes
+    by one conditional UPDATE, so of two clicks at the same moment only one changes it
+    and records the event. PostgreSQL does it all in one statement.
     """
     params = {"reader": subscriber_id, "newsletter": newsletter_id, "now": utcnow()}
     if _one_statement(session):
@@ -139,9 +138,7 @@ def unsubscribe(session: Session, subscriber_id: int, newsletter_id: int, origin
     changed = session.execute(_END_SUBSCRIPTION, params)
     if not changed.rowcount:  # type: ignore[attr-defined]
         return False
-    skipped = Counter(session.scalars(_SKIP_PENDING, params))
-    for issue_id, count in sorted(skipped.items()):
-        count_outcomes(session, issue_id, skipped=count)
+    session.execute(_SKIP_PENDING, params)
     _expire_changed(session, subscriber_id, newsletter_id)
     record_event(
         session, "unsubscribed", origin, subscriber_id=subscriber_id, newsletter_id=newsletter_id

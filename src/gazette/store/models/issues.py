@@ -56,6 +56,8 @@ class Issue(Base):
     # finishes (ledger.finish_issue): /metrics reads them instead of counting rows.
     sent_count: Mapped[int] = mapped_column(Integer, default=0)
     failed_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Set only when the issue finishes: unsubscribes skip rows of open issues without
+    # touching this row, which every click would queue on, so /metrics counts them.
     skipped_count: Mapped[int] = mapped_column(Integer, default=0)
     # Messages refused about the reader's mailbox and counted against them (a hard or a
     # soft bounce, gazette.subscribers.bounces); a hard-bounced message is also failed.

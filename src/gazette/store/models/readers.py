@@ -8,7 +8,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, String, Table, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    SmallInteger,
+    String,
+    Table,
+    UniqueConstraint,
+)
 from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -95,16 +105,21 @@ class Subscription(Base):
 Index("ix_subscription_newsletter_status", Subscription.newsletter_id, Subscription.status)
 
 
+# How many rows the tally keeps per newsletter and status (migration 0015 fixes it).
+TALLY_SHARDS = 64
+
+
 class SubscriptionTally(Base):
-    """How many subscriptions each newsletter has in each status: a running total.
+    """How many subscriptions each newsletter has in each status: running totals in shards.
 
     Kept exact by the database itself: triggers on ``subscription`` (insert, a change of
     status or newsletter, delete, including the deletes a forgotten reader's cascade
     makes) adjust it in the same transaction as the change, whichever process or
-    statement made it; migration 0011 creates them and seeds the tally from the rows.
-    /metrics reads this table instead of counting the subscription table. On SQLite a
-    batch migration that rebuilds ``subscription`` drops its triggers: such a
-    migration must create them again (0011's ``create_triggers``).
+    statement made it; migration 0012 created them, 0015 shards them. A subscription
+    counts in shard ``id % TALLY_SHARDS``, so concurrent unsubscribes seldom wait on
+    one row's lock; /metrics sums the shards instead of counting the subscription
+    table. On SQLite a batch migration that rebuilds ``subscription`` drops its
+    triggers: such a migration must create them again (0015's ``create_triggers``).
     """
 
     __tablename__ = "subscription_tally"
@@ -115,6 +130,7 @@ class SubscriptionTally(Base):
     status: Mapped[SubscriptionStatus] = mapped_column(
         status_column(SubscriptionStatus, "subscription_status"), primary_key=True
     )
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
 
 
