@@ -15,16 +15,17 @@ from zoneinfo import ZoneInfo
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy import Connection, Engine, func, inspect, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from gazette.store import migrate
 from gazette.store.db import (
     SQLITE_BUSY_TIMEOUT_MS,
     make_engine,
     make_session_factory,
-    make_statement_session_factory,
+    make_statement_engine,
     run_statement,
     transaction,
 )
@@ -424,9 +425,9 @@ def test_adding_the_edition_keeps_every_issue_and_its_ledger(engine: Engine) -> 
 # --- one-statement changes on a pool that does not ping --------------------------------
 
 
-def _backend(session: Session) -> int:
-    """The PostgreSQL server process serving the session's connection."""
-    pid = session.scalar(text("SELECT pg_backend_pid()"))
+def _backend(connection: Connection) -> int:
+    """The PostgreSQL server process serving the connection."""
+    pid = connection.scalar(text("SELECT pg_backend_pid()"))
     assert isinstance(pid, int)
     return pid
 
@@ -447,7 +448,7 @@ def _ended(engine: Engine, pid: int) -> bool:
 def test_a_statement_whose_connection_the_server_closed_runs_again_on_a_new_one(
     engine: Engine,
 ) -> None:
-    statements = make_statement_session_factory(engine)
+    statements = make_statement_engine(engine)
     first = run_statement(statements, _backend)
     # The server ends the connection while it waits in the pool (a restart, an idle
     # timeout): the pool lends it unpinged, so the statement is what finds it dead.
@@ -456,15 +457,16 @@ def test_a_statement_whose_connection_the_server_closed_runs_again_on_a_new_one(
     assert _ended(engine, first)
     calls: list[int] = []
 
-    def counted(session: Session) -> int:
+    def counted(connection: Connection) -> int:
         calls.append(1)
-        return _backend(session)
+        return _backend(connection)
 
     second = run_statement(statements, counted)
     assert second != first
     assert len(calls) == 2
     # Its pool goes with the engine's: a process that disposes before forking keeps none.
-    pool = statements.kw["bind"].pool
+    pool = statements.pool
+    assert isinstance(pool, QueuePool)
     assert pool.checkedin() == 1
     engine.dispose()
     assert pool.checkedin() == 0
@@ -474,7 +476,7 @@ def test_a_statement_whose_connection_the_server_closed_runs_again_on_a_new_one(
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_statement_connection_unused_for_long_is_replaced_not_lent(engine: Engine) -> None:
     now = [1000.0]
-    statements = make_statement_session_factory(engine, idle_limit=30, clock=lambda: now[0])
+    statements = make_statement_engine(engine, idle_limit=30, clock=lambda: now[0])
     first = run_statement(statements, _backend)
     now[0] += 30  # a burst: the connection comes back at once, unpinged
     assert run_statement(statements, _backend) == first
@@ -487,12 +489,12 @@ def test_a_statement_connection_unused_for_long_is_replaced_not_lent(engine: Eng
 
 
 def test_a_statement_that_fails_on_a_live_connection_is_not_run_again(migrated: Engine) -> None:
-    statements = make_statement_session_factory(migrated)
+    statements = make_statement_engine(migrated)
     calls: list[int] = []
 
-    def failing(session: Session) -> None:
+    def failing(connection: Connection) -> None:
         calls.append(1)
-        session.execute(text("SELECT * FROM no_such_table"))
+        connection.execute(text("SELECT * FROM no_such_table"))
 
     with pytest.raises(DBAPIError) as raised:
         run_statement(statements, failing)

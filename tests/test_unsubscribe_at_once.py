@@ -227,7 +227,7 @@ def test_a_click_reads_the_readers_own_rows_while_statistics_call_pending_rare(
         params = statement.parameters(WEB, utcnow(), reader=reader_id, newsletter=newsletter_id)
         params["detail"] = json.dumps(params["detail"])
         (explained,) = session.execute(
-            text("EXPLAIN (ANALYZE, FORMAT JSON) " + statement.BY_IDS.text), params
+            text("EXPLAIN (ANALYZE, FORMAT JSON) " + str(statement.BY_IDS.element)), params
         ).one()
         session.rollback()
     # The reader's row of the open issue, found by the unique index, then by its id.

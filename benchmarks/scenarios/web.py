@@ -80,7 +80,7 @@ def probe_one_click(runtime: Runtime, paths: list[str], count: int) -> Probe:
     """POST ``count`` one-click requests through Flask's test client, in this process.
 
     Counts the SQL statements the app issues and the connections it takes from its pools
-    per request (the statement sessions' pool lends them unpinged), and the app's CPU time.
+    per request (the statement engine's pool lends them unpinged), and the app's CPU time.
     """
     from sqlalchemy import event
 
@@ -95,9 +95,9 @@ def probe_one_click(runtime: Runtime, paths: list[str], count: int) -> Probe:
     def checkout(*_args: object) -> None:
         counts["checkouts"] += 1
 
-    # The runtime's engine, and the pool of its statement sessions (store.db), which
+    # The runtime's engine, and its statement engine (store.db), which
     # the POST's change goes through.
-    engines = {runtime.engine, runtime.statement_sessions.kw["bind"]}
+    engines = {runtime.engine, runtime.statement_engine}
     for engine in engines:
         event.listen(engine, "before_cursor_execute", statement)
         event.listen(engine.pool, "checkout", checkout)

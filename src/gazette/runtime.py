@@ -23,7 +23,7 @@ from gazette.mail.transports import make_transport
 from gazette.mail.verp import Verp
 from gazette.ratelimit import RateLimiter, make_limiter, make_session_gate, make_throttle
 from gazette.rendering import Renderer
-from gazette.store.db import make_engine, make_session_factory, make_statement_session_factory
+from gazette.store.db import make_engine, make_session_factory, make_statement_engine
 from gazette.tokens import Tokens
 
 
@@ -40,7 +40,7 @@ class Runtime:
     limiter: RateLimiter
     dispatcher: Dispatcher
     # Each statement its own transaction on PostgreSQL (store.db), for one-statement changes.
-    statement_sessions: sessionmaker[Session]
+    statement_engine: Engine
 
 
 def build_runtime(settings: Settings) -> Runtime:
@@ -86,7 +86,7 @@ def build_runtime(settings: Settings) -> Runtime:
         renderer=renderer,
         send_context=send_context,
         dispatcher=dispatcher,
-        statement_sessions=make_statement_session_factory(engine),
+        statement_engine=make_statement_engine(engine),
     )
 
 

@@ -6,9 +6,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,8 +17,12 @@ from gazette.errors import ConfigError
 
 T = TypeVar("T")
 
-# A statement-session connection unused for longer is replaced, not lent (see
-# make_statement_session_factory): well under the idle timeouts of firewalls and NAT
+# What code that runs Core statements only can run them on: a session's transaction,
+# or a bare connection (run_statement's, which costs the one-click POST less CPU).
+Executor: TypeAlias = Session | Connection
+
+# A statement-engine connection unused for longer is replaced, not lent (see
+# make_statement_engine): well under the idle timeouts of firewalls and NAT
 # (minutes), and a reconnect after a lull costs a few milliseconds once.
 STATEMENT_IDLE_LIMIT_S = 30.0
 
@@ -56,7 +60,7 @@ def make_engine(database_url: str, *, pre_ping: bool = True, **kwargs: Any) -> E
     """Create the engine for a checked database URL (see config.parse_database_url).
 
     PostgreSQL's pool pings each connection before lending it unless ``pre_ping`` is
-    False (the statement sessions' pool, which replaces idle ones instead).
+    False (the statement engine's pool, which replaces idle ones instead).
     """
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
@@ -88,25 +92,25 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def make_statement_session_factory(
+def make_statement_engine(
     engine: Engine,
     *,
     idle_limit: float = STATEMENT_IDLE_LIMIT_S,
     clock: Callable[[], float] = time.monotonic,
-) -> sessionmaker[Session]:
-    """Sessions in which, on PostgreSQL, each statement commits on its own (autocommit).
+) -> Engine:
+    """The engine on which, on PostgreSQL, each statement commits on its own (autocommit).
 
     For code whose every change is one idempotent statement (the one-click unsubscribe),
     run through run_statement: no row lock it takes outlives the statement, and no BEGIN,
-    COMMIT or ping costs a round trip. They have a pool of their own, disposed with
-    ``engine``'s, that does not ping a connection before lending it (the ping was one of
-    the POST's three round trips) but replaces one left unused longer than
-    ``idle_limit`` seconds by ``clock``: a firewall may have dropped it without a word,
-    and a statement on it would wait for TCP to give up. SQLite's are the usual
-    sessions, since its code there takes several statements.
+    COMMIT or ping costs a round trip. Its pool is its own, disposed with ``engine``'s,
+    and does not ping a connection before lending it (the ping was one of the POST's
+    three round trips) but replaces one left unused longer than ``idle_limit`` seconds
+    by ``clock``: a firewall may have dropped it without a word, and a statement on it
+    would wait for TCP to give up. On SQLite it is ``engine``, since its code there
+    takes several statements in one transaction.
     """
     if engine.dialect.name != "postgresql":
-        return make_session_factory(engine)
+        return engine
     unpinged = make_engine(
         engine.url.render_as_string(hide_password=False),
         pre_ping=False,
@@ -125,26 +129,28 @@ def make_statement_session_factory(
             # The pool closes this one and lends a new connection instead.
             raise DisconnectionError(f"unused for more than {idle_limit:g} s")
 
-    return make_session_factory(unpinged)
+    return unpinged
 
 
-def run_statement(factory: sessionmaker[Session], work: Callable[[Session], T]) -> T:
-    """Run ``work`` in a session of ``factory``, again on a new connection if the first was dead.
+def run_statement(engine: Engine, work: Callable[[Connection], T]) -> T:
+    """Run ``work`` on a connection of ``engine``, again on a new one if the first was dead.
 
-    For sessions of make_statement_session_factory, whose pool lends connections unpinged:
-    one the server closed since its last use (a restart, an idle timeout) fails the
-    statement, and the pool drops it and every connection as old. Running ``work`` again
-    is safe because it is one idempotent statement: if the first did commit before the
-    connection died, the second finds nothing left to change.
+    For make_statement_engine's engine, whose pool lends connections unpinged: one the
+    server closed since its last use (a restart, an idle timeout) fails the statement,
+    and the pool drops it and every connection as old. Running ``work`` again is safe
+    because it is one idempotent statement: if the first did commit before the
+    connection died, the second finds nothing left to change. A bare connection, not
+    a session: on the one-click POST a session's bookkeeping cost more CPU than the
+    statement's own round trip. On SQLite ``work`` runs in one transaction.
     """
     try:
-        with factory() as session, session.begin():
-            return work(session)
+        with engine.begin() as connection:
+            return work(connection)
     except DBAPIError as error:
         if not error.connection_invalidated:
             raise
-    with factory() as session, session.begin():
-        return work(session)
+    with engine.begin() as connection:
+        return work(connection)
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from gazette.addresses import AddressError, address_and_key, identity_key, normalise_address
 from gazette.errors import GazetteError
+from gazette.store.db import Executor
 from gazette.store.models import (
     Base,
     Subscriber,
@@ -84,7 +85,7 @@ _INSERT_EVENT = insert(Base.metadata.tables["event"])
 
 
 def record_event(
-    session: Session,
+    session: Executor,
     kind: str,
     origin: Origin,
     *,

@@ -12,7 +12,7 @@ SQLite has no such CTEs and one writer at a time: unsubscribing.py keeps its ste
 
 from __future__ import annotations
 
-from sqlalchemy import TextClause, bindparam, text
+from sqlalchemy import TextualSelect, bindparam, column, text
 
 from gazette.newsletters.brand import BRAND_FIELDS
 from gazette.store.models import Base
@@ -71,17 +71,26 @@ FROM reader LEFT JOIN letter ON true
 LETTER_COLUMNS = ("id", "name", *BRAND_FIELDS)
 
 
-def _statement(reader: str, newsletter: str) -> TextClause:
-    """The statement with how it names the reader and the newsletter, its types bound."""
+def _statement(reader: str, newsletter: str) -> TextualSelect:
+    """The statement with how it names the reader and the newsletter, its types bound.
+
+    Its result columns named too: then SQLAlchemy keeps their description with the
+    compiled statement instead of reading the cursor's afresh on every click.
+    """
     sql = _SQL.format(
         reader=reader,
         newsletter=newsletter,
         letter_columns=", ".join(LETTER_COLUMNS),
         letter_out=", ".join(f"letter.{name}" for name in LETTER_COLUMNS[1:]),
     )
-    return text(sql).bindparams(
-        bindparam("now", type_=_event.c.created_at.type),
-        bindparam("detail", type_=_event.c.detail.type),
+    result = ("reader_id", "language", "changed", "newsletter_id", *LETTER_COLUMNS[1:])
+    return (
+        text(sql)
+        .bindparams(
+            bindparam("now", type_=_event.c.created_at.type),
+            bindparam("detail", type_=_event.c.detail.type),
+        )
+        .columns(*(column(name) for name in result))
     )
 
 

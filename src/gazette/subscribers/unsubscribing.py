@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, inspect, select, true, update
+from sqlalchemy import Connection, Row, bindparam, delete, inspect, select, true, update
 from sqlalchemy.orm import Session
 
 from gazette.errors import GazetteError
 from gazette.newsletters.service import SLUG
+from gazette.store.db import Executor
 from gazette.store.models import (
     OPEN_ISSUES,
     Base,
@@ -97,23 +98,26 @@ _SKIP_PENDING = (
 )
 
 
-def _expire_changed(session: Session, subscriber_id: int, newsletter_id: int) -> None:
-    """Expire what the table statements changed behind the session's back.
+def _expire_changed(db: Executor, subscriber_id: int, newsletter_id: int) -> None:
+    """Expire what the table statements changed behind a session's back.
 
     Only the reader's subscription and deliveries: the caller may go on using the rest,
-    even after the session closes. Reads loaded values only, so nothing is fetched.
+    even after the session closes. Reads loaded values only, so nothing is fetched. A
+    bare connection holds no objects.
     """
-    for obj in list(session.identity_map.values()):
+    if not isinstance(db, Session):
+        return
+    for obj in list(db.identity_map.values()):
         loaded = inspect(obj).dict
         if loaded.get("subscriber_id") != subscriber_id:
             continue
         if isinstance(obj, Delivery) or (
             isinstance(obj, Subscription) and loaded.get("newsletter_id") == newsletter_id
         ):
-            session.expire(obj)
+            db.expire(obj)
 
 
-def unsubscribe(session: Session, subscriber_id: int, newsletter_id: int, origin: Origin) -> bool:
+def unsubscribe(db: Executor, subscriber_id: int, newsletter_id: int, origin: Origin) -> bool:
     """Unsubscribe at once; return False when there was nothing left to undo.
 
     Idempotent, and immediate: deliveries not yet sent to this reader for this
@@ -124,8 +128,8 @@ def unsubscribe(session: Session, subscriber_id: int, newsletter_id: int, origin
     and records the event. PostgreSQL does it all in one statement.
     """
     params = {"reader": subscriber_id, "newsletter": newsletter_id, "now": utcnow()}
-    if _one_statement(session):
-        row = session.execute(
+    if _one_statement(db):
+        row = db.execute(
             statement.BY_IDS,
             statement.parameters(
                 origin, params["now"], reader=subscriber_id, newsletter=newsletter_id
@@ -133,15 +137,15 @@ def unsubscribe(session: Session, subscriber_id: int, newsletter_id: int, origin
         ).first()
         done = row is not None and bool(row.changed)
         if done:
-            _expire_changed(session, subscriber_id, newsletter_id)
+            _expire_changed(db, subscriber_id, newsletter_id)
         return done
-    changed = session.execute(_END_SUBSCRIPTION, params)
+    changed = db.execute(_END_SUBSCRIPTION, params)
     if not changed.rowcount:  # type: ignore[attr-defined]
         return False
-    session.execute(_SKIP_PENDING, params)
-    _expire_changed(session, subscriber_id, newsletter_id)
+    db.execute(_SKIP_PENDING, params)
+    _expire_changed(db, subscriber_id, newsletter_id)
     record_event(
-        session, "unsubscribed", origin, subscriber_id=subscriber_id, newsletter_id=newsletter_id
+        db, "unsubscribed", origin, subscriber_id=subscriber_id, newsletter_id=newsletter_id
     )
     return True
 
@@ -158,55 +162,57 @@ class LinkUnsubscribe:
 
 
 def unsubscribe_link(
-    session: Session, public_id: str, newsletter_slug: str, origin: Origin
+    db: Executor, public_id: str, newsletter_slug: str, origin: Origin
 ) -> LinkUnsubscribe:
     """Unsubscribe the reader an unsubscribe link names; ``changed`` is False if already.
 
     The RFC 8058 one-click target, which mail providers may call in bursts: it reads
     plain columns, not whole objects; on PostgreSQL a link of a current reader costs one
     statement, so a caller running it on its own (autocommit) holds no lock past it.
+    A bare connection will do (store.db.run_statement's), and costs less than a session.
     """
     if not SLUG.match(newsletter_slug):
         raise GazetteError(f"There is no newsletter {newsletter_slug!r}.")
-    done = _link_once(session, public_id, newsletter_slug, origin)
+    done = _link_once(db, public_id, newsletter_slug, origin)
     if done is None:
         # Only a link minted before its reader was merged pays for the second look-up.
-        current = session.scalar(_ALIASED, {"alias": public_id})
+        current = db.scalar(_ALIASED, {"alias": public_id})
         if current is not None:
-            done = _link_once(session, current, newsletter_slug, origin)
+            done = _link_once(db, current, newsletter_slug, origin)
     if done is None:
         raise GazetteError("This link belongs to a subscription that no longer exists.")
     return done
 
 
 def _link_once(
-    session: Session, public_id: str, newsletter_slug: str, origin: Origin
+    db: Executor, public_id: str, newsletter_slug: str, origin: Origin
 ) -> LinkUnsubscribe | None:
     """Unsubscribe the reader ``public_id`` names, or None when there is no such reader."""
-    if _one_statement(session):
+    if _one_statement(db):
         params = statement.parameters(origin, utcnow(), public_id=public_id, slug=newsletter_slug)
-        row = session.execute(statement.BY_LINK, params).first()
+        row = db.execute(statement.BY_LINK, params).first()
         if row is None:
             return None
         if row.newsletter_id is None:
             raise GazetteError(f"There is no newsletter {newsletter_slug!r}.")
         if row.changed:
-            _expire_changed(session, row.reader_id, row.newsletter_id)
+            _expire_changed(db, row.reader_id, row.newsletter_id)
         return LinkUnsubscribe(bool(row.changed), row.language, row)
-    found = session.execute(
+    found = db.execute(
         _READER_AND_NEWSLETTER, {"public_id": public_id, "slug": newsletter_slug}
     ).first()
     if found is None:
         return None
     if found.newsletter_id is None:
         raise GazetteError(f"There is no newsletter {newsletter_slug!r}.")
-    changed = unsubscribe(session, found.reader_id, found.newsletter_id, origin)
+    changed = unsubscribe(db, found.reader_id, found.newsletter_id, origin)
     return LinkUnsubscribe(changed, found.language, found)
 
 
-def _one_statement(session: Session) -> bool:
+def _one_statement(db: Executor) -> bool:
     """True on PostgreSQL, where unsubscribing is one statement (unsubscribe_statement)."""
-    return session.get_bind().dialect.name == "postgresql"
+    bind = db if isinstance(db, Connection) else db.get_bind()
+    return bind.dialect.name == "postgresql"
 
 
 def unsubscribe_all(session: Session, subscriber_id: int, origin: Origin) -> int:

@@ -29,14 +29,14 @@ class ReaderViews(Pages):
             )  # fmt: skip
         # No CSRF check: mail providers POST "List-Unsubscribe=One-Click" without
         # cookies, and the signed token already proves the link came from the reader's mail.
-        # This is the hot path under a provider's one-click traffic: one statement session,
-        # and the change returns what the page shows of the newsletter. On PostgreSQL it
-        # is one statement that commits by itself (store.db.run_statement), so the row
-        # locks every click takes are never held across a round trip.
+        # This is the hot path under a provider's one-click traffic: one connection, no
+        # session, and the change returns what the page shows of the newsletter. On
+        # PostgreSQL it is one statement that commits by itself (store.db.run_statement),
+        # so the row locks every click takes are never held across a round trip.
         origin = self.origin()
         done = run_statement(
-            self.rt.statement_sessions,
-            lambda session: unsubscribe_link(session, claims.subscriber, claims.newsletter, origin),
+            self.rt.statement_engine,
+            lambda db: unsubscribe_link(db, claims.subscriber, claims.newsletter, origin),
         )
         if request.form.get("List-Unsubscribe") == "One-Click":
             # RFC 8058's POST, from a mail provider: nobody sees the answer, and the
