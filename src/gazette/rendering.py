@@ -260,6 +260,15 @@ class Renderer:
         names = set(self._loader.list_templates())
         return all(f"email/{name}.{part}.j2" in names for part in ("subject", "txt", "html"))
 
+    def load_catalogues(self) -> None:
+        """Compile every language's message catalogue now, once per process.
+
+        A web process answers each reader in the reader's language; compiled on first
+        use, the first one-click POST in each language of each process would wait for it.
+        """
+        for language in LANGUAGES:
+            _translations(self._locale_dir, language)
+
     def translate(self, language: str, message: str) -> str:
         """``message`` in ``language`` when the catalogue has it, else as it is."""
         language = language if language in LANGUAGES else "en"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+from gazette.rendering import LANGUAGES, _translations
+from gazette.web import create_app
 from tests.support.web import SECURITY_HEADERS, Site, SiteFactory
 from tests.web.helpers import tour
 
@@ -40,3 +42,14 @@ def test_pages_work_without_javascript(make_site: SiteFactory) -> None:
         for form in page.forms():
             assert form.method == "post", name
             assert 'type="submit"' in page.text, name
+
+
+def test_the_app_compiles_every_language_catalogue_when_it_is_built(site: Site) -> None:
+    """So the first one-click POST in a language does not wait for its .po file."""
+    _translations.cache_clear()
+    create_app(site.runtime)
+    built = _translations.cache_info()
+    assert (built.currsize, built.misses) == (len(LANGUAGES), len(LANGUAGES))
+    site.runtime.renderer.translate("uk", "You will receive no more issues of this newsletter.")
+    answered = _translations.cache_info()
+    assert (answered.hits, answered.misses) == (built.hits + 1, built.misses)

@@ -59,6 +59,7 @@ def create_app(
     from (tests serve their own certificates and choose the time).
     """
     rt = runtime or current_runtime()
+    rt.renderer.load_catalogues()
     app = Flask("gazette.web")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     if rt.settings.proxy_hops:
