@@ -57,7 +57,8 @@ FIGURES = FigureTable(
     },
 )
 METHOD = (
-    f"{webload.server_words()} on PostgreSQL, "
+    f"{webload.server_words()} on PostgreSQL, warmed with GET /subscribe and "
+    f"{webload.WARM_POSTS} one-click POSTs per process, then "
     f"`wrk -t2 -c{CONNECTIONS} --latency`; the one-click POST rotates through unsubscribe "
     "tokens of distinct readers who each have a pending delivery (resubscribed between "
     "runs). GET /healthz (one database ping) is the server's floor; the one-click POSTs "
