@@ -1,12 +1,17 @@
-"""tally shards: the subscription tally kept in 64 rows per (newsletter, status), not one
+"""tally shards: the subscription tally kept in up to 64 rows per (newsletter, status)
 
 Every unsubscribe moves a subscription from "active" to "unsubscribed", and 0012's
 triggers added each move to the same two rows of its newsletter: concurrent one-click
 unsubscribes queued on those two row locks, each waiting for the previous one's commit.
-A change now goes to the shard of its subscription (subscription.id % 64), so two
-clicks meet on a row only when their subscriptions share a shard; /metrics sums the
-shards. Seeded from the subscription table under the same lock as 0012, so no change
-is missed or counted twice.
+On PostgreSQL a change now goes to the shard of the server process that makes it
+(pg_backend_pid() % 64), so two connections meet on a row only when their processes
+share a shard; /metrics sums the shards, which are partial sums, not partitions (one
+may go below zero). Not the subscription's id: a transaction that changes several
+subscriptions would then lock shards in the order of its readers, and two such
+transactions (two workers recording bounces) could deadlock; one connection's changes
+all go to the same rows, as they did before. SQLite has one writer at a time and keeps
+shard 0. The existing counts go to shard 0, under an exclusive lock on subscription,
+so no change is missed or counted twice.
 
 Revision ID: shards200015
 Revises: deliver180014
@@ -29,20 +34,21 @@ down_revision: Union[str, Sequence[str], None] = "deliver180014"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
-# Fixed here, as the migration that wrote the rows knew it: the model's TALLY_SHARDS
-# names the same number, and changing it takes a migration that re-seeds.
+# Fixed here, as the triggers know it: the model's TALLY_SHARDS names the same number.
 SHARDS = 64
+# PostgreSQL's shard: the server process running the statement.
+_PG_SHARD = f"pg_backend_pid() % {SHARDS}"
 STATUSES = ("pending", "active", "unsubscribed", "bounced", "complained")
 
+# SQLite: one writer at a time, so every count stays in shard 0.
 _SQLITE_ADD = (
     "INSERT INTO subscription_tally (newsletter_id, status, shard, count) "
-    f"VALUES (NEW.newsletter_id, NEW.status, NEW.id % {SHARDS}, 1) "
+    "VALUES (NEW.newsletter_id, NEW.status, 0, 1) "
     "ON CONFLICT (newsletter_id, status, shard) DO UPDATE SET count = count + 1;"
 )
 _SQLITE_REMOVE = (
     "UPDATE subscription_tally SET count = count - 1 "
-    f"WHERE newsletter_id = OLD.newsletter_id AND status = OLD.status "
-    f"AND shard = OLD.id % {SHARDS};"
+    "WHERE newsletter_id = OLD.newsletter_id AND status = OLD.status AND shard = 0;"
 )
 SQLITE_TRIGGERS = (
     "CREATE TRIGGER subscription_tally_insert AFTER INSERT ON subscription "
@@ -56,8 +62,8 @@ SQLITE_TRIGGERS = (
 )
 
 # As 0012's, with the shard in each change's key: summed per key, applied in key order
-# (two transactions take the rows' locks in the same order), rows of a newsletter
-# being deleted in the same cascade skipped.
+# (two statements take the rows' locks in the same order), rows of a newsletter being
+# deleted in the same cascade skipped. Every change of a statement has the same shard.
 _PG_APPLY = """
     INSERT INTO subscription_tally AS t (newsletter_id, status, shard, count)
     SELECT newsletter_id, status, shard, sum(delta) FROM changes
@@ -69,16 +75,16 @@ _PG_APPLY = """
 """
 PG_FUNCTIONS = {
     "subscription_tally_inserted": (
-        f"WITH changes AS (SELECT newsletter_id, status, id % {SHARDS} AS shard, 1 AS delta"
+        f"WITH changes AS (SELECT newsletter_id, status, {_PG_SHARD} AS shard, 1 AS delta"
         " FROM new_rows)"
     ),
     "subscription_tally_deleted": (
-        f"WITH changes AS (SELECT newsletter_id, status, id % {SHARDS} AS shard, -1 AS delta"
+        f"WITH changes AS (SELECT newsletter_id, status, {_PG_SHARD} AS shard, -1 AS delta"
         " FROM old_rows)"
     ),
     "subscription_tally_updated": (
         "WITH moved AS ("
-        f" SELECT o.id % {SHARDS} AS shard,"
+        f" SELECT {_PG_SHARD} AS shard,"
         " o.newsletter_id AS old_newsletter, o.status AS old_status,"
         " n.newsletter_id AS new_newsletter, n.status AS new_status"
         " FROM old_rows o JOIN new_rows n ON n.id = o.id"
@@ -158,19 +164,20 @@ def _create_table(sharded: bool) -> None:
 def _rebuild(sharded: bool) -> None:
     """Replace the tally and its triggers, seeded from the subscriptions there are.
 
-    On PostgreSQL the subscription table is locked against writes first, so no change
-    made between the seeding and the new triggers is missed or counted twice.
+    On PostgreSQL the subscription table is locked first, so no change made between the
+    seeding and the new triggers is missed or counted twice; exclusively, as dropping
+    its triggers needs, so the lock is never raised while another transaction waits.
     """
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("LOCK TABLE subscription IN SHARE ROW EXCLUSIVE MODE")
+        op.execute("LOCK TABLE subscription IN ACCESS EXCLUSIVE MODE")
     _tally_0012().drop_triggers()  # the trigger names are the same in both versions
     op.drop_table("subscription_tally")
     _create_table(sharded)
     if sharded:
         op.execute(
             "INSERT INTO subscription_tally (newsletter_id, status, shard, count) "
-            f"SELECT newsletter_id, status, id % {SHARDS}, count(*) FROM subscription "
-            f"GROUP BY newsletter_id, status, id % {SHARDS}"
+            "SELECT newsletter_id, status, 0, count(*) FROM subscription "
+            "GROUP BY newsletter_id, status"
         )
         create_triggers()
         return

@@ -105,7 +105,7 @@ class Subscription(Base):
 Index("ix_subscription_newsletter_status", Subscription.newsletter_id, Subscription.status)
 
 
-# How many rows the tally keeps per newsletter and status (migration 0015 fixes it).
+# How many rows the tally keeps at most per newsletter and status (migration 0015).
 TALLY_SHARDS = 64
 
 
@@ -115,11 +115,13 @@ class SubscriptionTally(Base):
     Kept exact by the database itself: triggers on ``subscription`` (insert, a change of
     status or newsletter, delete, including the deletes a forgotten reader's cascade
     makes) adjust it in the same transaction as the change, whichever process or
-    statement made it; migration 0012 created them, 0015 shards them. A subscription
-    counts in shard ``id % TALLY_SHARDS``, so concurrent unsubscribes seldom wait on
-    one row's lock; /metrics sums the shards instead of counting the subscription
-    table. On SQLite a batch migration that rebuilds ``subscription`` drops its
-    triggers: such a migration must create them again (0015's ``create_triggers``).
+    statement made it; migration 0012 created them, 0015 shards them. On PostgreSQL a
+    change is added to the shard of the server process making it (its pid modulo
+    TALLY_SHARDS), so concurrent unsubscribes seldom wait on one row's lock while one
+    transaction's changes all take the same rows; a shard is a partial sum, which may
+    be negative, and /metrics sums them. SQLite keeps shard 0. On SQLite a batch
+    migration that rebuilds ``subscription`` drops its triggers: such a migration must
+    create them again (0015's ``create_triggers``).
     """
 
     __tablename__ = "subscription_tally"
