@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from gazette.mail.outcomes import RELAY_STEPS, relay_fault
 from gazette.newsletters.pausing import pause_sentence
 from gazette.store.models import (
+    OPEN_ISSUES,
     Delivery,
     DeliveryStatus,
     Edition,
@@ -72,7 +73,7 @@ def resumable_issues(
             .join(Issue, Issue.id == Delivery.issue_id)
             .join(Newsletter, Newsletter.id == Issue.newsletter_id)
             .where(
-                Issue.status.in_([IssueStatus.PLANNED, IssueStatus.SENDING]),
+                Issue.status.in_(OPEN_ISSUES),
                 Newsletter.paused_at.is_(None),  # a paused newsletter's rows wait for resume
                 due_now(now),
                 *only,

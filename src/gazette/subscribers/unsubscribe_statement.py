@@ -31,8 +31,9 @@ _event = Base.metadata.tables["event"]
 # SQLAlchemy 2.1 loses a parameter of this statement built from Core's DML-in-CTE
 # constructs.
 #
-# Only open issues have pending rows (ledger.finish_issue). The reader's rows are found
-# first, by the unique (issue_id, subscriber_id) index, one probe per open issue, in a
+# Only an open issue's pending rows can still be sent (ledger.resumable_issues); an
+# issue is marked sent once none is left (ledger.finish_issue). The reader's rows are
+# found first, by the unique (issue_id, subscriber_id) index, one probe per open issue, in a
 # materialised CTE that does not name the status. Given the status, PostgreSQL may read
 # the issue's pending rows through (issue_id, status) instead, every one of them on
 # every click, whenever its statistics predate the issue's planning and call 'pending'

@@ -86,7 +86,7 @@ _SKIP_PENDING = (
     .where(
         _delivery.c.subscriber_id == bindparam("reader"),
         _delivery.c.status == DeliveryStatus.PENDING,
-        # Only open issues have pending rows (ledger.finish_issue).
+        # Only an open issue's pending rows can still be sent (ledger.resumable_issues).
         _delivery.c.issue_id.in_(
             select(_issue.c.id).where(
                 _issue.c.newsletter_id == bindparam("newsletter"),

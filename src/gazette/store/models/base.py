@@ -90,8 +90,8 @@ class IssueStatus(enum.StrEnum):
     SKIPPED = "skipped"
 
 
-# The issues that may still send: only these have pending or sending rows, since an
-# issue is marked sent once it has none left (digests.ledger.finish_issue).
+# The issues that may still send: an issue is marked sent once it has no pending or
+# sending row left (digests.ledger.finish_issue), and only these are resumed.
 OPEN_ISSUES = (IssueStatus.PLANNED, IssueStatus.SENDING)
 
 
