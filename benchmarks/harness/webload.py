@@ -156,13 +156,17 @@ def serving(
                 base = f"http://127.0.0.1:{port}"
                 # Compile the templates and open the pools before the clock runs: the
                 # engine's, and the one-click POST's own (store.db's statement engine),
-                # whose statement the server prepares after a connection's fifth run.
+                # whose statement the server prepares after a connection's fifth run
+                # (the kernel spreads the POSTs over the processes, about evenly). The
+                # warm-up's readers are subscribed again: a run starts from every
+                # reader subscribed, and counts only its own unsubscribes.
                 for _ in range(3 * processes):
                     with urllib.request.urlopen(f"{base}/subscribe", timeout=30) as response:
                         response.read()
                 for path in paths[: WARM_POSTS * processes]:
                     with urllib.request.urlopen(_one_click(base + path), timeout=30) as answer:
                         answer.read()
+                resubscribe(runtime)
                 yield Server(base, paths, process), runtime
             finally:
                 stop_group(process, timeout=10)
