@@ -194,7 +194,7 @@ def settled_unfinished(session: Session) -> list[int]:
     return list(
         session.scalars(
             select(Issue.id).where(
-                Issue.status.in_([IssueStatus.PLANNED, IssueStatus.SENDING]),
+                Issue.status.in_(OPEN_ISSUES),
                 ~open_rows.exists(),
             )
         )
@@ -329,7 +329,7 @@ def finish_issue(session: Session, issue_id: int) -> bool:
         return False  # a row was reopened between the probe and the count
     session.execute(
         update(Issue)
-        .where(Issue.id == issue_id, Issue.status.in_([IssueStatus.PLANNED, IssueStatus.SENDING]))
+        .where(Issue.id == issue_id, Issue.status.in_(OPEN_ISSUES))
         .values(
             status=IssueStatus.SENT,
             finished_at=utcnow(),
