@@ -20,6 +20,7 @@ Create Date: 2026-12-07
 """
 
 import importlib.util
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Sequence, Union
@@ -98,8 +99,9 @@ PG_FUNCTIONS = {
 }
 
 
+@cache
 def _tally_0012() -> ModuleType:
-    """Migration 0012, whose unsharded triggers the downgrade puts back."""
+    """Migration 0012, whose unsharded triggers the downgrade puts back (loaded once)."""
     path = Path(__file__).with_name("0012_subscription_tally.py")
     spec = importlib.util.spec_from_file_location("gazette_migration_0012", path)
     assert spec is not None and spec.loader is not None
