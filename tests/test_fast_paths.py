@@ -11,6 +11,7 @@ from __future__ import annotations
 import binascii
 import re
 import smtplib
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,7 +33,7 @@ from gazette.mail.transports import MaildirTransport
 from gazette.ratelimit import make_throttle
 from gazette.rendering import ArticleView, IssueView, RenderedMessage, Renderer
 from gazette.store.models import Newsletter, utcnow
-from gazette.text import html_to_text
+from gazette.text import _DIRTY, _is_clean, clean_line, html_to_text
 from gazette.tokens import Tokens
 from gazette.url_settings import MailURL
 from tests.support.env import TEST_KEY
@@ -66,6 +67,46 @@ def substitute(body: str, greeting: str, unsubscribe: str, preferences: str) -> 
 
 def lines_of(encoded: bytes) -> list[bytes]:
     return encoded.split(b"\r\n")
+
+
+# --- headers that need no cleaning ------------------------------------------------------
+
+# Whitespace, separators, controls and format characters among ordinary letters: every
+# kind of character the regular expression looks for, and some it must let through.
+header_text = st.text(
+    alphabet=st.sampled_from(
+        list("ab .-@<>")
+        + list("\t\n\r\x0b\x0c\x1c\x85\xa0\xad\u2002\u200b\u2028\u2029\u3000")
+        + list("東京Київ")
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(text=header_text)
+def test_clean_lines_check_decides_as_the_regular_expression(text: str) -> None:
+    assert _is_clean(text) == (_DIRTY.search(text) is None)
+
+
+def test_printable_text_holds_no_whitespace_but_the_space() -> None:
+    # What the check rests on, over every code point of this Python's Unicode tables.
+    spaces = [hex(c) for c in range(sys.maxunicode + 1) if re.fullmatch(r"\s", chr(c))]
+    assert [c for c in spaces if chr(int(c, 16)).isprintable()] == ["0x20"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Reader Name", "Reader Name"),
+        ("Reader\xa0Name", "Reader\xa0Name"),
+        ("Reader\u3000\u3000Name", "Reader Name"),
+        ("Reader  Name ", "Reader Name"),
+        (" 東京", "東京"),
+    ],
+)
+def test_clean_line_keeps_clean_text_and_folds_the_rest(text: str, expected: str) -> None:
+    assert clean_line(text) == expected
 
 
 # --- encoding each run of lines once ----------------------------------------------------
