@@ -144,3 +144,30 @@ def test_report_findings_read_only_the_figures_of_this_run(tmp_path: Path) -> No
     assert "**CSV import.** 21,000 rows/s over the whole command." in findings
     assert "Planning" not in findings  # in the table, marked earlier, but not read
     assert "*(earlier quick run, 2026-01-01 00:00:00 UTC)*" in text
+
+
+def test_relay_findings_show_the_curves_over_round_trips_and_connections() -> None:
+    from benchmarks.scenarios import relay
+
+    info = report.RunInfo(mode="full", command="test", started="2026-12-07 06:17:28 UTC")
+    values = {
+        "relay.rtt20.gazette.c1.msgs_per_s": 27.5,
+        "relay.rtt20.gazette.c1.bound_msgs_per_s": 50.0,
+        "relay.rtt20.gazette.c10.msgs_per_s": 390.0,
+        "relay.rtt20.gazette.c10.bound_msgs_per_s": 500.0,
+        "relay.rtt20.obvious.msgs_per_s": 12.3,
+        "relay.rtt20.gazette.c20.msgs_per_s": 708.0,
+        "relay.rtt20.gazette.c20.bound_msgs_per_s": 1000.0,
+    }
+    figures = []
+    for name, value in values.items():
+        one = make_figure(name, [value], "msg/s", scenario="relay", label=name)
+        one.recorded_at = info.started
+        figures.append(one)
+    lines = relay.findings(figures, info)
+    assert "| 20 ms | 390 | 12.3 | 500 | 78% |" in lines
+    assert "At 20 ms, by SMTP connections per worker process (2 processes):" in lines
+    assert [line for line in lines if line.startswith("| 1 |") or line.startswith("| 20 |")] == [
+        "| 1 | 27.5 | 50.0 | 55% |",
+        "| 20 | 708 | 1,000 | 71% |",
+    ]

@@ -225,9 +225,10 @@ def general_findings(figures: Sequence[Figure], info: RunInfo) -> list[str]:
     if load is not None and load > cores / 2:
         out += [
             f"**A shared machine.** The 1-minute load average was {load:.1f} on {cores} cores "
-            "when this run started, so other work competed with it: its absolute rates, "
-            "latencies and CPU times are those of a shared machine, and ratios of figures "
-            "of the same run are the more comparable numbers.",
+            "when this run started: other work ran in the minute before it, and may have "
+            "gone on beside it. So its absolute rates, latencies and CPU times may be those "
+            "of a shared machine, and ratios of figures of the same run are the more "
+            "comparable numbers.",
             "",
         ]
     return out

@@ -231,7 +231,9 @@ def _figures(
     who = "Gazette" if approach is gazette.SENDER else "obvious approach"
     name = f"rtt{rtt:g}.{approach.name}" + (f".c{connections}" if connections else "")
     label = f"Relay {rtt:g} ms away, {who}" + (
-        f", {connections} connections per process" if connections else ""
+        f", {connections} connection{'s' if connections != 1 else ''} per process"
+        if connections
+        else ""
     )
     # Only Gazette's rate at the target round trip, with the default connections, has one.
     targeted = (
@@ -282,6 +284,33 @@ def findings(figures: Sequence[Figure], info: RunInfo) -> list[str]:
         "",
         "| RTT | Gazette msg/s | obvious msg/s | bound msg/s | of the bound |",
         "|---:|---:|---:|---:|---:|",
+        *rows,
+        "",
+        *_by_connections(found),
+    ]
+
+
+def _by_connections(found: dict[str, Figure]) -> list[str]:
+    """The connections curve at the target round trip, against the same bound."""
+    rows = []
+    for connections in CONNECTION_COUNTS:
+        run = f"relay.rtt{TARGET_RTT_MS}.gazette.c{connections}"
+        rate = found.get(f"{run}.msgs_per_s")
+        limit = found.get(f"{run}.bound_msgs_per_s")
+        if rate is None or limit is None:
+            continue
+        rows.append(
+            f"| {connections} | {fmt(rate.value)} | {fmt(limit.value)} | "
+            f"{rate.value / limit.value:.0%} |"
+        )
+    if not rows:
+        return []
+    return [
+        f"At {TARGET_RTT_MS} ms, by SMTP connections per worker process "
+        f"({WORKER_PROCESSES} processes):",
+        "",
+        "| connections per process | Gazette msg/s | bound msg/s | of the bound |",
+        "|---:|---:|---:|---:|",
         *rows,
         "",
     ]
