@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 from celery import Celery
+from celery.signals import worker_process_init
 from kombu import pools as kombu_pools
 
 from gazette.bounces.runs import BOUNCE_INTERVAL
@@ -114,3 +115,19 @@ def _configure_from_environment(**_kwargs: object) -> None:
         print(f"gazette: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     configure(settings)
+
+
+@worker_process_init.connect(weak=False)
+def _build_runtime(**_kwargs: object) -> None:
+    """Build each pool process's runtime as it starts, not in its first task.
+
+    Still after the fork, as current_runtime's lazy build would be: the engine, the
+    SMTP pool and the Redis clients are the process's own. The first task then does
+    only its own work: building cost tens of milliseconds of CPU per process (the
+    database driver's import, the message catalogues), 7% of the worker's CPU on a
+    10,000-reader issue sent by fresh processes. Celery logs an exception raised here
+    and starts the process anyway; its first task then raises it again.
+    """
+    from gazette.runtime import current_runtime  # here: importing worker.app alone stays light
+
+    current_runtime().renderer.load_catalogues()

@@ -1,7 +1,8 @@
 """The wiring: one Runtime per process, built from Settings, shared by CLI, worker and web.
 
 Entry points ask for ``current_runtime()``; it is built lazily, so a Celery worker
-creates its database engine in the child process after the fork, never before. Work an
+creates its database engine in the child process after the fork, never before (each
+pool process builds it as it starts: worker.app). Work an
 entry point hands off (a confirmation, an issue's batches) goes through
 ``runtime.dispatcher``: in-process with no broker, the registered queue dispatcher with one.
 """
