@@ -126,7 +126,9 @@ def _build_runtime(**_kwargs: object) -> None:
     only its own work: building cost tens of milliseconds of CPU per process (the
     database driver's import, the message catalogues), 7% of the worker's CPU on a
     10,000-reader issue sent by fresh processes. Celery logs an exception raised here
-    and starts the process anyway; its first task then raises it again.
+    and starts the process anyway; its first task then raises it again. Nothing here may
+    connect or wait (the engine, Redis and SMTP connect on first use): Celery kills a
+    pool process that is not up within worker_proc_alive_timeout (4 s).
     """
     from gazette.runtime import current_runtime  # here: importing worker.app alone stays light
 
