@@ -52,6 +52,24 @@ def wait_until(
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def wait_until_idle(pids: list[int], timeout: float, quiet: float = 0.5) -> None:
+    """Wait until none of ``pids`` has used CPU for ``quiet`` seconds in a row.
+
+    A process that is gone counts as idle. Raise TimeoutError when they never settle.
+    """
+    deadline = time.monotonic() + timeout
+    last = [timing.cpu_seconds(pid) for pid in pids]
+    still_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = [timing.cpu_seconds(pid) for pid in pids]
+        if now != last:
+            last, still_since = now, time.monotonic()
+        elif time.monotonic() - still_since >= quiet:
+            return
+    raise TimeoutError(f"processes {pids} still busy after {timeout:.0f} s")
+
+
 def child_env(extra: Mapping[str, str]) -> dict[str, str]:
     """This process's environment without GAZETTE_* settings, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GAZETTE_")}
@@ -125,7 +143,13 @@ class CeleryWorker:
         return timing.descendants(self.pid)
 
     def wait_ready(self, broker_url: str, timeout: float = 60) -> None:
-        """Wait until the worker answers a ping on the broker and its pool is up."""
+        """Wait until the worker answers a ping and its pool processes have started.
+
+        The main process answers the ping while its pool processes may still be running
+        their start-up (worker_process_init builds Gazette's runtime), which Celery does
+        not report outside; they have finished when their CPU time stops moving, and
+        only then may a run's CPU baseline be taken.
+        """
         from celery import Celery
 
         control = Celery("bench-control", broker=broker_url)
@@ -138,6 +162,7 @@ class CeleryWorker:
                     )
                 replies = control.control.ping(destination=[self.hostname], timeout=0.5)
                 if replies and len(self.pool_pids()) >= self.concurrency:
+                    wait_until_idle(self.pool_pids(), max(deadline - time.monotonic(), 1))
                     return
             raise TimeoutError(f"celery worker not ready after {timeout:.0f} s; see {self.log}")
         finally:
