@@ -44,7 +44,7 @@ def test_a_pool_process_builds_its_runtime_and_catalogues_as_it_starts(
 def test_a_bad_setting_leaves_the_process_to_its_first_task(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = make_env(tmp_path, "sqlite:///x.db", smtp_connections="abc")
+    env = make_env(tmp_path, f"sqlite:///{tmp_path / 'x.db'}", smtp_connections="abc")
     _environment(monkeypatch, env)
     use_runtime(None)
     try:

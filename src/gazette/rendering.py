@@ -263,8 +263,8 @@ class Renderer:
     def load_catalogues(self) -> None:
         """Compile every language's message catalogue now, once per process.
 
-        A web process answers each reader in the reader's language; compiled on first
-        use, the first one-click POST in each language of each process would wait for it.
+        Web and worker processes call it as they start: compiled on first use, the first
+        one-click POST or digest in each language of each process would wait for it.
         """
         for language in LANGUAGES:
             _translations(self._locale_dir, language)
